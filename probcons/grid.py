@@ -1,0 +1,86 @@
+"""Space-time grids: point values u[j, i] = u(t_j, x_i), flattened t-major (index j * n_x + i)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from probcons.validation import as_float64_vector
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """A tensor-product grid of times `t` (n_t,) and positions `x` (n_x,), both increasing."""
+
+    t: torch.Tensor
+    x: torch.Tensor
+
+    def __post_init__(self) -> None:
+        for name in ("t", "x"):
+            values = as_float64_vector(getattr(self, name), name, min_length=1)
+            if values.numel() > 1 and not bool((values[1:] > values[:-1]).all()):
+                raise ValueError(f"{name}: expected strictly increasing values, got {values}")
+            object.__setattr__(self, name, values)
+
+    @classmethod
+    def uniform(
+        cls,
+        t_range: tuple[float, float],
+        x_range: tuple[float, float],
+        n_t: int,
+        n_x: int,
+    ) -> Grid:
+        """Uniform grid with endpoints included: n_t times over t_range, n_x points over x_range."""
+        for name, n in (("n_t", n_t), ("n_x", n_x)):
+            if not isinstance(n, int) or n < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {n!r}")
+        t = torch.linspace(float(t_range[0]), float(t_range[1]), n_t, dtype=torch.float64)
+        x = torch.linspace(float(x_range[0]), float(x_range[1]), n_x, dtype=torch.float64)
+        return cls(t, x)
+
+    @property
+    def n_t(self) -> int:
+        return self.t.numel()
+
+    @property
+    def n_x(self) -> int:
+        return self.x.numel()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_t, self.n_x)
+
+    @property
+    def size(self) -> int:
+        return self.n_t * self.n_x
+
+    def mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, X), each (n_t, n_x)."""
+        return torch.meshgrid(self.t, self.x, indexing="ij")
+
+    def points(self) -> torch.Tensor:
+        """(N, 2) array of [t, x] rows in t-major order."""
+        tt, xx = self.mesh()
+        return torch.stack([tt.reshape(-1), xx.reshape(-1)], dim=-1)
+
+    def trapezoid_weights(self) -> torch.Tensor:
+        """(n_x,) trapezoid weights: w_i = (x_{i+1} - x_{i-1}) / 2, halves at the two ends."""
+        x = self.x
+        if x.numel() == 1:
+            return torch.zeros(1, dtype=torch.float64)
+        weights = torch.zeros_like(x)
+        weights[1:-1] = (x[2:] - x[:-2]) / 2
+        weights[0] = (x[1] - x[0]) / 2
+        weights[-1] = (x[-1] - x[-2]) / 2
+        return weights
+
+    def time_index(self, time: float) -> int:
+        """Index of the grid time nearest to `time`."""
+        return int(torch.argmin((self.t - float(time)).abs()))
+
+    def __repr__(self) -> str:
+        return (
+            f"Grid(n_t={self.n_t}, n_x={self.n_x}, t=[{float(self.t[0]):g}, {float(self.t[-1]):g}],"
+            f" x=[{float(self.x[0]):g}, {float(self.x[-1]):g}])"
+        )

@@ -1,0 +1,67 @@
+"""Argument checks at the public boundary: each error names the argument, the allowed and the given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def describe(value: Any) -> str:
+    """Short description of a value for error messages."""
+    if isinstance(value, torch.Tensor):
+        return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return repr(value)
+
+
+def as_float64_tensor(value: Any, name: str) -> torch.Tensor:
+    """Convert to a float64 tensor; reject non-numeric input and NaN/inf."""
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{name}: expected a numeric array, got {describe(value)}") from error
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"{name}: expected real numbers, got {describe(tensor)}")
+    tensor = tensor.to(torch.float64)
+    check_finite(tensor, name)
+    return tensor
+
+
+def check_finite(tensor: torch.Tensor, name: str) -> None:
+    """Raise if `tensor` holds NaN or infinity."""
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN or infinite entries")
+
+
+def as_float64_vector(value: Any, name: str, min_length: int = 0) -> torch.Tensor:
+    """A finite 1-D float64 tensor with at least `min_length` entries."""
+    tensor = as_float64_tensor(value, name)
+    if tensor.dim() != 1 or tensor.numel() < min_length:
+        raise ValueError(
+            f"{name}: expected a 1-D array of length >= {min_length}, got {describe(tensor)}"
+        )
+    return tensor
+
+
+def check_shape(tensor: torch.Tensor, shape: tuple[int, ...], name: str) -> None:
+    """Raise unless `tensor.shape == shape`."""
+    if tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(tensor.shape)}")
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """A positive integer (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return value
+
+
+def check_nonnegative(value: float, name: str) -> float:
+    """A finite number >= 0."""
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return number
