@@ -1,0 +1,20 @@
+"""Linear constraints G u = b + eps on space-time grids, kept structured per time slice."""
+
+from probcons.constraints.boundary import (
+    dirichlet_constraint,
+    neumann_constraint,
+    periodic_constraint,
+)
+from probcons.constraints.conservation import conservation_constraint
+from probcons.constraints.finite_difference import derivative_weights
+from probcons.constraints.linear import LinearConstraint, dense_constraint
+
+__all__ = [
+    "LinearConstraint",
+    "conservation_constraint",
+    "dense_constraint",
+    "derivative_weights",
+    "dirichlet_constraint",
+    "neumann_constraint",
+    "periodic_constraint",
+]
