@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -19,7 +20,12 @@ def describe(value: Any) -> str:
 def as_float64_tensor(value: Any, name: str) -> torch.Tensor:
     """Convert to a float64 tensor; reject non-numeric input and NaN/inf."""
     try:
-        tensor = torch.as_tensor(value)
+        if isinstance(value, torch.Tensor):
+            tensor = value
+        elif isinstance(value, bool) or (isinstance(value, np.ndarray) and value.dtype == bool):
+            tensor = torch.as_tensor(value)
+        else:  # straight to float64: Python floats must not pass through float32
+            tensor = torch.as_tensor(np.asarray(value, dtype=np.float64))
     except (TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"{name}: expected a numeric array, got {describe(value)}") from error
     if tensor.is_complex() or tensor.dtype == torch.bool:

@@ -1,0 +1,108 @@
+"""Per-function metrics of a probabilistic prediction against the exact solution.
+
+Shapes: fields (n_t, n_x); samples (D, n_t, n_x) with draws first. Pointwise scores are
+averaged over the grid; summaries over functions are mean and standard error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scoringrules
+import torch
+from scipy import stats
+
+from probcons.constraints import LinearConstraint
+
+VARIANCE_FLOOR = 1e-12
+"""Variance used in the Gaussian log-density where a prediction's variance is smaller."""
+
+
+def _numpy(value) -> np.ndarray:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def mse(mean: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean squared error of the predictive mean over all points."""
+    return float(((mean - truth) ** 2).mean())
+
+
+def conservation_error(field: torch.Tensor, constraint: LinearConstraint) -> float:
+    """CE = mean over time slices (and rows) of |G u - b|; exact zeros stay 0."""
+    return float(constraint.residual(field).abs().mean())
+
+
+def gaussian_log_likelihood(
+    mean: torch.Tensor, variance: torch.Tensor, truth: torch.Tensor
+) -> torch.Tensor:
+    """Pointwise log N(truth | mean, variance), variance floored at VARIANCE_FLOOR."""
+    variance = variance.clamp_min(VARIANCE_FLOOR)
+    return -0.5 * (math.log(2 * math.pi) + variance.log() + (truth - mean) ** 2 / variance)
+
+
+def crps_gaussian(mean: torch.Tensor, variance: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
+    """Pointwise closed-form CRPS of N(mean, variance) (scoringrules)."""
+    sigma = np.sqrt(np.maximum(_numpy(variance), VARIANCE_FLOOR))
+    return scoringrules.crps_normal(_numpy(truth), _numpy(mean), sigma)
+
+
+def crps_ensemble(samples: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
+    """Pointwise CRPS of the empirical distribution of `samples` (D, ...) (scoringrules)."""
+    return scoringrules.crps_ensemble(_numpy(truth), _numpy(samples), m_axis=0)
+
+
+def central_interval(samples: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pointwise (lower, upper) sample quantiles of the central `level` interval."""
+    if not 0 < level < 1:
+        raise ValueError(f"level: expected a value in (0, 1), got {level!r}")
+    tail = (1 - level) / 2
+    quantiles = torch.tensor([tail, 1 - tail], dtype=samples.dtype)
+    lower, upper = torch.quantile(samples.reshape(samples.shape[0], -1), quantiles, dim=0)
+    return lower.reshape(samples.shape[1:]), upper.reshape(samples.shape[1:])
+
+
+def central_interval_coverage(
+    samples: torch.Tensor, truth: torch.Tensor, level: float
+) -> torch.Tensor:
+    """Pointwise: is the truth inside the central `level` interval of the samples?"""
+    lower, upper = central_interval(samples, level)
+    return (truth >= lower) & (truth <= upper)
+
+
+def gaussian_interval_coverage(
+    mean: torch.Tensor, variance: torch.Tensor, truth: torch.Tensor, level: float
+) -> torch.Tensor:
+    """Pointwise: is the truth inside mean +- z sigma, the central `level` Gaussian interval?"""
+    half_width = stats.norm.ppf(0.5 + level / 2) * variance.clamp_min(0).sqrt()
+    return (truth - mean).abs() <= half_width
+
+
+def front_positions(profiles: torch.Tensor, x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """First x where each profile (D, n_x) drops to `threshold`, linearly interpolated.
+
+    A profile that never drops gives x[-1]; one that starts below gives x[0].
+    """
+    below = profiles <= threshold
+    has_crossing = below.any(dim=-1)
+    first = torch.where(
+        has_crossing,
+        below.float().argmax(dim=-1),
+        torch.full_like(has_crossing, x.numel() - 1, dtype=torch.long),
+    )
+    previous = (first - 1).clamp_min(0)
+    upper_value = profiles.gather(-1, previous[..., None])[..., 0]
+    lower_value = profiles.gather(-1, first[..., None])[..., 0]
+    drop = (upper_value - lower_value).clamp_min(torch.finfo(profiles.dtype).tiny)
+    fraction = ((upper_value - threshold) / drop).clamp(0, 1)
+    position = x[previous] + fraction * (x[first] - x[previous])
+    return torch.where(has_crossing & (first > 0), position, x[first])
+
+
+def mean_and_standard_error(values) -> tuple[float, float]:
+    """Mean over functions and its standard error (ddof = 1; 0 for a single value)."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        return float("nan"), float("nan")
+    error = array.std(ddof=1) / math.sqrt(array.size) if array.size > 1 else 0.0
+    return float(array.mean()), float(error)
