@@ -25,7 +25,7 @@ def as_float64_tensor(value: Any, name: str) -> torch.Tensor:
         elif isinstance(value, bool) or (isinstance(value, np.ndarray) and value.dtype == bool):
             tensor = torch.as_tensor(value)
         else:  # straight to float64: Python floats must not pass through float32
-            tensor = torch.as_tensor(np.asarray(value, dtype=np.float64))
+            tensor = torch.from_numpy(np.array(value, dtype=np.float64))
     except (TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"{name}: expected a numeric array, got {describe(value)}") from error
     if tensor.is_complex() or tensor.dtype == torch.bool:

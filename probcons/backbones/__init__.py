@@ -1,0 +1,21 @@
+"""Backbones: probabilistic surrogates that return a GaussianPrediction (or a mixture of them)."""
+
+from __future__ import annotations
+
+BACKBONES = {
+    "gp": "GPyTorch exact GP on (t, x), fitted per function to its contexts",
+    "anp": "attentive neural process (Pyro), meta-trained across the PDE parameter",
+}
+
+
+def get_backbone(name: str, **options):
+    """A backbone by name; `options` go to its constructor."""
+    if name == "gp":
+        from probcons.backbones.gp import GPBackbone
+
+        return GPBackbone(**options)
+    if name == "anp":
+        from probcons.backbones.anp import load_anp_backbone
+
+        return load_anp_backbone(**options)
+    raise ValueError(f"backbone: expected one of {', '.join(BACKBONES)}, got {name!r}")

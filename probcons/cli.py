@@ -1,0 +1,139 @@
+"""The `probcons` command: run, list (and the subcommands other modules add).
+
+Bad input gives one line on stderr and exit status 2, with nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        raise CommandError(f"{self.prog}: {message}")
+
+
+def parse_grid(text: str) -> tuple[int, int]:
+    """'101x201' -> (101, 201)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"grid: expected NTxNX such as 101x101, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _add_run(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="constrained posteriors, metrics and report")
+    parser.add_argument("problem", help="problem name (see `probcons list`)")
+    parser.add_argument("--backbone", default="gp", help="backbone name (default gp)")
+    parser.add_argument(
+        "--methods",
+        type=parse_methods,
+        default=("unconstrained", "hardc", "probconserv"),
+        help="comma-separated methods (default unconstrained,hardc,probconserv)",
+    )
+    parser.add_argument("--param", type=float, default=None, help="PDE parameter value")
+    parser.add_argument("--n-functions", type=int, default=10, help="test functions (default 10)")
+    parser.add_argument(
+        "--grid", type=parse_grid, default=(101, 101), help="NTxNX (default 101x101)"
+    )
+    parser.add_argument("--draws", type=int, default=100, help="posterior draws per function")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sigma-g", type=float, default=0.0, help="constraint slack std (0 = exact)"
+    )
+    parser.add_argument(
+        "--model", type=Path, default=None, help="Pyro model file (models/PROBLEM.py)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="run directory")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty run directory"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args) -> int:
+    from probcons.runner import RunSettings, format_table, run
+
+    settings = RunSettings(
+        problem=args.problem,
+        backbone=args.backbone,
+        methods=args.methods,
+        parameter=args.param,
+        n_functions=args.n_functions,
+        grid=args.grid,
+        draws=args.draws,
+        seed=args.seed,
+        noise_std=args.sigma_g,
+        out=args.out,
+        overwrite=args.overwrite,
+        model=args.model,
+    )
+    summary = run(settings, progress=not args.quiet)
+    print(
+        f"{settings.problem}, {settings.backbone} backbone, parameter {settings.parameter:g}, "
+        f"{settings.n_functions} functions, grid {settings.grid[0]}x{settings.grid[1]}"
+    )
+    print(format_table(summary))
+    print(f"wrote {settings.out}/")
+    return 0
+
+
+def _add_list(subparsers) -> None:
+    parser = subparsers.add_parser("list", help="problems, backbones and methods")
+    parser.set_defaults(handler=_list)
+
+
+def _list(args) -> int:
+    from probcons.backbones import BACKBONES
+    from probcons.problems import PROBLEMS
+    from probcons.runner import METHODS
+
+    print("problems:")
+    for problem in PROBLEMS.values():
+        print(f"  {problem.describe()}")
+    print("backbones:")
+    for name, text in BACKBONES.items():
+        print(f"  {name}: {text}")
+    print("methods:")
+    for name, text in METHODS.items():
+        print(f"  {name}: {text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="probcons", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_run(subparsers)
+    _add_list(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except (CommandError, ValueError) as error:
+        message = " ".join(str(error).split())
+        print(f"probcons: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("probcons: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

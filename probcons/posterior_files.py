@@ -1,0 +1,66 @@
+"""Writing a method's posterior over many functions as ArviZ InferenceData (netCDF, h5netcdf).
+
+Schema: posterior_predictive.u (chain, draw, function, t, x) float32; observed_data.u
+(function, t, x) the exact solution; constant_data.parameter (function), .mass (function, t),
+.u_mean and .u_variance (function, t, x) the exact predictive moments; root attributes problem,
+backbone, method, sigma_G, parameter_name, time_of_interest.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import arviz as az
+import numpy as np
+
+from probcons.grid import Grid
+from probcons.io import atomic_write
+
+
+def posterior_inference_data(
+    samples: np.ndarray,
+    truth: np.ndarray,
+    mean: np.ndarray,
+    variance: np.ndarray,
+    parameter: np.ndarray,
+    mass: np.ndarray,
+    grid: Grid,
+    attrs: dict[str, Any],
+) -> az.InferenceData:
+    """samples (F, D, n_t, n_x); truth, mean, variance (F, n_t, n_x); parameter (F,); mass (F, n_t)."""
+    n_functions = samples.shape[0]
+    coords = {
+        "function": np.arange(n_functions),
+        "t": grid.t.numpy(),
+        "x": grid.x.numpy(),
+    }
+    field = ["function", "t", "x"]
+    data = az.from_dict(
+        posterior_predictive={"u": np.moveaxis(samples, 1, 0)[None].astype(np.float32)},
+        observed_data={"u": truth},
+        constant_data={
+            "parameter": parameter,
+            "mass": mass,
+            "u_mean": mean,
+            "u_variance": variance,
+        },
+        coords=coords,
+        dims={
+            "u": field,
+            "parameter": ["function"],
+            "mass": ["function", "t"],
+            "u_mean": field,
+            "u_variance": field,
+        },
+    )
+    kept = {key: value for key, value in attrs.items() if value is not None}
+    for group in data.groups():
+        data[group].attrs.update(kept)
+    return data
+
+
+def write_inference_data(path: str | os.PathLike, data: az.InferenceData) -> None:
+    """Write InferenceData to netCDF atomically."""
+    with atomic_write(path) as temporary:
+        data.to_netcdf(str(temporary), engine="h5netcdf")

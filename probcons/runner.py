@@ -1,0 +1,289 @@
+"""The `probcons run` job: backbone predictions, constrained posteriors, metrics and files.
+
+For each of `n_functions` functions of a problem at one parameter value: draw contexts, predict
+with the backbone, apply each method (unconstrained, HardC, ProbConserv via the Pyro model's
+constraint sites), draw posterior samples, score them against the exact solution, and write one
+InferenceData file per method, `metrics.json` and the report into the run directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from pyro import poutine
+from tqdm.auto import tqdm
+
+from probcons import metrics
+from probcons.backbones import get_backbone
+from probcons.constraints import LinearConstraint
+from probcons.inference import ConstraintObservation, exact_posterior
+from probcons.io import write_json
+from probcons.posterior_files import posterior_inference_data, write_inference_data
+from probcons.prediction import GaussianPrediction
+from probcons.problems import Problem, get_problem, sample_contexts
+from probcons.validation import check_nonnegative, check_positive_int
+
+METHODS = {
+    "unconstrained": "the backbone's prediction as it is",
+    "hardc": "HardC: mean projected onto G u = b (identity covariance), variance unchanged",
+    "probconserv": "ProbConserv: exact Gaussian posterior given the model's constraint sites",
+}
+MINIMUM_GRID = 3
+REPOSITORY_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@dataclass
+class RunSettings:
+    """Arguments of one run; `check()` validates them all before anything is written."""
+
+    problem: str
+    backbone: str = "gp"
+    methods: tuple[str, ...] = ("unconstrained", "hardc", "probconserv")
+    parameter: float | None = None
+    n_functions: int = 10
+    grid: tuple[int, int] = (101, 101)
+    draws: int = 100
+    seed: int = 0
+    noise_std: float = 0.0
+    out: Path | None = None
+    overwrite: bool = False
+    model: Path | None = None
+    backbone_options: dict = field(default_factory=dict)
+
+    def check(self) -> Problem:
+        problem = get_problem(self.problem)
+        unknown = [method for method in self.methods if method not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(
+                f"methods: expected a comma-separated subset of {', '.join(METHODS)}, "
+                f"got {','.join(self.methods) or 'nothing'}"
+            )
+        self.parameter = problem.check_parameter(
+            problem.test_values[-1] if self.parameter is None else self.parameter
+        )
+        check_positive_int(self.n_functions, "n_functions")
+        check_positive_int(self.draws, "draws")
+        n_t, n_x = self.grid
+        if min(n_t, n_x) < MINIMUM_GRID:
+            raise ValueError(
+                f"grid: expected at least {MINIMUM_GRID}x{MINIMUM_GRID} points, got {n_t}x{n_x}"
+            )
+        check_nonnegative(self.noise_std, "noise_std")
+        self.out = Path(self.out or Path("posteriors") / f"{self.problem}-{self.backbone}")
+        self.model = Path(self.model or default_model_path(self.problem))
+        if not self.model.is_file():
+            raise ValueError(f"model: expected a Pyro model file, got missing {str(self.model)!r}")
+        check_output_directory(self.out, self.overwrite)
+        return problem
+
+
+def default_model_path(problem: str) -> Path:
+    """models/<problem>.py in the working directory, else in the repository beside the package."""
+    local = Path("models") / f"{problem}.py"
+    return local if local.is_file() else REPOSITORY_MODELS / f"{problem}.py"
+
+
+def check_output_directory(out: Path, overwrite: bool) -> None:
+    """Refuse an existing non-empty directory (unless overwrite) or an unwritable location."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: expected a directory, got the file {str(out)!r}")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(
+            f"out: {str(out)!r} exists and is not empty; pass --overwrite to replace it"
+        )
+    ancestor = out.resolve().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"out: cannot write under {str(ancestor)!r}")
+
+
+def load_model(path: Path) -> Callable:
+    """The `model` function of a Pyro model file."""
+    spec = importlib.util.spec_from_file_location(f"probcons_model_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "model", None)):
+        raise ValueError(f"model: expected {str(path)!r} to define a function `model`")
+    return module.model
+
+
+def model_constraint(model: Callable, prediction, *args) -> LinearConstraint:
+    """All `observe_constraint` sites of the model, stacked (for HardC and the CE metric)."""
+    component = getattr(prediction, "components", [prediction])[0]
+    trace = poutine.trace(model).get_trace(component, *args)
+    sites = [
+        node["fn"].constraint
+        for node in trace.nodes.values()
+        if node["type"] == "sample" and isinstance(node["fn"], ConstraintObservation)
+    ]
+    if not sites:
+        raise ValueError("model: expected at least one observe_constraint site, found none")
+    return sites[0].stack(*sites[1:])
+
+
+def apply_method(method: str, prediction, model: Callable, constraint: LinearConstraint, *args):
+    """The prediction after `method`; mixtures are constrained component by component."""
+    if method == "unconstrained":
+        return prediction
+    if method == "hardc":
+        return prediction.project(constraint)
+    if isinstance(prediction, GaussianPrediction):
+        return exact_posterior(model, prediction, *args)
+    components = [exact_posterior(model, component, *args) for component in prediction.components]
+    return type(prediction)(components)
+
+
+def score_function(
+    prediction,
+    samples: torch.Tensor,
+    truth: torch.Tensor,
+    constraint: LinearConstraint,
+    problem: Problem,
+    parameter: float,
+) -> dict[str, float]:
+    """Metrics of one function: prediction moments, samples (D, n_t, n_x) and the exact field."""
+    grid = prediction.grid
+    index = grid.time_index(problem.time_of_interest)
+    mean, variance = prediction.mean, prediction.variance
+    scores = {
+        "mse": metrics.mse(mean, truth),
+        "mse_t": metrics.mse(mean[index], truth[index]),
+        "ce": metrics.conservation_error(mean, constraint),
+        "ll": float(metrics.gaussian_log_likelihood(mean, variance, truth).mean()),
+        "crps": float(metrics.crps_ensemble(samples, truth).mean()),
+        "coverage_50": float(
+            metrics.central_interval_coverage(samples, truth, 0.5).double().mean()
+        ),
+        "coverage_90": float(
+            metrics.central_interval_coverage(samples, truth, 0.9).double().mean()
+        ),
+    }
+    threshold = problem.front_threshold(parameter)
+    if threshold is not None:
+        positions = metrics.front_positions(samples[:, index], grid.x, threshold)
+        true_position = float(metrics.front_positions(truth[index][None], grid.x, threshold)[0])
+        scores["shock_position"] = float(positions.mean())
+        scores["shock_position_error"] = abs(float(positions.mean()) - true_position)
+        lower, upper = torch.quantile(positions, torch.tensor([0.05, 0.95], dtype=positions.dtype))
+        scores["shock_position_covered"] = float(lower <= true_position <= upper)
+    return scores
+
+
+def summarize(per_function: list[dict[str, float]]) -> dict[str, float]:
+    """Mean and standard error over functions of every metric."""
+    summary: dict[str, float] = {}
+    for key in per_function[0]:
+        mean, error = metrics.mean_and_standard_error([scores[key] for scores in per_function])
+        summary[key], summary[f"{key}_se"] = mean, error
+    return summary
+
+
+def run(settings: RunSettings, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Run the job; returns {method: metric summary} and writes the run directory."""
+    problem = settings.check()
+    parameter = settings.parameter
+    model = load_model(settings.model)
+    backbone = get_backbone(settings.backbone, **settings.backbone_options)
+    grid = problem.grid(*settings.grid)
+    times, positions = grid.mesh()
+    truth = problem.solution(times, positions, parameter)
+    mass = problem.mass(grid.t, parameter)
+    model_args = (problem, parameter, settings.noise_std)
+    collected = {
+        method: {"samples": [], "mean": [], "variance": [], "scores": []}
+        for method in settings.methods
+    }
+    for function in tqdm(
+        range(settings.n_functions),
+        desc=f"{settings.problem} ({settings.backbone})",
+        disable=not progress,
+    ):
+        generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + function)
+        contexts = sample_contexts(problem, parameter, generator)
+        prediction = backbone.predict(problem, parameter, contexts, grid, generator)
+        constraint = model_constraint(model, prediction, *model_args)
+        for offset, method in enumerate(settings.methods):
+            posterior = apply_method(method, prediction, model, constraint, *model_args)
+            draws = torch.Generator().manual_seed(
+                settings.seed * 1_000_003 + 7919 * function + offset
+            )
+            samples = posterior.sample(settings.draws, draws)
+            store = collected[method]
+            store["samples"].append(samples.numpy().astype(np.float32))
+            store["mean"].append(posterior.mean.numpy())
+            store["variance"].append(posterior.variance.numpy())
+            store["scores"].append(
+                score_function(posterior, samples, truth, constraint, problem, parameter)
+            )
+    summary = {method: summarize(store["scores"]) for method, store in collected.items()}
+    _write_run(settings, problem, grid, truth, mass, collected, summary)
+    return summary
+
+
+def _write_run(settings, problem, grid, truth, mass, collected, summary) -> None:
+    """Write every file into a staging directory, then move it into place."""
+    out = settings.out
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    except OSError as error:
+        raise ValueError(f"out: cannot write {str(out)!r} ({error.strerror})") from error
+    try:
+        n_functions = settings.n_functions
+        for method, store in collected.items():
+            data = posterior_inference_data(
+                samples=np.stack(store["samples"]),
+                truth=np.broadcast_to(truth.numpy(), (n_functions, *grid.shape)),
+                mean=np.stack(store["mean"]),
+                variance=np.stack(store["variance"]),
+                parameter=np.full(n_functions, settings.parameter),
+                mass=np.broadcast_to(mass.numpy(), (n_functions, grid.n_t)),
+                grid=grid,
+                attrs={
+                    "problem": settings.problem,
+                    "backbone": settings.backbone,
+                    "method": method,
+                    "sigma_G": settings.noise_std,
+                    "parameter_name": problem.parameter_name,
+                    "time_of_interest": problem.time_of_interest,
+                    "seed": settings.seed,
+                },
+            )
+            write_inference_data(staging / f"{method}.nc", data)
+        write_json(staging / "metrics.json", summary)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def format_table(summary: dict[str, dict[str, float]]) -> str:
+    """The metrics table printed by `probcons run` (mean +- standard error over functions)."""
+    columns = [
+        ("mse", "MSE"),
+        ("mse_t", "MSE@t*"),
+        ("ce", "CE"),
+        ("ll", "LL"),
+        ("crps", "CRPS"),
+        ("coverage_50", "cov50"),
+        ("coverage_90", "cov90"),
+        ("shock_position_error", "shock err"),
+    ]
+    present = [(key, label) for key, label in columns if key in next(iter(summary.values()))]
+    header = "| method | " + " | ".join(label for _, label in present) + " |"
+    lines = [header, "|" + "---|" * (len(present) + 1)]
+    for method, values in summary.items():
+        cells = [f"{values[key]:.3g} ± {values[key + '_se']:.1g}" for key, _ in present]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
