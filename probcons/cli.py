@@ -37,7 +37,9 @@ def parse_methods(text: str) -> tuple[str, ...]:
 def _add_run(subparsers) -> None:
     parser = subparsers.add_parser("run", help="constrained posteriors, metrics and report")
     parser.add_argument("problem", help="problem name (see `probcons list`)")
-    parser.add_argument("--backbone", default="gp", help="backbone name (default gp)")
+    parser.add_argument(
+        "--backbone", default=None, help="backbone name (default gp; boon-fno for BOON problems)"
+    )
     parser.add_argument(
         "--methods",
         type=parse_methods,
@@ -61,13 +63,39 @@ def _add_run(subparsers) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a non-empty run directory"
     )
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (BOON problems)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run)
 
 
+def _run_operator(args) -> int:
+    """BOON problems: train the operator backbone, evaluate, write the run directory."""
+    from probcons.boon.runner import run_operator_problem
+    from probcons.runner import check_output_directory
+
+    backbone = args.backbone or "boon-fno"
+    out = args.out or Path("posteriors") / f"{args.problem}-{backbone}"
+    check_output_directory(out, args.overwrite)
+    result = run_operator_problem(args.problem, backbone, out, seed=args.seed, epochs=args.epochs)
+    print(
+        f"{args.problem}, {backbone}: "
+        + ", ".join(
+            f"{key} {value:.3g}"
+            for key, value in result["metrics"].items()
+            if isinstance(value, float)
+        )
+    )
+    print(f"wrote {out}/")
+    return 0
+
+
 def _run(args) -> int:
+    from probcons.boon.problems import OPERATOR_PROBLEMS
     from probcons.runner import RunSettings, format_table, run
 
+    if args.problem in OPERATOR_PROBLEMS:
+        return _run_operator(args)
+    args.backbone = args.backbone or "gp"
     settings = RunSettings(
         problem=args.problem,
         backbone=args.backbone,
@@ -105,9 +133,16 @@ def _list(args) -> int:
     print("problems:")
     for problem in PROBLEMS.values():
         print(f"  {problem.describe()}")
+    from probcons.boon.problems import OPERATOR_PROBLEMS
+
+    for name, text in OPERATOR_PROBLEMS.items():
+        print(f"  {name} (BOON): {text}")
     print("backbones:")
     for name, text in BACKBONES.items():
         print(f"  {name}: {text}")
+    from probcons.boon.runner import BACKBONES as OPERATOR_BACKBONES
+
+    print(f"  for BOON problems: {', '.join(OPERATOR_BACKBONES)}")
     print("methods:")
     for name, text in METHODS.items():
         print(f"  {name}: {text}")

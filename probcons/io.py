@@ -21,6 +21,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     )
     os.close(handle)
     temporary_path = Path(temporary)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary_path, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private
     try:
         yield temporary_path
         with open(temporary_path, "rb") as written:

@@ -1,0 +1,146 @@
+"""Run one operator problem with one backbone: data, training, evaluation, files.
+
+Backbones: "fno", "fno-bc" (FNO with the boundary data as input channels), "boon-fno" (the
+kernel-corrected FNO), "boon-ensemble" (members x boon-fno as a Gaussian backbone; on
+heat-neumann also the ProbConserv update on [conservation; Neumann rows]).
+Writes out_dir/metrics.json, out_dir/model.pt (or member_<e>.pt) and out_dir/boundary.png.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from probcons.boon.ensemble import BoonEnsemble, conserve, heat_constraints
+from probcons.boon.problems import OPERATOR_PROBLEMS, make_problem
+from probcons.boon.training import TrainingConfig, config_dict, evaluate, predict, train_model
+from probcons.io import write_json
+from probcons.validation import check_positive_int
+
+BACKBONES = {"fno": "fno", "fno-bc": "fno-bc", "boon-fno": "boon", "boon-ensemble": "boon"}
+
+
+def _save(model, path: Path, problem_name: str, kind: str) -> None:
+    operator = model.operator if kind == "boon" else model
+    extra = {"problem": problem_name, "kind": kind}
+    if kind == "boon":
+        extra["boundary"] = model.hyperparameters["boundary"]
+    operator.save(path, extra=extra)
+
+
+def run_operator_problem(
+    problem: str,
+    backbone: str,
+    out_dir: str | Path,
+    seed: int = 0,
+    *,
+    n_train: int = 200,
+    n_test: int = 100,
+    n_x: int = 65,
+    n_times: int | None = None,
+    config: TrainingConfig | None = None,
+    epochs: int | None = None,
+    members: int = 4,
+    threads: int | None = 1,
+    figure: bool = True,
+) -> dict:
+    """Train `backbone` on `problem` (seeded), evaluate on a test set, write files; return metrics.
+
+    problem: a key of OPERATOR_PROBLEMS; backbone: a key of BACKBONES; out_dir: created if
+    needed; seed: data, initialisation and batch order; n_train / n_test samples; n_x grid nodes
+    on [0, 1]; n_times output times (default per problem); config: TrainingConfig (defaults),
+    epochs overrides config.epochs; members: ensemble size (boon-ensemble only); threads:
+    torch.set_num_threads (None leaves it); figure: write boundary.png.
+    """
+    if problem not in OPERATOR_PROBLEMS:
+        raise ValueError(f"problem: expected one of {sorted(OPERATOR_PROBLEMS)}, got {problem!r}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone: expected one of {sorted(BACKBONES)}, got {backbone!r}")
+    check_positive_int(n_train, "n_train")
+    check_positive_int(n_test, "n_test")
+    if threads is not None:
+        torch.set_num_threads(check_positive_int(threads, "threads"))
+    config = config or TrainingConfig()
+    if epochs is not None:
+        config = replace(config, epochs=check_positive_int(epochs, "epochs"))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = make_problem(problem, n_x=n_x, n_times=n_times)
+    generator = torch.Generator().manual_seed(seed)
+    train, test = spec.generate(n_train, generator), spec.generate(n_test, generator)
+    kind = BACKBONES[backbone]
+    result: dict = {
+        "problem": problem,
+        "backbone": backbone,
+        "seed": seed,
+        "sizes": {"n_train": n_train, "n_test": n_test, "n_x": n_x, "n_times": spec.n_times},
+        "config": config_dict(config),
+        "machine": {"platform": platform.platform(), "torch": torch.__version__},
+    }
+    if backbone != "boon-ensemble":
+        model, seconds = train_model(kind, spec, train, config, seed)
+        result["metrics"] = {**evaluate(model, kind, spec, test), "train_s": seconds}
+        _save(model, out_dir / "model.pt", problem, kind)
+        prediction = predict(model, kind, test).to(torch.float64)
+    else:
+        check_positive_int(members, "members")
+        ensemble = BoonEnsemble.train(spec, train, config, members, seed)
+        for index, model in enumerate(ensemble.models):
+            _save(model, out_dir / f"member_{index}.pt", problem, kind)
+        result["metrics"] = ensemble_metrics(ensemble, spec, test)
+        prediction = ensemble.member_predictions(test).mean(0)
+    write_json(out_dir / "metrics.json", result)
+    if figure:
+        from probcons.boon.figures import plot_boundary_profiles
+
+        plot_boundary_profiles(spec, test, {backbone: prediction}, out_dir / "boundary.png")
+    return result
+
+
+def ensemble_metrics(ensemble: BoonEnsemble, problem, test) -> dict:
+    """Relative L2, mean predictive std, BC residual and (heat) conservation error, before/after."""
+    predictions = ensemble.predict(test)
+    truth = test.targets
+    rel = []
+    spread = []
+    bc = []
+    ce_prior, ce_post, bc_post, rel_post = [], [], [], []
+    for i, prediction in enumerate(predictions):
+        rel.append(float((prediction.mean - truth[i]).norm() / truth[i].norm()))
+        spread.append(float(prediction.stddev.mean()))
+        bc.append(
+            float(
+                problem.condition.residual(
+                    prediction.mean[None],
+                    test.boundary[i : i + 1] if test.boundary is not None else None,
+                )
+                .abs()
+                .max()
+            )
+        )
+        if problem.name == "heat-neumann":
+            conservation, boundary = heat_constraints(problem, test, i, problem.condition.order)
+            posterior = conserve(prediction, [conservation, boundary])
+            ce_prior.append(float(conservation.residual(prediction.mean).abs().max()))
+            ce_post.append(float(conservation.residual(posterior.mean).abs().max()))
+            bc_post.append(float(boundary.residual(posterior.mean).abs().max()))
+            rel_post.append(float((posterior.mean - truth[i]).norm() / truth[i].norm()))
+    metrics = {
+        "rel_l2": sum(rel) / len(rel),
+        "mean_std": sum(spread) / len(spread),
+        "boundary_error": max(bc),
+        "members": len(ensemble.models),
+    }
+    if ce_prior:
+        metrics.update(
+            {
+                "conservation_error": max(ce_prior),
+                "posterior_rel_l2": sum(rel_post) / len(rel_post),
+                "posterior_conservation_error": max(ce_post),
+                "posterior_boundary_error": max(bc_post),
+            }
+        )
+    return metrics

@@ -1,0 +1,204 @@
+"""Training and evaluation of FNO, FNO with boundary-data channels, and BOON on an OperatorProblem.
+
+Three model kinds share widths, modes, layers, epochs and seeds:
+- "fno":     u = FNO(a)
+- "fno-bc":  u = FNO([a, g]) with the boundary data g as 2 m constant input channels
+- "boon":    u = BoonFNO([a, g]) (same inputs as fno-bc), kernel-corrected, exact boundary solve
+Loss: mean relative L2 over samples; Adam with weight decay, step decay of the learning rate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from probcons.boon.correction import BoonFNO1d
+from probcons.boon.problems import OperatorData, OperatorProblem
+from probcons.operators.fno import FNO1d
+from probcons.validation import check_positive_int
+
+MODEL_KINDS = ("fno", "fno-bc", "boon")
+BOUNDARY_BAND = 0.05  # fraction of the domain next to each end used by the band metrics
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyperparameters (the paper: modes 16, width 64, lr 1e-3, wd 1e-4, 500 epochs, decay x0.5)."""
+
+    modes: int = 16
+    width: int = 32
+    layers: int = 4
+    padding: int = 8
+    projection_width: int = 64
+    epochs: int = 200
+    batch_size: int = 20
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    decay_every: int = 50
+    decay_factor: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in (
+            "modes",
+            "width",
+            "layers",
+            "projection_width",
+            "epochs",
+            "batch_size",
+            "decay_every",
+        ):
+            check_positive_int(getattr(self, name), name)
+        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
+            raise ValueError(f"padding: expected an integer >= 0, got {self.padding!r}")
+        if (
+            not self.learning_rate > 0
+            or not self.weight_decay >= 0
+            or not 0 < self.decay_factor <= 1
+        ):
+            raise ValueError(
+                "learning_rate, weight_decay, decay_factor: expected > 0, >= 0 and in (0, 1],"
+                f" got {self.learning_rate}, {self.weight_decay}, {self.decay_factor}"
+            )
+
+
+def check_kind(kind: str) -> str:
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"kind: expected one of {MODEL_KINDS}, got {kind!r}")
+    return kind
+
+
+def boundary_channels(data: OperatorData, n_x: int) -> torch.Tensor:
+    """(n, 2 m, n_x) constant channels holding each output time's [left, right] boundary datum."""
+    if data.boundary is None:
+        return data.inputs.new_zeros(len(data), 0, n_x)
+    flat = data.boundary.reshape(len(data), -1)
+    return flat[..., None].expand(-1, -1, n_x)
+
+
+def model_inputs(kind: str, data: OperatorData) -> torch.Tensor:
+    """What `kind` sees: a alone (fno) or a and the boundary channels (fno-bc, boon)."""
+    if kind == "fno":
+        return data.inputs
+    return torch.cat([data.inputs, boundary_channels(data, data.inputs.shape[-1])], dim=1)
+
+
+def build_model(kind: str, problem: OperatorProblem, config: TrainingConfig) -> nn.Module:
+    """An untrained model of `kind` for `problem` (float32)."""
+    check_kind(kind)
+    n_boundary = 0 if kind == "fno" or not problem.condition.has_data else 2 * problem.n_times
+    operator = FNO1d(
+        1 + n_boundary,
+        problem.n_times,
+        modes=config.modes,
+        width=config.width,
+        layers=config.layers,
+        padding=config.padding,
+        coordinates=problem.coordinates,
+        projection_width=config.projection_width,
+    )
+    return BoonFNO1d(operator, problem.condition) if kind == "boon" else operator
+
+
+def predict(model: nn.Module, kind: str, data: OperatorData, batch_size: int = 100) -> torch.Tensor:
+    """Model output (n, m, n_x) in the model's dtype, without gradients."""
+    dtype = next(model.parameters()).dtype
+    inputs = model_inputs(kind, data).to(dtype)
+    boundary = None if data.boundary is None else data.boundary.to(dtype)
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            block = slice(start, start + batch_size)
+            if kind == "boon":
+                g = None if boundary is None else boundary[block]
+                outputs.append(model(inputs[block], g))
+            else:
+                outputs.append(model(inputs[block]))
+    return torch.cat(outputs)
+
+
+def relative_l2(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||prediction - target|| / ||target|| over all channels and nodes, (n,)."""
+    difference = (prediction - target).flatten(1).norm(dim=1)
+    return difference / target.flatten(1).norm(dim=1)
+
+
+def train_model(
+    kind: str,
+    problem: OperatorProblem,
+    train: OperatorData,
+    config: TrainingConfig,
+    seed: int = 0,
+    callback=None,
+) -> tuple[nn.Module, float]:
+    """Train a new model of `kind`; returns (model, seconds). callback(epoch, model) after each epoch."""
+    torch.manual_seed(seed)
+    model = build_model(kind, problem, config)
+    inputs = model_inputs(kind, train).float()
+    targets = train.targets.float()
+    boundary = None if train.boundary is None else train.boundary.float()
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, config.decay_every, config.decay_factor)
+    shuffle = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(train), generator=shuffle)
+        for begin in range(0, len(train), config.batch_size):
+            index = order[begin : begin + config.batch_size]
+            if kind == "boon":
+                output = model(inputs[index], None if boundary is None else boundary[index])
+            else:
+                output = model(inputs[index])
+            loss = relative_l2(output, targets[index]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+        if callback is not None:
+            callback(epoch, model)
+    return model.eval(), time.perf_counter() - start
+
+
+def boundary_error(
+    model: nn.Module, kind: str, problem: OperatorProblem, data: OperatorData, dtype
+) -> float:
+    """max |R u - g| over samples, channels and rows, with the model cast to `dtype`."""
+    original = next(model.parameters()).dtype
+    model.to(dtype)
+    try:
+        prediction = predict(model, kind, data).to(torch.float64)
+    finally:
+        model.to(original)
+    return float(problem.condition.residual(prediction, data.boundary).abs().max())
+
+
+def evaluate(model: nn.Module, kind: str, problem: OperatorProblem, test: OperatorData) -> dict:
+    """rel_l2, rel_l2_interior, share of squared error near each end, boundary errors (f64, f32)."""
+    prediction = predict(model, kind, test).to(torch.float64)
+    target = test.targets
+    x = problem.x
+    length = float(x[-1] - x[0])
+    left = x <= x[0] + BOUNDARY_BAND * length
+    right = x >= x[-1] - BOUNDARY_BAND * length
+    interior = ~(left | right)
+    squared = (prediction - target) ** 2
+    total = float(squared.sum())
+    return {
+        "rel_l2": float(relative_l2(prediction, target).mean()),
+        "rel_l2_interior": float(
+            relative_l2(prediction[..., interior], target[..., interior]).mean()
+        ),
+        "error_share_left": float(squared[..., left].sum()) / total if total > 0 else 0.0,
+        "error_share_right": float(squared[..., right].sum()) / total if total > 0 else 0.0,
+        "boundary_error": boundary_error(model, kind, problem, test, torch.float64),
+        "boundary_error_f32": boundary_error(model, kind, problem, test, torch.float32),
+    }
+
+
+def config_dict(config: TrainingConfig) -> dict:
+    return asdict(config)

@@ -1,0 +1,22 @@
+"""Data generators for the operator-learning problems: heat, Burgers, wave, Stokes' second problem.
+
+Every solver works in float64 on a batch of initial conditions, (batch, n_x) -> (batch, m, n_x)
+at the requested output times, and has a convergence test (tests/test_solvers.py).
+"""
+
+from probcons.solvers.burgers import solve_burgers_dirichlet, solve_burgers_periodic
+from probcons.solvers.grf import gaussian_random_field
+from probcons.solvers.heat import solve_heat_neumann
+from probcons.solvers.neumann import neumann_elimination
+from probcons.solvers.stokes import stokes_second_problem
+from probcons.solvers.wave import solve_wave_neumann
+
+__all__ = [
+    "gaussian_random_field",
+    "neumann_elimination",
+    "solve_burgers_dirichlet",
+    "solve_burgers_periodic",
+    "solve_heat_neumann",
+    "solve_wave_neumann",
+    "stokes_second_problem",
+]
