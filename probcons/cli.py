@@ -116,7 +116,24 @@ def _run(args) -> int:
         f"{settings.n_functions} functions, grid {settings.grid[0]}x{settings.grid[1]}"
     )
     print(format_table(summary))
-    print(f"wrote {settings.out}/")
+    print(f"wrote {settings.out}/ (report: {settings.out / 'report.html'})")
+    return 0
+
+
+def _add_report(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report", help="calibration report of one or more run directories"
+    )
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories (probcons run)")
+    parser.add_argument("--out", type=Path, default=None, help="report file (.html/.md or stem)")
+    parser.set_defaults(handler=_report)
+
+
+def _report(args) -> int:
+    from probcons.report import write_report
+
+    written = write_report(args.run_dirs, args.out)
+    print(f"wrote {written['html']} and {written['markdown']}")
     return 0
 
 
@@ -153,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="probcons", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run(subparsers)
+    _add_report(subparsers)
     _add_list(subparsers)
     return parser
 

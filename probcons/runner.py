@@ -29,6 +29,7 @@ from probcons.io import write_json
 from probcons.posterior_files import posterior_inference_data, write_inference_data
 from probcons.prediction import GaussianPrediction
 from probcons.problems import Problem, get_problem, sample_contexts
+from probcons.report import write_report
 from probcons.validation import check_nonnegative, check_positive_int
 
 METHODS = {
@@ -266,6 +267,7 @@ def _write_run(settings, problem, grid, truth, mass, collected, summary) -> None
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+    write_report([out])
 
 
 def format_table(summary: dict[str, dict[str, float]]) -> str:

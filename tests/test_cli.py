@@ -45,6 +45,13 @@ def test_run_writes_schema(stefan_run):
     assert data.posterior_predictive.attrs["method"] == "probconserv"
     assert data.posterior_predictive.attrs["problem"] == "stefan"
     assert not list(stefan_run.parent.glob(".*partial"))
+    assert (stefan_run / "report.html").is_file() and (stefan_run / "report.md").is_file()
+
+
+def test_report_command_compares_runs(stefan_run, tmp_path, capsys):
+    assert main(["report", str(stefan_run), str(stefan_run), "--out", str(tmp_path / "both")]) == 0
+    assert (tmp_path / "both.html").is_file()
+    assert "wrote" in capsys.readouterr().out
 
 
 def test_probconserv_samples_conserve_mass_and_unconstrained_do_not(stefan_run):

@@ -1,0 +1,291 @@
+"""`write_report`: one or several run directories -> report.md, report.html and PNG figures."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from probcons.report.calibration import FLAG_STANDARD_ERRORS
+from probcons.report.data import MethodData, method_files
+from probcons.report.figures import (
+    error_time_figure,
+    mass_figure,
+    pit_figure,
+    profiles_figure,
+    reliability_figure,
+    shock_figure,
+    shock_statistics,
+)
+from probcons.report.render import Block, Bullets, Heading, Image, Paragraph, Table, write_documents
+from probcons.report.summary import BAND_LEVEL, PIT_VALUES, MethodSummary, summarize_method
+
+REPORT_NAME = "report"
+SUFFIXES = (".html", ".md", "")
+
+TABLE_METRICS = (  # (key, column header)
+    ("mse", "MSE"),
+    ("mse_t", "MSE(t*)"),
+    ("ce", "CE"),
+    ("ll", "LL"),
+    ("crps", "CRPS"),
+    ("coverage_50", "Cov 50%"),
+    ("coverage_90", "Cov 90%"),
+    ("width_90", "Width 90%"),
+    ("boundary_residual", "Boundary"),
+)
+
+DEFINITIONS = (
+    "Values are mean (standard error) over functions. MSE: squared error of the predictive "
+    "mean over the grid; MSE(t*): at the time of interest; CE: mean over t of "
+    "|sum_i w_i m(t, x_i) - U(t)| (trapezoid weights w, exact mass U); LL: mean pointwise "
+    "Gaussian log density of the truth under the predictive mean and variance; CRPS: mean "
+    "pointwise ensemble CRPS (scoringrules); Cov 50%/90%: fraction of points inside the "
+    "central interval between sample quantiles (a calibrated ensemble of D draws covers about "
+    "L (D - 1) / (D + 1) of them, 0.882 for L = 0.9 and D = 100); Width 90%: mean width of "
+    "that interval (sharpness); Boundary: mean |B (m - u)| of the run's boundary operator B; "
+    "PIT 90%: coverage of the 90% interval read off the randomized PIT, exact for any D; "
+    f"Calibration: over-confident if PIT 90% < 0.9 - {FLAG_STANDARD_ERRORS:g} SE, "
+    f"under-confident if > 0.9 + {FLAG_STANDARD_ERRORS:g} SE, SE the larger of the standard "
+    "error over functions and the binomial one over all points; PIT uniform: whether the ECDF "
+    "of PIT values at random points lies inside ArviZ's 95% simultaneous band (the band "
+    "assumes independent values; neighbouring points are correlated, so read it as a guide)."
+)
+
+
+def _format(value: float | None, error: float | None = None) -> str:
+    """'1.234e-03 (5.6e-05)' or '0.8819 (0.0039)'; '-' for a missing value, '0' for exact zero."""
+    if value is None or math.isnan(value):
+        return "-"
+    scientific = value != 0 and math.isfinite(value) and not 1e-2 <= abs(value) < 1e4
+    if value == 0:
+        text = "0"
+    else:
+        text = f"{value:.3e}" if scientific else f"{value:.4g}"
+    if error is not None and math.isfinite(error):
+        text += f" ({error:.1e})" if scientific else f" ({error:.2g})"
+    return text
+
+
+def _output_paths(run_dirs: list[Path], out: str | os.PathLike | None) -> tuple[Path, Path]:
+    if out is None:
+        resolved = [directory.resolve() for directory in run_dirs]
+        folder = run_dirs[0] if len(run_dirs) == 1 else Path(os.path.commonpath(resolved))
+        base = folder / REPORT_NAME
+    else:
+        base = Path(out)
+        if base.suffix not in SUFFIXES or base.name in ("", ".html", ".md"):
+            raise ValueError(
+                f"out: expected a file path ending in .html, .md or no suffix, got {str(out)!r}"
+            )
+        base = base.with_suffix("")
+    return base.with_suffix(".html"), base.with_suffix(".md")
+
+
+def _run_labels(run_dirs: list[Path]) -> list[str]:
+    labels, seen = [], {}
+    for directory in run_dirs:
+        name = directory.resolve().name or "run"
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return labels
+
+
+def _run_metadata(summaries: list[MethodSummary]) -> Bullets:
+    first = summaries[0]
+    attrs = first.attrs
+    items = [
+        f"problem: {attrs.get('problem', '?')}; backbone: {attrs.get('backbone', '?')}",
+        f"{first.n_functions} functions, grid {first.t.size} x {first.x.size} (t x x), "
+        f"time of interest t* = {_format(float(attrs.get('time_of_interest', float('nan'))))}",
+    ]
+    for summary in summaries:
+        sigma = summary.attrs.get("sigma_G", float("nan"))
+        items.append(
+            f"{summary.method}: {summary.n_draws} draws per function, sigma_G = "
+            f"{_format(float(sigma))}, mean and variance from {summary.moments}"
+        )
+    if first.example.parameter is not None:
+        name = attrs.get("parameter_name", "parameter")
+        items.append(
+            f"figures of one function use function {first.example.function} "
+            f"({name} = {first.example.parameter:.4g})"
+        )
+    return Bullets(tuple(items))
+
+
+def _metrics_table(summaries: list[MethodSummary], several_runs: bool) -> Table:
+    shown = [
+        (key, header)
+        for key, header in TABLE_METRICS
+        if any(s.metric(key) is not None for s in summaries)
+    ]
+    header = (("run",) if several_runs else ()) + ("method",) + tuple(h for _, h in shown)
+    header += ("PIT 90%", "Calibration", "PIT uniform")
+    rows = []
+    for summary in summaries:
+        cells = ([summary.run] if several_runs else []) + [summary.method]
+        for key, _ in shown:
+            value = summary.metric(key)
+            cells.append("-" if value is None else _format(*value))
+        levels, coverage, errors = summary.reliability_curve()
+        k = int(np.argmin(np.abs(levels - BAND_LEVEL)))
+        cells += [
+            _format(float(coverage[k]), float(errors[k])),
+            summary.calibration(),
+            "yes" if summary.pit_uniformity().inside else "no",
+        ]
+        rows.append(tuple(cells))
+    return Table(header, tuple(rows))
+
+
+def _shock_table(summaries: list[MethodSummary]) -> Table | None:
+    with_shock = [s for s in summaries if s.shock is not None]
+    if not with_shock:
+        return None
+    rows = []
+    for summary in with_shock:
+        stats = shock_statistics(summary.shock)
+        what = "position" if summary.shock.common_truth else "position - truth"
+        rows.append(
+            (
+                summary.method,
+                what,
+                _format(stats["truth"]),
+                _format(stats["mean"]),
+                f"[{_format(stats['lower'])}, {_format(stats['upper'])}]",
+                str(stats["count"]),
+            )
+        )
+    header = ("method", "quantity", "truth", "posterior mean", "90% interval", "draws")
+    return Table(header, tuple(rows))
+
+
+def _summarize_run(
+    directory: Path, run: str, several: bool, notes: list[str], **options
+) -> list[MethodSummary]:
+    summaries = []
+    for path in method_files(directory):
+        try:
+            data = MethodData(path)
+        except ValueError as error:
+            notes.append(f"{run}: skipped {path.name}: {error}")
+            continue
+        with data:
+            label = f"{run}/{data.method}" if several else data.method
+            summaries.append(summarize_method(data, run, label, **options))
+    return summaries
+
+
+def write_report(
+    run_dirs: Sequence[str | os.PathLike],
+    out: str | os.PathLike | None = None,
+    *,
+    example_function: int = 0,
+    pit_values: int = PIT_VALUES,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write report.md, report.html (self-contained) and PNGs comparing the methods of runs.
+
+    run_dirs: run directories holding `<method>.nc` files (the `probcons run` schema).
+    out: the report file (.html, .md or no suffix; both documents are written beside each
+        other, PNGs in `<stem>_figures/`); default `report.html` in the run directory, or in
+        the common parent of several.
+    Returns {"html": ..., "markdown": ..., <figure name>: PNG path}.
+    """
+    started = time.perf_counter()
+    if isinstance(run_dirs, (str, os.PathLike)):
+        run_dirs = [run_dirs]
+    if not isinstance(run_dirs, Sequence) or len(run_dirs) == 0:
+        raise ValueError(f"run_dirs: expected a non-empty list of directories, got {run_dirs!r}")
+    directories = [Path(directory) for directory in run_dirs]
+    for directory in directories:
+        method_files(directory)  # raises ValueError for a missing or empty directory
+    if isinstance(example_function, bool) or not isinstance(example_function, int):
+        raise ValueError(f"example_function: expected an integer, got {example_function!r}")
+    html_path, markdown_path = _output_paths(directories, out)
+    figure_dir = html_path.parent / f"{html_path.stem}_figures"
+    several = len(directories) > 1
+    labels = _run_labels(directories)
+    options = {"example_function": example_function, "pit_values": pit_values, "seed": seed}
+
+    notes: list[str] = []
+    runs = []
+    for directory, run in zip(directories, labels, strict=True):
+        summaries = _summarize_run(directory, run, several, notes, **options)
+        if summaries:
+            runs.append((run, summaries))
+        else:
+            notes.append(f"{run}: no readable method file")
+    if not runs:
+        raise ValueError(f"run_dirs: no readable <method>.nc file in {[str(d) for d in run_dirs]}")
+    everything = [summary for _, summaries in runs for summary in summaries]
+
+    title = "probcons calibration report: " + ", ".join(run for run, _ in runs)
+    blocks: list[Block] = [Heading(1, title), Heading(2, "Metrics")]
+    blocks += [_metrics_table(everything, several), Paragraph(DEFINITIONS)]
+    blocks += [
+        Heading(2, "Reliability"),
+        Image(
+            "reliability",
+            "Coverage of central intervals (10 ... 90 %) against nominal, "
+            "from the randomized PIT; bars: +- 2 SE",
+            reliability_figure(everything),
+        ),
+    ]
+    for run, summaries in runs:
+        prefix = f"{run}_" if several else ""
+        blocks += [Heading(2, f"Run {run}"), _run_metadata(summaries)]
+        blocks.append(
+            Image(
+                f"{prefix}pit",
+                "PIT histogram (all points) and ECDF difference with the 95 % "
+                "simultaneous band (ArviZ), one column per method",
+                pit_figure(summaries),
+            )
+        )
+        blocks.append(
+            Image(
+                f"{prefix}error_time",
+                "CRPS and MSE against time, mean over functions +- 2 SE",
+                error_time_figure(summaries),
+            )
+        )
+        blocks.append(
+            Image(
+                f"{prefix}mass",
+                "Mass against time: truth, each method's mean and 90 % band",
+                mass_figure(summaries),
+            )
+        )
+        blocks.append(
+            Image(
+                f"{prefix}profiles",
+                "Solution profiles with 90 % bands at three times, truth dashed",
+                profiles_figure(summaries),
+            )
+        )
+        figure = shock_figure(summaries)
+        if figure is not None:
+            blocks += [Heading(3, "Shock position"), _shock_table(summaries)]
+            blocks.append(
+                Image(
+                    f"{prefix}shock",
+                    "Posterior shock positions per method against the true position",
+                    figure,
+                )
+            )
+        run_notes = sorted({note for summary in summaries for note in summary.notes})
+        if run_notes:
+            blocks += [Heading(3, "Notes"), Bullets(tuple(run_notes))]
+    if notes:
+        blocks += [Heading(2, "Skipped"), Bullets(tuple(notes))]
+    from probcons import __version__
+
+    elapsed = time.perf_counter() - started
+    blocks.append(Paragraph(f"Written by probcons {__version__}; analysis took {elapsed:.1f} s."))
+    return write_documents(blocks, title, html_path, markdown_path, figure_dir)

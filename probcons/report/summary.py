@@ -1,0 +1,350 @@
+"""One pass over a method's functions: per-function metrics, calibration and figure data.
+
+Only one function's draws (n_draws, n_t, n_x) are in memory at a time. Per function f:
+    MSE_f = mean_{t,x} (m - u)^2 (m the predictive mean: exact moments if stored, else the
+    sample mean), MSE_f(t*) at the time of interest, CE_f = mean_t |sum_i w_i m[j, i] - U(t_j)|,
+    LL_f = mean_{t,x} log N(u; m, v), CRPS_f = mean_{t,x} CRPS(draws, u) (scoringrules),
+    coverage_f(L) of the sample central interval, width_f = mean 90 % interval width,
+    boundary residual = mean_{t, rows} |B (m - u)| for the boundary operator B of the run.
+Reported values are means over functions with standard errors (`mean_and_standard_error`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from probcons.constraints import (
+    conservation_constraint,
+    dirichlet_constraint,
+    neumann_constraint,
+    periodic_constraint,
+)
+from probcons.metrics import (
+    central_interval_coverage,
+    conservation_error,
+    crps_ensemble,
+    front_positions,
+    gaussian_log_likelihood,
+    mean_and_standard_error,
+)
+from probcons.problems import PROBLEMS, Problem
+from probcons.report.calibration import (
+    RELIABILITY_LEVELS,
+    binomial_standard_error,
+    calibration_flag,
+    coverage_from_pit,
+    interval_width,
+    pit_uniformity,
+    randomized_pit,
+)
+from probcons.report.data import MethodData
+from probcons.validation import check_positive_int
+
+PIT_BINS = 20
+PIT_VALUES = 1000  # PIT values (spread over functions and points) for the ECDF band
+BAND_LEVEL = 0.9  # the interval shown in bands, widths and the calibration flag
+BAND_QUANTILES = ((1 - BAND_LEVEL) / 2, (1 + BAND_LEVEL) / 2)
+TABLE_COVERAGE_LEVELS = (0.5, 0.9)
+BOUNDARY_CONDITIONS = ("dirichlet", "neumann", "periodic")
+NEUMANN_ORDER = 2
+SHOCK_PROBLEMS = ("stefan", "pme")
+SAME_POSITION_RTOL = 1e-9  # true fronts closer than this (relative) count as one position
+
+
+@dataclass
+class Example:
+    """Figure data for one function: mass band and profiles with bands at three times."""
+
+    function: int
+    parameter: float | None
+    mass_truth: np.ndarray  # (n_t,)
+    mass_truth_label: str
+    mass_mean: np.ndarray  # (n_t,)
+    mass_lower: np.ndarray
+    mass_upper: np.ndarray
+    time_indices: tuple[int, ...]
+    profile_truth: np.ndarray  # (3, n_x)
+    profile_mean: np.ndarray
+    profile_lower: np.ndarray
+    profile_upper: np.ndarray
+
+
+@dataclass
+class ShockPositions:
+    """Posterior front positions at the time of interest, (n_functions, n_draws), and truth."""
+
+    time: float
+    positions: np.ndarray
+    truth: np.ndarray  # (n_functions,)
+
+    @property
+    def common_truth(self) -> bool:
+        """True when every function has the same true front (positions comparable as is)."""
+        scale = max(1.0, float(np.abs(self.truth).max()))
+        return bool(np.ptp(self.truth) <= SAME_POSITION_RTOL * scale)
+
+    def pooled(self) -> tuple[np.ndarray, float]:
+        """(values, reference): positions and the true front, or errors and 0 if truths differ."""
+        if self.common_truth:
+            return self.positions.reshape(-1), float(self.truth[0])
+        return (self.positions - self.truth[:, None]).reshape(-1), 0.0
+
+
+@dataclass
+class MethodSummary:
+    """Everything the report shows about one method of one run."""
+
+    run: str
+    method: str
+    label: str
+    attrs: dict
+    t: np.ndarray
+    x: np.ndarray
+    n_functions: int
+    n_draws: int
+    moments: str  # "exact" or "samples"
+    per_function: dict[str, np.ndarray]  # metric -> (n_functions,)
+    mse_time: np.ndarray  # (n_functions, n_t)
+    crps_time: np.ndarray
+    pit_histogram: np.ndarray  # (PIT_BINS,) counts over all points
+    pit_sample: np.ndarray  # (<= PIT_VALUES,) for the ECDF band
+    reliability: np.ndarray  # (n_functions, n_levels) PIT coverage per function
+    example: Example
+    shock: ShockPositions | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_points(self) -> int:
+        return self.n_functions * self.t.size * self.x.size
+
+    def metric(self, name: str) -> tuple[float, float] | None:
+        """(mean, standard error) over functions, or None if not computed for this run."""
+        values = self.per_function.get(name)
+        if values is None:
+            return None
+        mean, error = mean_and_standard_error(torch.as_tensor(values, dtype=torch.float64))
+        return float(mean), float(error)
+
+    def reliability_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(levels, coverage, standard error): SE the larger of over-functions and binomial."""
+        levels = np.asarray(RELIABILITY_LEVELS)
+        coverage = self.reliability.mean(axis=0)
+        errors = np.empty_like(coverage)
+        for k, level in enumerate(RELIABILITY_LEVELS):
+            _, over_functions = mean_and_standard_error(torch.as_tensor(self.reliability[:, k]))
+            binomial = binomial_standard_error(level, self.n_points)
+            errors[k] = np.nanmax([float(over_functions), binomial])
+        return levels, coverage, errors
+
+    def calibration(self) -> str:
+        """Flag from the 90 % PIT coverage: 'calibrated', 'over-confident', 'under-confident'."""
+        levels, coverage, errors = self.reliability_curve()
+        k = int(np.argmin(np.abs(levels - BAND_LEVEL)))
+        return calibration_flag(float(coverage[k]), BAND_LEVEL, float(errors[k]))
+
+    def pit_uniformity(self):
+        return pit_uniformity(self.pit_sample)
+
+
+def _problem(name: str) -> Problem | None:
+    """The library's Problem called `name`, or None (a user's own model)."""
+    return PROBLEMS.get(name)
+
+
+def _profile_times(n_t: int, time_index: int) -> tuple[int, ...]:
+    """Three distinct time indices: a quarter of the way, the time of interest, the last."""
+    chosen = sorted({(n_t - 1) // 4, time_index, n_t - 1})
+    for candidate in np.linspace(0, n_t - 1, 3).round().astype(int):
+        if len(chosen) >= min(3, n_t):
+            break
+        if int(candidate) not in chosen:
+            chosen = sorted({*chosen, int(candidate)})
+    return tuple(chosen)
+
+
+def _boundary_operator(attrs: dict, data: MethodData):
+    """The run's boundary operator B (a LinearConstraint) from attrs['boundary_condition']."""
+    text = str(attrs.get("boundary_condition", "")).strip().lower()
+    if not text:
+        return None, None
+    kinds = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [kind for kind in kinds if kind not in BOUNDARY_CONDITIONS]
+    if unknown:
+        return None, f"unknown boundary_condition {unknown} (known: {BOUNDARY_CONDITIONS})"
+    grid = data.grid
+    parts = []
+    for kind in kinds:
+        if kind == "dirichlet":
+            parts.append(dirichlet_constraint(grid, left=0.0, right=0.0))
+        elif kind == "neumann":
+            parts.append(neumann_constraint(grid, left=0.0, right=0.0, order=NEUMANN_ORDER))
+        else:
+            parts.append(periodic_constraint(grid))
+    return parts[0].stack(*parts[1:]), None
+
+
+def _shock_setup(data: MethodData, problem, time_index: int, notes: list[str]):
+    """Per-function (true position, threshold) at the time of interest, or None."""
+    time = float(data.grid.t[time_index])
+    name = str(data.attrs.get("problem", ""))
+    fallback = data.attrs.get("front_threshold")
+    if problem is not None and data.has_parameter:
+        setup = []
+        for f in range(data.n_functions):
+            p = data.parameter(f)
+            position, threshold = problem.front_position(time, p), problem.front_threshold(p)
+            if position is None or threshold is None:
+                return None
+            setup.append((float(position), float(threshold)))
+        return setup
+    if fallback is not None:
+        return [(None, float(fallback))] * data.n_functions
+    if name in SHOCK_PROBLEMS:
+        notes.append("shock positions skipped: constant_data.parameter is not available")
+    return None
+
+
+def summarize_method(
+    data: MethodData,
+    run: str,
+    label: str | None = None,
+    *,
+    example_function: int = 0,
+    pit_values: int = PIT_VALUES,
+    seed: int = 0,
+) -> MethodSummary:
+    """Stream over the functions of one method file and collect what the report shows."""
+    check_positive_int(pit_values, "pit_values")
+    if isinstance(example_function, bool) or not isinstance(example_function, int):
+        raise ValueError(f"example_function: expected an integer, got {example_function!r}")
+    grid, attrs, n_f = data.grid, data.attrs, data.n_functions
+    notes: list[str] = []
+    generator = torch.Generator().manual_seed(seed)
+    time_of_interest = float(attrs.get("time_of_interest", grid.t[grid.n_t // 2]))
+    time_index = grid.time_index(time_of_interest)
+    weights = grid.trapezoid_weights()
+    boundary, boundary_note = _boundary_operator(attrs, data)
+    if boundary_note:
+        notes.append(boundary_note)
+    problem = _problem(str(attrs.get("problem", "")))
+    shock_setup = _shock_setup(data, problem, time_index, notes)
+    example_function = min(max(example_function, 0), n_f - 1)
+    profile_times = _profile_times(grid.n_t, time_index)
+    per_point_pit = max(1, math.ceil(pit_values / n_f))
+
+    names = ["mse", "mse_t", "ll", "crps", "coverage_50", "coverage_90", "width_90"]
+    if data.has_mass:
+        names.append("ce")
+    else:
+        notes.append("CE not computed: constant_data.mass is absent")
+    if boundary is not None:
+        names.append("boundary_residual")
+    per_function = {name: np.empty(n_f) for name in names}
+    mse_time, crps_time = np.empty((n_f, grid.n_t)), np.empty((n_f, grid.n_t))
+    reliability = np.empty((n_f, len(RELIABILITY_LEVELS)))
+    histogram = np.zeros(PIT_BINS)
+    pit_sample, shock_positions, shock_truth = [], [], []
+    example = None
+
+    for f in range(n_f):
+        draws, truth = data.draws(f), data.truth(f)
+        moments = data.moments(f)
+        if moments is None:
+            mean, variance = draws.mean(dim=0), draws.var(dim=0)
+        else:
+            mean, variance = moments
+        squared_error = (mean - truth) ** 2
+        mse_time[f] = squared_error.mean(dim=-1).numpy()
+        per_function["mse"][f] = float(squared_error.mean())
+        per_function["mse_t"][f] = mse_time[f, time_index]
+        per_function["ll"][f] = float(gaussian_log_likelihood(mean, variance, truth).mean())
+        crps = crps_ensemble(draws, truth)
+        crps_time[f] = torch.as_tensor(crps).mean(dim=-1).numpy()
+        per_function["crps"][f] = float(torch.as_tensor(crps).mean())
+        for level in TABLE_COVERAGE_LEVELS:
+            covered = central_interval_coverage(draws, truth, level)
+            per_function[f"coverage_{round(100 * level)}"][f] = float(covered.double().mean())
+        per_function["width_90"][f] = float(interval_width(draws, BAND_LEVEL).mean())
+        mass = data.mass(f)
+        if mass is not None:
+            constraint = conservation_constraint(grid, mass)
+            per_function["ce"][f] = conservation_error(mean, constraint)
+        if boundary is not None:
+            per_function["boundary_residual"][f] = float(boundary.apply(mean - truth).abs().mean())
+
+        # Ties between draws and truth are judged at the draws' storage precision (float32).
+        rounded_truth = truth.to(torch.float32).to(torch.float64)
+        pit = randomized_pit(draws, rounded_truth, generator)
+        reliability[f] = coverage_from_pit(pit).numpy()
+        histogram += np.histogram(pit.numpy(), bins=PIT_BINS, range=(0.0, 1.0))[0]
+        chosen = torch.randperm(grid.size, generator=generator)[: min(per_point_pit, grid.size)]
+        pit_sample.append(pit.reshape(-1)[chosen].numpy())
+
+        if shock_setup is not None:
+            true_position, threshold = shock_setup[f]
+            profiles = draws[:, time_index, :]
+            if true_position is None:
+                true_position = float(
+                    front_positions(truth[time_index][None], grid.x, threshold)[0]
+                )
+            positions = front_positions(profiles, grid.x, threshold)
+            shock_positions.append(torch.as_tensor(positions, dtype=torch.float64).numpy())
+            shock_truth.append(true_position)
+
+        if f == example_function:
+            draw_mass = draws @ weights  # (n_draws, n_t)
+            if mass is not None:
+                mass_truth, mass_label = mass.numpy(), "U(t) (exact)"
+            else:
+                mass_truth, mass_label = (truth @ weights).numpy(), "trapezoid of the truth"
+            quantiles = torch.tensor(BAND_QUANTILES, dtype=torch.float64)
+            mass_band = torch.quantile(draw_mass, quantiles, dim=0)
+            slices = draws[:, list(profile_times), :]
+            profile_band = torch.quantile(slices, quantiles, dim=0)
+            example = Example(
+                function=f,
+                parameter=data.parameter(f),
+                mass_truth=mass_truth,
+                mass_truth_label=mass_label,
+                mass_mean=(mean @ weights).numpy(),
+                mass_lower=mass_band[0].numpy(),
+                mass_upper=mass_band[1].numpy(),
+                time_indices=profile_times,
+                profile_truth=truth[list(profile_times)].numpy(),
+                profile_mean=mean[list(profile_times)].numpy(),
+                profile_lower=profile_band[0].numpy(),
+                profile_upper=profile_band[1].numpy(),
+            )
+        del draws, pit
+
+    shock = None
+    if shock_setup is not None:
+        shock = ShockPositions(
+            float(grid.t[time_index]), np.stack(shock_positions), np.asarray(shock_truth)
+        )
+    if moments is None:
+        notes.append("LL and MSE use the sample mean and variance (no exact moments stored)")
+    return MethodSummary(
+        run=run,
+        method=data.method,
+        label=label or data.method,
+        attrs=attrs,
+        t=grid.t.numpy(),
+        x=grid.x.numpy(),
+        n_functions=n_f,
+        n_draws=data.n_draws,
+        moments="samples" if moments is None else "exact",
+        per_function=per_function,
+        mse_time=mse_time,
+        crps_time=crps_time,
+        pit_histogram=histogram,
+        pit_sample=np.concatenate(pit_sample),
+        reliability=reliability,
+        example=example,
+        shock=shock,
+        notes=notes,
+    )
