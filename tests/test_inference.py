@@ -75,9 +75,13 @@ def test_multivariate_normal_latent():
             ),
         )
         pyro.sample("total", dist.Delta(u.sum()), obs=torch.tensor(2.0, dtype=torch.float64))
+        pyro.sample("pair", dist.Delta(u[0] - u[3]), obs=torch.tensor(0.0, dtype=torch.float64))
 
     posterior = exact_posterior(model)
     assert torch.allclose(posterior.mean, torch.full((1, 4), 0.5, dtype=torch.float64))
+    draws = posterior.sample(10)
+    assert (draws.sum((-2, -1)) - 2.0).abs().max() < 1e-10
+    assert (draws[..., 0] - draws[..., 3]).abs().max() < 1e-10
 
 
 def test_nonlinear_site_is_rejected(prior):

@@ -12,14 +12,18 @@ from probcons.boon.correction import (
     boundary_blocks,
     boundary_columns,
 )
+from probcons.boon.ensemble import BoonEnsemble, conserve, heat_constraints
 
 __all__ = [
+    "BoonEnsemble",
     "BoonFNO1d",
     "BoundaryCondition",
     "BoundaryCorrectionError",
     "CorrectedFourierLayer",
     "boundary_blocks",
     "boundary_columns",
+    "conserve",
+    "heat_constraints",
     "dirichlet",
     "neumann",
     "periodic",

@@ -20,9 +20,6 @@ def plot_boundary_profiles(
     channel: int | None = None,
 ) -> None:
     """Two panels (left and right end): truth and each prediction (n, m, n_x) at one time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     channel = problem.n_times - 1 if channel is None else channel

@@ -276,12 +276,12 @@ def _samples_array(samples: Any, variable: str | None, size: int) -> np.ndarray:
 def _per_function(value: Any, name: str, shape: tuple[int, ...], n_functions: int) -> np.ndarray:
     """Broadcast a per-function quantity given for one function to (n_functions, *shape)."""
     tensor = as_float64_tensor(value, name)
-    if tuple(tensor.shape) == shape and n_functions == 1:
-        tensor = tensor[None]
+    if tuple(tensor.shape) == shape:  # one value shared by every function
+        tensor = tensor.expand(n_functions, *shape)
     if tuple(tensor.shape) != (n_functions, *shape):
         raise ValueError(
             f"{name}: expected shape {(n_functions, *shape)}"
-            + (f" or {shape}" if n_functions == 1 else "")
+            + f" or {shape}"
             + f", got {tuple(tensor.shape)}"
         )
     return tensor.numpy()
