@@ -20,6 +20,7 @@ from probcons.covariance import (
     Covariance,
     DiagonalCovariance,
     LowRankCovariance,
+    psd_root,
 )
 from probcons.prediction import GaussianPrediction
 
@@ -27,14 +28,22 @@ RCOND = 1e-13
 """A pivot of S below rcond times S's largest diagonal entry marks S as singular."""
 DENSE_LIMIT = 20_000
 """Largest N for which a general covariance is handled as a dense matrix."""
+REFINEMENT_STEPS = 2
+"""Most steps of iterative refinement of S y = rows, so that G (Sigma G^T y) + R y = rows."""
+REFINEMENT_TOLERANCE = 1e-14
+"""Refinement stops once max |misfit| <= this times max |rows| (one check when well conditioned)."""
 
 
 def _checked_cholesky(matrices: torch.Tensor, rcond: float, what: str) -> torch.Tensor:
-    """Cholesky factors of (..., r, r) SPD matrices; a clear ValueError if any is singular."""
+    """Cholesky factors of (..., r, r) SPD matrices; a clear ValueError if any is singular.
+
+    Row k counts as redundant when its pivot L_kk^2 <= rcond * S_kk: the test is relative to each
+    row's own scale, so multiplying a row of G and b by any factor does not change the verdict.
+    """
     factor, info = torch.linalg.cholesky_ex(matrices)
     pivots = factor.diagonal(dim1=-2, dim2=-1) ** 2
-    scale = matrices.diagonal(dim1=-2, dim2=-1).amax(dim=-1, keepdim=True)
-    bad = (info != 0) | (pivots <= rcond * scale).any(dim=-1) | (scale[..., 0] <= 0)
+    diagonal = matrices.diagonal(dim1=-2, dim2=-1)
+    bad = (info != 0) | (pivots <= rcond * diagonal).any(dim=-1) | (diagonal <= 0).any(dim=-1)
     if bool(bad.any()):
         where = torch.nonzero(bad.reshape(-1))[0].item()
         raise ValueError(
@@ -76,11 +85,30 @@ class ConstraintUpdate(ABC):
     def variance_reduction(self) -> torch.Tensor:
         """diag(Sigma G^T S^-1 G Sigma), (N,)."""
 
-    def gain(self, rows: torch.Tensor) -> torch.Tensor:
-        """Sigma G^T S^-1 y: (..., n_t, r) -> (..., N)."""
-        batch = rows.shape[:-2]
-        back = self.constraint.apply_transpose(self.solve(rows)).reshape(-1, self.covariance.size)
+    def spread(self, solved: torch.Tensor) -> torch.Tensor:
+        """Sigma G^T y for y (..., n_t, r) -> (..., N)."""
+        batch = solved.shape[:-2]
+        back = self.constraint.apply_transpose(solved).reshape(-1, self.covariance.size)
         return self.covariance.matmul(back.T).T.reshape(*batch, self.covariance.size)
+
+    def gain(self, rows: torch.Tensor, steps: int = REFINEMENT_STEPS) -> torch.Tensor:
+        """Sigma G^T S^-1 y: (..., n_t, r) -> (..., N), refined so that G gain + R S^-1 y = y.
+
+        Without refinement an ill-conditioned Sigma (cond 1e12) leaves |G mu~ - b| ~ 1e-5 |b|
+        for exact rows; each step costs one more solve and spread.
+        """
+        constraint = self.constraint
+        solved = self.solve(rows)
+        update = self.spread(solved)
+        for _ in range(steps):
+            field = update.reshape(*rows.shape[:-2], constraint.n_t, constraint.n_x)
+            misfit = rows - constraint.apply(field) - constraint.noise_std**2 * solved
+            if misfit.abs().max() <= REFINEMENT_TOLERANCE * rows.abs().max():
+                break
+            correction = self.solve(misfit)
+            solved = solved + correction
+            update = update + self.spread(correction)
+        return update
 
     def noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         """Slack draws eps ~ N(0, R), (n, n_t, r)."""
@@ -104,9 +132,9 @@ class SliceUpdate(ConstraintUpdate):
         solved = torch.cholesky_solve(flat, self.factor)
         return solved.permute(2, 0, 1).reshape(rows.shape)
 
-    def gain(self, rows):
-        batch = rows.shape[:-2]
-        update = torch.einsum("jir,...jr->...ji", self.cross, self.solve(rows))
+    def spread(self, solved):
+        batch = solved.shape[:-2]
+        update = torch.einsum("jir,...jr->...ji", self.cross, solved)
         return update.reshape(*batch, self.covariance.size)
 
     def variance_reduction(self):
@@ -182,10 +210,10 @@ class DenseUpdate(ConstraintUpdate):
         flat = rows.reshape(-1, self.constraint.num_rows).T
         return torch.cholesky_solve(flat, self.factor).T.reshape(rows.shape)
 
-    def gain(self, rows):
-        batch = rows.shape[:-2]
-        solved = self.solve(rows).reshape(-1, self.constraint.num_rows)
-        return (solved @ self.cross.T).reshape(*batch, self.covariance.size)
+    def spread(self, solved):
+        batch = solved.shape[:-2]
+        flat = solved.reshape(-1, self.constraint.num_rows)
+        return (flat @ self.cross.T).reshape(*batch, self.covariance.size)
 
     def variance_reduction(self):
         whitened = torch.linalg.solve_triangular(self.factor, self.cross.T, upper=False)
@@ -234,13 +262,40 @@ class ConditionedCovariance(Covariance):
         rows = constraint.apply(product.T.reshape(-1, constraint.n_t, constraint.n_x))
         return product - self.update.gain(rows).T
 
+    def to_dense(self):
+        """(N, N) in square-root form A A^T + B B^T, A = (I - K G) L, B = K R^1/2, L L^T = Sigma.
 
-def _as_constraint(constraint) -> LinearConstraint:
+        Symmetric and PSD to round-off relative to the posterior itself (the difference form
+        Sigma - K G Sigma is only PSD relative to the prior's scale).
+        """
+        constraint = self.update.constraint
+        root = psd_root(self.prior.to_dense())  # (N, N)
+        rows = constraint.apply(root.T.reshape(-1, constraint.n_t, constraint.n_x))
+        reduced = root - self.update.gain(rows).T
+        eye = torch.eye(constraint.num_rows, dtype=torch.float64)
+        unit = (eye * constraint.noise_std.reshape(-1)).reshape(
+            -1, constraint.n_t, constraint.rows_per_slice
+        )
+        noise = self.update.gain(unit).T  # (N, m)
+        dense = reduced @ reduced.T + noise @ noise.T
+        return (dense + dense.T) / 2
+
+
+def _as_constraint(constraint) -> LinearConstraint | None:
+    """One LinearConstraint from a constraint or a list of them; None when there are no rows."""
     if isinstance(constraint, (list, tuple)):
+        for index, part in enumerate(constraint):
+            if not isinstance(part, LinearConstraint):
+                raise ValueError(
+                    f"constraint[{index}]: expected a probcons LinearConstraint, "
+                    f"got {type(part).__name__}"
+                )
         if not constraint:
             return None
         first, *rest = constraint
-        return first.stack(*rest) if rest else first
+        constraint = first.stack(*rest) if rest else first
+    if isinstance(constraint, LinearConstraint) and constraint.rows_per_slice == 0:
+        return None
     return constraint
 
 

@@ -81,8 +81,10 @@ class DenseCovariance(Covariance):
 
     def __init__(self, matrix: torch.Tensor, validate: bool = True) -> None:
         matrix = as_float64_tensor(matrix, "matrix")
-        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(f"matrix: expected a square (N, N) matrix, got {describe(matrix)}")
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+            raise ValueError(
+                f"matrix: expected a square (N, N) matrix with N >= 1, got {describe(matrix)}"
+            )
         if validate:
             _check_symmetric_psd(matrix, "matrix")
         self.matrix = (matrix + matrix.T) / 2

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from probcons.validation import as_float64_vector
+from probcons.validation import as_float64_vector, check_positive_int
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,9 +32,8 @@ class Grid:
         n_x: int,
     ) -> Grid:
         """Uniform grid with endpoints included: n_t times over t_range, n_x points over x_range."""
-        for name, n in (("n_t", n_t), ("n_x", n_x)):
-            if not isinstance(n, int) or n < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {n!r}")
+        check_positive_int(n_t, "n_t")
+        check_positive_int(n_x, "n_x")
         t = torch.linspace(float(t_range[0]), float(t_range[1]), n_t, dtype=torch.float64)
         x = torch.linspace(float(x_range[0]), float(x_range[1]), n_x, dtype=torch.float64)
         return cls(t, x)
@@ -84,3 +83,10 @@ class Grid:
             f"Grid(n_t={self.n_t}, n_x={self.n_x}, t=[{float(self.t[0]):g}, {float(self.t[-1]):g}],"
             f" x=[{float(self.x[0]):g}, {float(self.x[-1]):g}])"
         )
+
+
+def check_grid(grid, name: str = "grid") -> Grid:
+    """Raise unless `grid` is a Grid."""
+    if not isinstance(grid, Grid):
+        raise ValueError(f"{name}: expected a probcons.grid.Grid, got {type(grid).__name__}")
+    return grid

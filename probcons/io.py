@@ -5,10 +5,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+def default_mode(directory: bool = False) -> int:
+    """Permissions a plain open() (0o666) or mkdir() (0o777) would give under the umask."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 
 @contextlib.contextmanager
@@ -21,9 +29,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     )
     os.close(handle)
     temporary_path = Path(temporary)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary_path, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private
+    # mkstemp's 0600 would make outputs private: keep the replaced file's mode, else the umask's
+    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else default_mode()
+    os.chmod(temporary_path, mode)
     try:
         yield temporary_path
         with open(temporary_path, "rb") as written:

@@ -14,6 +14,7 @@ import torch
 from scipy import stats
 
 from probcons.constraints import LinearConstraint
+from probcons.validation import check_finite, check_shape
 
 VARIANCE_FLOOR = 1e-12
 """Variance used in the Gaussian log-density where a prediction's variance is smaller."""
@@ -23,8 +24,17 @@ def _numpy(value) -> np.ndarray:
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
 
+def _check_fields(reference_name: str, reference: torch.Tensor, **others: torch.Tensor) -> None:
+    """Finite tensors, each of the shape of `reference` (no silent broadcasting)."""
+    check_finite(reference, reference_name)
+    for name, value in others.items():
+        check_shape(value, tuple(reference.shape), name)
+        check_finite(value, name)
+
+
 def mse(mean: torch.Tensor, truth: torch.Tensor) -> float:
     """Mean squared error of the predictive mean over all points."""
+    _check_fields("mean", mean, truth=truth)
     return float(((mean - truth) ** 2).mean())
 
 
@@ -37,6 +47,7 @@ def gaussian_log_likelihood(
     mean: torch.Tensor, variance: torch.Tensor, truth: torch.Tensor
 ) -> torch.Tensor:
     """Pointwise log N(truth | mean, variance), variance floored at VARIANCE_FLOOR."""
+    _check_fields("mean", mean, variance=variance, truth=truth)
     variance = variance.clamp_min(VARIANCE_FLOOR)
     return -0.5 * (math.log(2 * math.pi) + variance.log() + (truth - mean) ** 2 / variance)
 
@@ -74,6 +85,8 @@ def gaussian_interval_coverage(
     mean: torch.Tensor, variance: torch.Tensor, truth: torch.Tensor, level: float
 ) -> torch.Tensor:
     """Pointwise: is the truth inside mean +- z sigma, the central `level` Gaussian interval?"""
+    if not 0 < level < 1:
+        raise ValueError(f"level: expected a value in (0, 1), got {level!r}")
     half_width = stats.norm.ppf(0.5 + level / 2) * variance.clamp_min(0).sqrt()
     return (truth - mean).abs() <= half_width
 

@@ -40,6 +40,10 @@ class GaussianPrediction:
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws, (n, n_t, n_x)."""
         check_positive_int(n, "n")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(
+                f"generator: expected a torch.Generator or None, got {type(generator).__name__}"
+            )
         noise = self.covariance.sample(n, generator).reshape(n, *self.grid.shape)
         return self.mean + noise
 

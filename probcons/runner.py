@@ -25,7 +25,7 @@ from probcons import metrics
 from probcons.backbones import get_backbone
 from probcons.constraints import LinearConstraint
 from probcons.inference import ConstraintObservation, exact_posterior
-from probcons.io import write_json
+from probcons.io import default_mode, write_json
 from probcons.posterior_files import posterior_inference_data, write_inference_data
 from probcons.prediction import GaussianPrediction
 from probcons.problems import Problem, get_problem, sample_contexts
@@ -38,6 +38,8 @@ METHODS = {
     "probconserv": "ProbConserv: exact Gaussian posterior given the model's constraint sites",
 }
 MINIMUM_GRID = 3
+MAX_SEED = 2**32 - 1
+"""Largest --seed: the per-function generator seeds stay inside torch's 64-bit range."""
 REPOSITORY_MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
@@ -78,10 +80,18 @@ class RunSettings:
                 f"grid: expected at least {MINIMUM_GRID}x{MINIMUM_GRID} points, got {n_t}x{n_x}"
             )
         check_nonnegative(self.noise_std, "noise_std")
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not (0 <= self.seed <= MAX_SEED)
+        ):
+            raise ValueError(f"seed: expected an integer in [0, {MAX_SEED}], got {self.seed!r}")
         self.out = Path(self.out or Path("posteriors") / f"{self.problem}-{self.backbone}")
         self.model = Path(self.model or default_model_path(self.problem))
         if not self.model.is_file():
             raise ValueError(f"model: expected a Pyro model file, got missing {str(self.model)!r}")
+        if self.model.suffix != ".py":
+            raise ValueError(f"model: expected a Python file (.py), got {str(self.model)!r}")
         check_output_directory(self.out, self.overwrite)
         return problem
 
@@ -111,7 +121,13 @@ def load_model(path: Path) -> Callable:
     """The `model` function of a Pyro model file."""
     spec = importlib.util.spec_from_file_location(f"probcons_model_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # the user's file: one line naming it, as for any bad input
+        message = " ".join(str(error).split())
+        raise ValueError(
+            f"model: {str(path)!r} failed to import ({type(error).__name__}: {message})"
+        ) from error
     if not callable(getattr(module, "model", None)):
         raise ValueError(f"model: expected {str(path)!r} to define a function `model`")
     return module.model
@@ -236,6 +252,7 @@ def _write_run(settings, problem, grid, truth, mass, collected, summary) -> None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+        os.chmod(staging, default_mode(directory=True))  # mkdtemp alone gives 0700
     except OSError as error:
         raise ValueError(f"out: cannot write {str(out)!r} ({error.strerror})") from error
     try:
@@ -261,9 +278,14 @@ def _write_run(settings, problem, grid, truth, mass, collected, summary) -> None
             )
             write_inference_data(staging / f"{method}.nc", data)
         write_json(staging / "metrics.json", summary)
+        # Move the old run aside, then the new one in: a kill between the two renames leaves both
+        # complete (hidden .previous and .partial folders beside OUT), never neither.
+        previous = staging.with_suffix(".previous")
         if out.exists():
-            shutil.rmtree(out)
+            os.replace(out, previous)
         os.replace(staging, out)
+        if previous.exists():
+            shutil.rmtree(previous)
     finally:
         if staging.exists():
             shutil.rmtree(staging)

@@ -19,6 +19,8 @@ def describe(value: Any) -> str:
 
 def as_float64_tensor(value: Any, name: str) -> torch.Tensor:
     """Convert to a float64 tensor; reject non-numeric input and NaN/inf."""
+    if value is None:
+        raise ValueError(f"{name}: expected a numeric array, got None")
     try:
         if isinstance(value, torch.Tensor):
             tensor = value
@@ -67,7 +69,10 @@ def check_positive_int(value: Any, name: str) -> int:
 
 def check_nonnegative(value: float, name: str) -> float:
     """A finite number >= 0."""
-    number = float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}") from None
     if not number >= 0 or number == float("inf"):
         raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
     return number

@@ -6,7 +6,7 @@ import torch
 
 from probcons.constraints.finite_difference import derivative_weights
 from probcons.constraints.linear import LinearConstraint
-from probcons.grid import Grid
+from probcons.grid import Grid, check_grid
 from probcons.validation import as_float64_tensor, check_nonnegative
 
 
@@ -36,6 +36,7 @@ def _rows(grid: Grid, sides: dict[str, tuple[torch.Tensor, torch.Tensor]], noise
 
 def dirichlet_constraint(grid: Grid, left=None, right=None, noise_std: float = 0.0):
     """u(t_j, x_0) = left_j and/or u(t_j, x_{n_x - 1}) = right_j."""
+    check_grid(grid)
     sides = {}
     for side, value, index in (("left", left, 0), ("right", right, grid.n_x - 1)):
         if value is not None:
@@ -47,6 +48,7 @@ def dirichlet_constraint(grid: Grid, left=None, right=None, noise_std: float = 0
 
 def neumann_constraint(grid: Grid, left=None, right=None, order: int = 2, noise_std: float = 0.0):
     """One-sided u_x(t_j, x_boundary) = g_j with a stencil of `order` + 1 nodes (error O(h^order))."""
+    check_grid(grid)
     if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order < grid.n_x:
         raise ValueError(f"order: expected an integer in [1, {grid.n_x - 1}], got {order!r}")
     sides = {}
@@ -67,6 +69,7 @@ def neumann_constraint(grid: Grid, left=None, right=None, order: int = 2, noise_
 
 def periodic_constraint(grid: Grid, noise_std: float = 0.0) -> LinearConstraint:
     """u(t_j, x_0) - u(t_j, x_{n_x - 1}) = 0."""
+    check_grid(grid)
     stencil = torch.zeros(grid.n_x, dtype=torch.float64)
     stencil[0], stencil[-1] = 1.0, -1.0
     return _rows(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from probcons.constraints.linear import LinearConstraint
-from probcons.grid import Grid
+from probcons.grid import Grid, check_grid
 from probcons.validation import as_float64_tensor, check_nonnegative, check_shape
 
 
@@ -17,6 +17,7 @@ def conservation_constraint(
     grid: Grid, mass: torch.Tensor, noise_std: float = 0.0
 ) -> LinearConstraint:
     """Rows  sum_i w_i u[j, i] = U(t_j) + eps_j;  mass (n_t,) holds U(t_j)."""
+    check_grid(grid)
     mass = as_float64_tensor(mass, "mass").reshape(-1)
     check_shape(mass, (grid.n_t,), "mass")
     noise_std = check_nonnegative(noise_std, "noise_std")

@@ -14,6 +14,17 @@ import torch
 from probcons.validation import as_float64_tensor, check_shape, describe
 
 
+def _broadcast(tensor: torch.Tensor, shape: tuple[int, ...], name: str) -> torch.Tensor:
+    """`tensor` broadcast to `shape` (a copy); a ValueError naming `name` if it cannot be."""
+    try:
+        return torch.broadcast_to(tensor, shape).clone()
+    except RuntimeError:
+        raise ValueError(
+            f"{name}: expected shape {tuple(shape)} or one that broadcasts to it, "
+            f"got {tuple(tensor.shape)}"
+        ) from None
+
+
 @dataclass(frozen=True, eq=False)
 class LinearConstraint:
     """G u = b + eps with G block-diagonal over time slices.
@@ -37,8 +48,7 @@ class LinearConstraint:
             values = values[:, None]
         check_shape(values, (n_t, r), "values")
         noise = as_float64_tensor(self.noise_std, "noise_std")
-        noise = torch.broadcast_to(noise, (n_t, r)).clone() if noise.dim() <= 2 else noise
-        check_shape(noise, (n_t, r), "noise_std")
+        noise = _broadcast(noise, (n_t, r), "noise_std")
         if bool((noise < 0).any()):
             raise ValueError(f"noise_std: expected values >= 0, got minimum {float(noise.min())}")
         names = tuple(self.names) or tuple(f"row{k}" for k in range(r))
@@ -129,5 +139,5 @@ def dense_constraint(
         raise ValueError(f"matrix: expected shape (m, n), got {describe(matrix)}")
     values = as_float64_tensor(values, "values").reshape(1, -1)
     noise = as_float64_tensor(noise_std, "noise_std")
-    noise = torch.broadcast_to(noise, (matrix.shape[0],)).reshape(1, -1)
+    noise = _broadcast(noise, (matrix.shape[0],), "noise_std").reshape(1, -1)
     return LinearConstraint(matrix[None], values, noise)

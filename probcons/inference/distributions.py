@@ -88,6 +88,12 @@ class ConstraintObservation(TorchDistribution):
             raise ValueError(
                 f"constraint: expected a LinearConstraint, got {type(constraint).__name__}"
             )
+        grid_shape = (constraint.n_t, constraint.n_x)
+        if tuple(field.shape[-2:]) != grid_shape:
+            raise ValueError(
+                f"field: expected last dimensions {grid_shape}, got {tuple(field.shape)}: the "
+                "constraint is on another grid"
+            )
         self.constraint = constraint
         self.field = field
         self.loc = constraint.apply(field)

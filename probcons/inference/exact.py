@@ -83,18 +83,15 @@ def _observed_sites(trace, latent: str) -> list[dict]:
     ]
 
 
-def _generic_rows(model, args, kwargs, latent, site, prediction, event_shape):
+def _generic_rows(model, args, kwargs, latent, site, prediction, value_shape):
     """G (m, N), c (m,) with loc(u) = G u + c for a generic site; checks linearity.
 
-    The latent is fed back in its own event shape (`event_shape`), the grid shape inside.
+    The model sees the latent in its own shape `value_shape` (e.g. (n,) for a MultivariateNormal).
     """
     shape = prediction.grid.shape
 
-    def as_event(field):
-        return field.reshape(event_shape)
-
     def loc_of(field):
-        conditioned = poutine.condition(model, data={latent: as_event(field)})
+        conditioned = poutine.condition(model, data={latent: field.reshape(value_shape)})
         trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
         return _site_mean_and_noise(trace.nodes[site["name"]])[0].reshape(-1).to(torch.float64)
 
@@ -137,8 +134,8 @@ def exact_posterior(model, *args, latent: str = "u", **kwargs) -> GaussianPredic
         values.append(constraint.values.reshape(-1))
         noises.append(constraint.noise_std.reshape(-1))
     for site in generic:
-        event_shape = trace.nodes[latent]["fn"].event_shape
-        matrix, offset = _generic_rows(model, args, kwargs, latent, site, prediction, event_shape)
+        value_shape = trace.nodes[latent]["value"].shape
+        matrix, offset = _generic_rows(model, args, kwargs, latent, site, prediction, value_shape)
         observed = site["value"].reshape(-1).to(torch.float64)
         _, noise = _site_mean_and_noise(site)
         matrices.append(matrix)

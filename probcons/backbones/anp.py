@@ -1,0 +1,477 @@
+"""Attentive neural process (ANP) as a Pyro model and guide, and its backbone object.
+
+Given a context set C = {(t_c, x_c, u_c)} and target points T = {(t, x)}:
+
+    latent path        s_c = SelfAttn^L(MLP(t_c, x_c, u_c)),  z ~ N(mu(mean_c s_c), sigma(...))
+    deterministic path r_c = SelfAttn^D(MLP(t_c, x_c, u_c)),  r(t, x) = CrossAttn(q(t, x), k_c, r_c)
+    decoder            (mu, sigma)(t, x) = MLP(r(t, x), z, e(t, x)),  sigma = softplus + min_scale
+
+Model: z ~ p(z | C) (the latent path on the contexts), u(t, x) ~ N(mu, sigma^2) independently.
+Guide: z ~ q(z | C u T) (the same latent path on contexts and observed targets).
+The ELBO is E_q[log p(u_T | z, C)] - KL(q(z | C u T) || p(z | C)); `elbo_loss` adds KL
+annealing (a weight on the KL) and free bits (a floor on the batch-mean KL per latent
+dimension) against posterior collapse. The network runs in float32; predictions are float64.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+from torch.distributions import kl_divergence
+
+from probcons.checkpoint import load_checkpoint
+from probcons.grid import Grid
+from probcons.validation import check_positive_int
+
+PYRO_MODULE_NAME = "anp"
+
+
+@dataclass(frozen=True)
+class ANPConfig:
+    """Hyperparameters of the ANP (the reference used hidden 128, 4 heads, decoder 3 x 384).
+
+    t_range, x_range: the problem's domain, mapped to [-1, 1] inside the network.
+    min_scale: floor of the decoder's standard deviation; latent_min_scale: of the latent's.
+    """
+
+    t_range: tuple[float, float] = (0.0, 1.0)
+    x_range: tuple[float, float] = (0.0, 1.0)
+    hidden: int = 64
+    heads: int = 4
+    latent_dim: int = 32
+    latent_self_attention: int = 2
+    deterministic_self_attention: int = 2
+    cross_attention: int = 1
+    decoder_layers: int = 3
+    decoder_width: int = 64
+    min_scale: float = 1e-3
+    latent_min_scale: float = 1e-2
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "heads", "latent_dim", "decoder_layers", "decoder_width"):
+            check_positive_int(getattr(self, name), name)
+        for name in ("latent_self_attention", "deterministic_self_attention", "cross_attention"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+        if self.hidden % self.heads:
+            raise ValueError(
+                f"heads: expected a divisor of hidden={self.hidden}, got {self.heads!r}"
+            )
+        for name in ("t_range", "x_range"):
+            lo, hi = (float(v) for v in getattr(self, name))
+            if not hi > lo:
+                raise ValueError(f"{name}: expected (lo, hi) with hi > lo, got {(lo, hi)}")
+            object.__setattr__(self, name, (lo, hi))
+        for name in ("min_scale", "latent_min_scale"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name}: expected a number > 0, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for a checkpoint (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ANPConfig:
+        """Inverse of `to_dict`; unknown keys are rejected."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"hyperparameters: unknown ANP keys {unknown}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+class Batch(NamedTuple):
+    """A batch of B functions: contexts (B, C, 2) [t, x] and (B, C); targets (B, T, 2), (B, T).
+
+    target_u is None at prediction time.
+    """
+
+    context_tx: torch.Tensor
+    context_u: torch.Tensor
+    target_tx: torch.Tensor
+    target_u: torch.Tensor | None = None
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for index in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[index], sizes[index + 1]))
+        if index < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class MultiHeadAttention(nn.Module):
+    """softmax(Q K^T / sqrt(d_h)) V per head, heads concatenated: (B, Q, H), (B, K, H) -> (B, Q, H).
+
+    Written out (not torch's fused kernel) so that SoftC can differentiate it twice.
+    """
+
+    def __init__(self, hidden: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, hidden)
+
+    def _split(self, tensor: torch.Tensor) -> torch.Tensor:
+        *lead, n, hidden = tensor.shape
+        return tensor.reshape(*lead, n, self.heads, hidden // self.heads).transpose(-3, -2)
+
+    def forward(self, query, key, value):
+        q, k, v = (
+            self._split(self.query(query)),
+            self._split(self.key(key)),
+            self._split(self.value(value)),
+        )
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        attended = (weights @ v).transpose(-3, -2)
+        return self.out(attended.reshape(*attended.shape[:-2], -1))
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head attention with residual connections and layer norms: (B, Q, H) -> (B, Q, H)."""
+
+    def __init__(self, hidden: int, heads: int):
+        super().__init__()
+        self.attention = MultiHeadAttention(hidden, heads)
+        self.norm1 = nn.LayerNorm(hidden)
+        self.feedforward = _mlp([hidden, hidden, hidden])
+        self.norm2 = nn.LayerNorm(hidden)
+
+    def forward(self, query, key, value):
+        hidden = self.norm1(query + self.attention(query, key, value))
+        return self.norm2(hidden + self.feedforward(hidden))
+
+
+class ANPNetwork(nn.Module):
+    """The ANP's encoders and decoder (no sampling here; see `AttentiveNeuralProcess`)."""
+
+    def __init__(self, config: ANPConfig):
+        super().__init__()
+        self.config = config
+        h = config.hidden
+        t_lo, t_hi = config.t_range
+        x_lo, x_hi = config.x_range
+        self.register_buffer(
+            "input_center", torch.tensor([(t_lo + t_hi) / 2, (x_lo + x_hi) / 2]), persistent=False
+        )
+        self.register_buffer(
+            "input_halfwidth",
+            torch.tensor([(t_hi - t_lo) / 2, (x_hi - x_lo) / 2]),
+            persistent=False,
+        )
+        self.latent_embed = _mlp([3, h, h])
+        self.latent_attention = nn.ModuleList(
+            AttentionBlock(h, config.heads) for _ in range(config.latent_self_attention)
+        )
+        self.latent_head = _mlp([h, h, 2 * config.latent_dim])
+        self.deterministic_embed = _mlp([3, h, h])
+        self.deterministic_attention = nn.ModuleList(
+            AttentionBlock(h, config.heads) for _ in range(config.deterministic_self_attention)
+        )
+        self.query_embed = _mlp([2, h, h])
+        self.cross_attention = nn.ModuleList(
+            AttentionBlock(h, config.heads) for _ in range(max(config.cross_attention, 1))
+        )
+        width = config.decoder_width
+        self.decoder_input = nn.Linear(h + config.latent_dim + h, width)
+        self.decoder = _mlp([width] * config.decoder_layers + [2])
+
+    def normalize(self, tx: torch.Tensor) -> torch.Tensor:
+        """Map [t, x] (..., 2) from the problem's domain to [-1, 1]^2."""
+        return (tx.to(self.input_center.dtype) - self.input_center) / self.input_halfwidth
+
+    def encode_latent(self, tx, u):
+        """Latent path on a set (B, n, 2), (B, n) -> loc, scale, each (B, latent_dim)."""
+        s = self.latent_embed(torch.cat([self.normalize(tx), u[..., None].to(tx.dtype)], -1))
+        for block in self.latent_attention:
+            s = block(s, s, s)
+        loc, raw = self.latent_head(s.mean(dim=1)).chunk(2, dim=-1)
+        scale = self.config.latent_min_scale + (1 - self.config.latent_min_scale) * torch.sigmoid(
+            raw
+        )
+        return loc, scale
+
+    def encode_deterministic(self, context_tx, context_u, target_tx):
+        """Deterministic path: (B, C, 2), (B, C), (B, T, 2) -> r (B, T, H) and e(t, x) (B, T, H)."""
+        r = self.deterministic_embed(
+            torch.cat([self.normalize(context_tx), context_u[..., None].to(context_tx.dtype)], -1)
+        )
+        for block in self.deterministic_attention:
+            r = block(r, r, r)
+        keys = self.query_embed(self.normalize(context_tx))
+        queries = self.query_embed(self.normalize(target_tx))
+        representation = queries
+        if self.config.cross_attention == 0:
+            return representation, queries
+        for block in self.cross_attention:
+            representation = block(representation, keys, r)
+        return representation, queries
+
+    def decode_hidden(self, representation, queries):
+        """The z-independent part of the decoder's first layer: (B, T, H) -> (B, T, width)."""
+        weight = self.decoder_input.weight
+        h = self.config.hidden
+        d = self.config.latent_dim
+        return (
+            representation @ weight[:, :h].T
+            + queries @ weight[:, h + d :].T
+            + self.decoder_input.bias
+        )
+
+    def mean_at(self, context_tx, context_u, target_tx, z):
+        """Decoder mean (B, T) at target points (B, T, 2) for latents z (B, d); differentiable."""
+        representation, queries = self.encode_deterministic(context_tx, context_u, target_tx)
+        mean, _ = self.decode(self.decode_hidden(representation, queries), z)
+        return mean
+
+    def decode(self, hidden, z):
+        """Decoder from the precomputed first layer (..., T, width) and z (..., d) -> loc, scale."""
+        d = self.config.latent_dim
+        h = self.config.hidden
+        z_part = z @ self.decoder_input.weight[:, h : h + d].T
+        out = self.decoder(torch.relu(hidden + z_part[..., None, :]))
+        loc, raw = out[..., 0], out[..., 1]
+        return loc, self.config.min_scale + nn.functional.softplus(raw)
+
+
+class AttentiveNeuralProcess:
+    """The ANP as a Pyro model and guide around an `ANPNetwork`."""
+
+    def __init__(self, config: ANPConfig | None = None, network: ANPNetwork | None = None):
+        if network is None:
+            network = ANPNetwork(config or ANPConfig())
+        self.network = network
+        self.config = network.config
+
+    def model(self, batch: Batch):
+        """z ~ p(z | C);  u(t, x) ~ N(mu(t, x, z, C), sigma(t, x, z, C)^2), targets observed."""
+        pyro.module(PYRO_MODULE_NAME, self.network)
+        net = self.network
+        loc, scale = net.encode_latent(batch.context_tx, batch.context_u)
+        representation, queries = net.encode_deterministic(
+            batch.context_tx, batch.context_u, batch.target_tx
+        )
+        hidden = net.decode_hidden(representation, queries)
+        with pyro.plate("functions", batch.context_tx.shape[0]):
+            z = pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            mean, std = net.decode(hidden, z)
+            pyro.sample("u", dist.Normal(mean, std).to_event(1), obs=batch.target_u)
+        return mean, std
+
+    def guide(self, batch: Batch):
+        """z ~ q(z | C u T) when targets are observed, else the conditional prior p(z | C)."""
+        pyro.module(PYRO_MODULE_NAME, self.network)
+        tx, u = batch.context_tx, batch.context_u
+        if batch.target_u is not None:
+            tx = torch.cat([tx, batch.target_tx], dim=1)
+            u = torch.cat([u, batch.target_u], dim=1)
+        loc, scale = self.network.encode_latent(tx, u)
+        with pyro.plate("functions", batch.context_tx.shape[0]):
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+
+class LossTerms(NamedTuple):
+    """loss: the objective per target point; nll: -E_q log p(u_T | z) per target point;
+    kl: KL(q || p) per function (nats), all scalars; mean: the decoder mean (B, T) at the
+    targets for the drawn z; z: that draw (B, d)."""
+
+    loss: torch.Tensor
+    nll: torch.Tensor
+    kl: torch.Tensor
+    mean: torch.Tensor
+    z: torch.Tensor
+
+
+def elbo_loss(
+    anp: AttentiveNeuralProcess,
+    batch: Batch,
+    kl_weight: float = 1.0,
+    free_bits: float = 0.0,
+) -> LossTerms:
+    """Negative ELBO per target point, one reparametrized draw of z from the guide.
+
+    loss = [ -mean_b log p(u_T,b | z_b) + kl_weight * sum_d max(mean_b KL_bd, free_bits) ] / T.
+    With kl_weight = 1 and free_bits = 0 this is Pyro's TraceMeanField_ELBO loss / (B T).
+    """
+    if batch.target_u is None:
+        raise ValueError("batch.target_u: expected observed targets for the ELBO, got None")
+    guide_trace = poutine.trace(anp.guide).get_trace(batch)
+    model_trace = poutine.trace(poutine.replay(anp.model, trace=guide_trace)).get_trace(batch)
+    likelihood = model_trace.nodes["u"]["fn"]
+    log_likelihood = likelihood.log_prob(batch.target_u)  # (B,)
+    posterior = guide_trace.nodes["z"]["fn"].base_dist
+    prior = model_trace.nodes["z"]["fn"].base_dist
+    kl_per_dim = kl_divergence(posterior, prior)  # (B, d)
+    n_target = batch.target_u.shape[-1]
+    penalised = torch.clamp(kl_per_dim.mean(0), min=free_bits).sum()
+    loss = (-log_likelihood.mean() + kl_weight * penalised) / n_target
+    mean = model_trace.nodes["_RETURN"]["value"][0]
+    z = guide_trace.nodes["z"]["value"]
+    return LossTerms(loss, -log_likelihood.mean() / n_target, kl_per_dim.sum(-1).mean(), mean, z)
+
+
+class ANPBackbone:
+    """A trained ANP as a backbone: one Gaussian (diagonal covariance) per latent sample.
+
+    predict(...) draws `n_samples` z ~ p(z | C) and returns the `GaussianMixture` of the
+    decoder's N(mu(., z), diag sigma(., z)^2) on the grid, float64, each (n_t, n_x).
+    """
+
+    def __init__(
+        self,
+        network: ANPNetwork,
+        n_samples: int = 100,
+        name: str = "anp",
+        problem: str | None = None,
+        chunk_points: int = 1_000_000,
+        metadata: dict[str, Any] | None = None,
+    ):
+        self.network = network.eval()
+        self.n_samples = check_positive_int(n_samples, "n_samples")
+        self.name = name
+        self.problem = problem
+        self.chunk_points = check_positive_int(chunk_points, "chunk_points")
+        self.metadata = dict(metadata or {})
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, n_samples: int = 100, name: str | None = None
+    ) -> ANPBackbone:
+        """Rebuild from a checkpoint written by `probcons.training` (weights_only load)."""
+        payload = load_checkpoint(path)
+        hyper = payload["hyperparameters"]
+        if "anp" not in hyper:
+            raise ValueError(f"path: {str(path)!r} holds no ANP hyperparameters")
+        network = ANPNetwork(ANPConfig.from_dict(hyper["anp"]))
+        state = payload["state"].get("network", payload["state"])
+        network.load_state_dict(state)
+        softc = float(hyper.get("training", {}).get("softc_lambda", 0.0) or 0.0)
+        default_name = "softc-anp" if softc > 0 else "anp"
+        return cls(
+            network,
+            n_samples=n_samples,
+            name=name or default_name,
+            problem=hyper.get("problem"),
+            metadata={"hyperparameters": hyper, "extra": payload.get("extra", {})},
+        )
+
+    @torch.no_grad()
+    def predict(self, problem, parameter, contexts, grid: Grid, generator=None):
+        """Mixture over `n_samples` latent draws of the ANP's prediction on `grid`."""
+        from probcons.covariance import DiagonalCovariance
+        from probcons.mixture import GaussianMixture
+        from probcons.prediction import GaussianPrediction
+
+        if self.problem is not None and getattr(problem, "name", None) != self.problem:
+            raise ValueError(
+                f"problem: this ANP was trained on {self.problem!r}, got "
+                f"{getattr(problem, 'name', problem)!r}"
+            )
+        if not isinstance(grid, Grid):
+            raise ValueError(f"grid: expected a probcons.grid.Grid, got {type(grid).__name__}")
+        net = self.network
+        dtype = net.input_center.dtype
+        context_tx = torch.stack([contexts.t, contexts.x], dim=-1).to(dtype)[None]
+        context_u = torch.as_tensor(contexts.u).to(dtype)[None]
+        if context_tx.shape[1] != context_u.shape[1] or context_u.shape[1] == 0:
+            raise ValueError(
+                f"contexts: expected t, x, u of one nonzero length, got "
+                f"{tuple(context_tx.shape[1:2])} and {tuple(context_u.shape[1:2])}"
+            )
+        target_tx = grid.points().to(dtype)[None]
+        loc, scale = net.encode_latent(context_tx, context_u)
+        noise = torch.randn(self.n_samples, loc.shape[-1], generator=generator, dtype=dtype)
+        z = loc + scale * noise  # (S, d)
+        representation, queries = net.encode_deterministic(context_tx, context_u, target_tx)
+        hidden = net.decode_hidden(representation, queries)[0]  # (N, width)
+        per_chunk = max(1, self.chunk_points // grid.size)
+        components = []
+        for start in range(0, self.n_samples, per_chunk):
+            mean, std = net.decode(hidden, z[start : start + per_chunk])
+            for m, s in zip(mean, std, strict=True):
+                components.append(
+                    GaussianPrediction(
+                        m.to(torch.float64).reshape(grid.shape),
+                        DiagonalCovariance(s.to(torch.float64) ** 2),
+                        grid,
+                    )
+                )
+        return GaussianMixture(components)
+
+    def latent_variance_share(self, mixture) -> float:
+        """Share of the mixture's total variance that is between latent samples (grid mean)."""
+        total = mixture.variance.sum()
+        between = mixture.between_variance.sum()
+        return float(between / total) if float(total) > 0 else math.nan
+
+    def __repr__(self) -> str:
+        return (
+            f"ANPBackbone(name={self.name!r}, problem={self.problem!r}, n_samples={self.n_samples})"
+        )
+
+
+DEFAULT_CHECKPOINTS = Path(__file__).resolve().parents[2] / "models" / "checkpoints"
+"""Shipped checkpoints: models/checkpoints/<problem>-<variant>.pt (variant anp or softc-anp)."""
+
+
+def default_checkpoint(problem: str, variant: str = "anp") -> Path:
+    """models/checkpoints/<problem>-<variant>.pt in the working directory, else beside the package."""
+    local = Path("models") / "checkpoints" / f"{problem}-{variant}.pt"
+    return local if local.is_file() else DEFAULT_CHECKPOINTS / f"{problem}-{variant}.pt"
+
+
+class ShippedANPBackbone:
+    """An ANP backbone that loads the checkpoint of whichever problem it is asked to predict."""
+
+    def __init__(self, variant: str = "anp", n_samples: int = 100):
+        if variant not in ("anp", "softc-anp"):
+            raise ValueError(f"variant: expected 'anp' or 'softc-anp', got {variant!r}")
+        self.variant = variant
+        self.name = variant
+        self.n_samples = check_positive_int(n_samples, "n_samples")
+        self._loaded: dict[str, ANPBackbone] = {}
+
+    def backbone_for(self, problem) -> ANPBackbone:
+        """The ANPBackbone trained on `problem` (loaded once)."""
+        name = getattr(problem, "name", None)
+        if name not in self._loaded:
+            path = default_checkpoint(str(name), self.variant)
+            if not path.is_file():
+                raise ValueError(
+                    f"problem: no shipped {self.variant} checkpoint for {name!r} (expected "
+                    f"{str(path)!r}); train one with `probcons train {name} --backbone anp"
+                    f"{' --softc-lambda 1' if self.variant == 'softc-anp' else ''} --export {path}`"
+                )
+            self._loaded[name] = ANPBackbone.from_checkpoint(
+                path, n_samples=self.n_samples, name=self.variant
+            )
+        return self._loaded[name]
+
+    def predict(self, problem, parameter, contexts, grid: Grid, generator=None):
+        """See `ANPBackbone.predict`."""
+        return self.backbone_for(problem).predict(problem, parameter, contexts, grid, generator)
+
+
+def load_anp_backbone(
+    checkpoint: str | os.PathLike | None = None,
+    n_samples: int = 100,
+    variant: str = "anp",
+):
+    """The ANP backbone from `checkpoint`, or the shipped checkpoint of each problem if None."""
+    if checkpoint is None:
+        return ShippedANPBackbone(variant=variant, n_samples=n_samples)
+    return ANPBackbone.from_checkpoint(checkpoint, n_samples=n_samples)

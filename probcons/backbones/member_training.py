@@ -1,0 +1,648 @@
+"""Train the members of an ensemble: one after another by default, in parallel processes on request.
+
+A `MemberTask` says how to build one untrained member and how to compute its loss on a fresh
+random batch. `train_member` trains member k with Adam and a cosine learning-rate decay
+
+    lr(s) = lr_0 (f + (1 - f) (1 + cos(pi s / S)) / 2),  s = 0 .. S - 1, f = final fraction,
+
+from its own seeds (initial weights and batches differ between members), shows a tqdm bar, and
+writes `member-kk.pt` atomically every `checkpoint_every` steps: weights, optimizer state and the
+batch generator's state, so `resume=True` continues an interrupted member exactly where it
+stopped. `train_members` runs members sequentially (workers = 1) or in `workers` spawned processes
+(`concurrent.futures` with the spawn start method). `export_members` bundles the finished members
+into one checkpoint file; `load_ensemble_backbone` and `load_or_train_ensemble` rebuild a backbone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import math
+import multiprocessing
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.validation import check_nonnegative, check_positive_int
+
+MEMBER_FILE = "member-{index:02d}.pt"
+MEMBER_GLOB = "member-*.pt"
+SEED_STRIDE = 1_000_003
+"""Member k of seed s uses seeds s * SEED_STRIDE + 2 k (weights) and + 2 k + 1 (batches)."""
+VALIDATION_SEED = 2**31 - 1
+"""Seed of the fixed batch on which every member's final loss is reported."""
+BACKBONE_KINDS = ("ensemble", "fno-ensemble")
+DEFAULT_RUN_ROOT = Path("checkpoints")
+"""Member files of a training run go to checkpoints/<problem>-<backbone>/ unless told otherwise."""
+SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[2] / "models" / "checkpoints"
+"""Bundled ensembles: models/checkpoints/<problem>-<backbone>.pt."""
+RESUMABLE_OPTIONS = ("checkpoint_every", "threads")
+"""Training options that may change between an interrupted run and its resumption."""
+
+
+@dataclass(frozen=True)
+class MemberTrainingOptions:
+    """How each member is trained (stored in every member checkpoint).
+
+    steps: optimizer steps per member; batch_size: functions per step; learning_rate: initial
+    Adam step, decayed by a cosine to final_fraction of it; weight_decay: Adam's L2 term;
+    checkpoint_every: steps between checkpoints; seed: base seed of the ensemble; threads: torch
+    threads per training process.
+    """
+
+    steps: int = 2000
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    final_fraction: float = 0.05
+    weight_decay: float = 0.0
+    checkpoint_every: int = 100
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "threads"):
+            check_positive_int(getattr(self, name), name)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        if not float(self.learning_rate) > 0 or not math.isfinite(float(self.learning_rate)):
+            raise ValueError(f"learning_rate: expected a number > 0, got {self.learning_rate!r}")
+        if not 0 <= float(self.final_fraction) <= 1:
+            raise ValueError(
+                f"final_fraction: expected a number in [0, 1], got {self.final_fraction!r}"
+            )
+        check_nonnegative(self.weight_decay, "weight_decay")
+
+    def learning_rate_at(self, step: int) -> float:
+        """Cosine decay from learning_rate to final_fraction * learning_rate over `steps`."""
+        progress = step / max(self.steps - 1, 1)
+        cosine = (1 + math.cos(math.pi * progress)) / 2
+        return self.learning_rate * (self.final_fraction + (1 - self.final_fraction) * cosine)
+
+    def identity(self) -> dict[str, Any]:
+        """The options that must match when a member is resumed."""
+        return {k: v for k, v in asdict(self).items() if k not in RESUMABLE_OPTIONS}
+
+
+DEFAULT_OPTIONS = {
+    "ensemble": MemberTrainingOptions(steps=4000, batch_size=16),
+    "fno-ensemble": MemberTrainingOptions(steps=1000, batch_size=8),
+}
+"""Training options of the shipped ensembles (about 3 and 2 CPU minutes per member)."""
+
+
+class MemberTask(ABC):
+    """What training needs from a backbone: an untrained member and a loss on a fresh batch.
+
+    Subclasses are plain dataclasses of strings and numbers, so that they pickle into spawned
+    worker processes; `hyperparameters()` rebuilds them (`task_from_hyperparameters`).
+    """
+
+    backbone: str
+
+    @abstractmethod
+    def build(self) -> nn.Module:
+        """A freshly initialised member (uses torch's global random state)."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """Scalar loss on a fresh batch of `batch_size` functions drawn with `generator`."""
+
+    @abstractmethod
+    def hyperparameters(self) -> dict[str, Any]:
+        """Plain data that rebuilds this task and its members."""
+
+    @property
+    @abstractmethod
+    def problem_name(self) -> str:
+        """The problem the members learn."""
+
+
+def task_from_hyperparameters(backbone: str, hyperparameters: dict[str, Any]) -> MemberTask:
+    """Rebuild the task of a checkpoint: backbone 'ensemble' or 'fno-ensemble'."""
+    if backbone == "ensemble":
+        from probcons.backbones.ensemble import DeepEnsembleTask
+
+        return DeepEnsembleTask.from_hyperparameters(hyperparameters)
+    if backbone == "fno-ensemble":
+        from probcons.backbones.fno_ensemble import FNOEnsembleTask
+
+        return FNOEnsembleTask.from_hyperparameters(hyperparameters)
+    raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
+
+
+def member_path(directory: str | Path, index: int) -> Path:
+    """directory/member-kk.pt."""
+    return Path(directory) / MEMBER_FILE.format(index=index)
+
+
+def member_seeds(seed: int, index: int) -> tuple[int, int]:
+    """(initial-weight seed, batch seed) of member `index`."""
+    return seed * SEED_STRIDE + 2 * index, seed * SEED_STRIDE + 2 * index + 1
+
+
+def _check_task(task: Any) -> MemberTask:
+    if not isinstance(task, MemberTask):
+        raise ValueError(f"task: expected a MemberTask, got {type(task).__name__}")
+    return task
+
+
+def _check_options(options: Any) -> MemberTrainingOptions:
+    if options is None:
+        return MemberTrainingOptions()
+    if not isinstance(options, MemberTrainingOptions):
+        raise ValueError(
+            f"options: expected a MemberTrainingOptions or None, got {type(options).__name__}"
+        )
+    return options
+
+
+def _check_resumable(payload: dict, task: MemberTask, options: MemberTrainingOptions, path: Path):
+    hyper = payload["hyperparameters"]
+    expected = {"backbone": task.backbone, "task": task.hyperparameters()}
+    found = {"backbone": hyper.get("backbone"), "task": hyper.get("task")}
+    if found != expected:
+        raise ValueError(
+            f"resume: {str(path)!r} holds a member of {found}, not of {expected}; "
+            "choose another directory"
+        )
+    stored = {k: v for k, v in hyper.get("training", {}).items() if k not in RESUMABLE_OPTIONS}
+    if stored != options.identity():
+        raise ValueError(
+            f"resume: {str(path)!r} was trained with options {stored}, got {options.identity()}; "
+            "resume with the same options or choose another directory"
+        )
+
+
+@torch.no_grad()
+def validation_loss(task: MemberTask, model: nn.Module, batch_size: int) -> float:
+    """The task's loss on one fixed batch (seed VALIDATION_SEED), the same for every member."""
+    generator = torch.Generator().manual_seed(VALIDATION_SEED)
+    model.eval()
+    value = float(task.loss(model, batch_size, generator))
+    model.train()
+    return value
+
+
+def train_member(
+    task: MemberTask,
+    index: int,
+    directory: str | Path,
+    options: MemberTrainingOptions | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    position: int | None = None,
+) -> Path:
+    """Train member `index` of `task` into directory/member-kk.pt; returns that path.
+
+    A finished member file is left as it is when `resume` is true; an unfinished one continues
+    from its last checkpoint (the same batches and weights as an uninterrupted run).
+    """
+    task = _check_task(task)
+    options = _check_options(options)
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError(f"index: expected an integer >= 0, got {index!r}")
+    path = member_path(directory, index)
+    weight_seed, batch_seed = member_seeds(options.seed, index)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(weight_seed)
+        model = task.build()
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
+    )
+    generator = torch.Generator().manual_seed(batch_seed)
+    step, history, seconds = 0, [], 0.0
+    if path.exists():
+        if not resume:
+            raise ValueError(
+                f"directory: {str(path)!r} exists; pass resume=True (--resume) to continue it "
+                "or choose another directory"
+            )
+        payload = load_checkpoint(path)
+        _check_resumable(payload, task, options, path)
+        model.load_state_dict(payload["state"]["model"])
+        optimizer.load_state_dict(payload["state"]["optimizer"])
+        generator.set_state(payload["state"]["generator"])
+        extra = payload["extra"]
+        step, history, seconds = extra["step"], list(extra["history"]), extra["seconds"]
+        if step >= options.steps:
+            return path
+
+    def save(done: bool) -> None:
+        extra = {"step": step, "done": done, "history": history, "seconds": seconds}
+        if done:
+            extra["validation_loss"] = validation_loss(task, model, options.batch_size)
+        save_checkpoint(
+            path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(),
+            },
+            {
+                "backbone": task.backbone,
+                "task": task.hyperparameters(),
+                "training": asdict(options),
+                "member": index,
+            },
+            extra,
+        )
+
+    model.train()
+    bar = tqdm(
+        total=options.steps,
+        initial=step,
+        desc=f"{task.problem_name} {task.backbone} member {index}",
+        unit="step",
+        position=position,
+        leave=position is None,
+        disable=not progress,
+    )
+    interval_losses: list[float] = []
+    started = time.perf_counter()
+    while step < options.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = options.learning_rate_at(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss = task.loss(model, options.batch_size, generator)
+        if not torch.isfinite(loss):
+            bar.close()
+            raise ValueError(
+                f"training: member {index} reached a non-finite loss at step {step}; "
+                "lower learning_rate"
+            )
+        loss.backward()
+        optimizer.step()
+        step += 1
+        interval_losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{interval_losses[-1]:.4g}", refresh=False)
+        if step % options.checkpoint_every == 0 or step == options.steps:
+            history.append(sum(interval_losses) / len(interval_losses))
+            interval_losses = []
+            seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            save(done=step == options.steps)
+    bar.close()
+    return path
+
+
+def _initialise_worker(threads: int, lock) -> None:
+    torch.set_num_threads(threads)
+    tqdm.set_lock(lock)
+
+
+def train_members(
+    task: MemberTask,
+    directory: str | Path,
+    members: int = 5,
+    options: MemberTrainingOptions | None = None,
+    workers: int = 1,
+    resume: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Train members 0 .. members - 1 of `task` into `directory`; returns their checkpoint paths.
+
+    workers = 1 trains them one after another in this process; workers > 1 trains up to that
+    many at once in spawned processes, each with `options.threads` torch threads and its own
+    progress bar. The results do not depend on `workers`.
+    """
+    task = _check_task(task)
+    options = _check_options(options)
+    check_positive_int(members, "members")
+    check_positive_int(workers, "workers")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if workers == 1 or members == 1:
+        return [train_member(task, k, directory, options, resume, progress) for k in range(members)]
+    context = multiprocessing.get_context("spawn")
+    lock = context.RLock()
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(workers, members),
+        mp_context=context,
+        initializer=_initialise_worker,
+        initargs=(options.threads, lock),
+    ) as pool:
+        futures = [
+            pool.submit(train_member, task, k, directory, options, resume, progress, k)
+            for k in range(members)
+        ]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _load_member_file(path: Path) -> dict:
+    payload = load_checkpoint(path)
+    hyper = payload["hyperparameters"]
+    if hyper.get("backbone") not in BACKBONE_KINDS or "task" not in hyper:
+        raise ValueError(f"checkpoint: {str(path)!r} holds no ensemble member")
+    if not payload["extra"].get("done", False):
+        raise ValueError(
+            f"checkpoint: member {str(path)!r} stopped at step {payload['extra'].get('step')}; "
+            "finish it with resume=True (--resume)"
+        )
+    return payload
+
+
+def load_members(path: str | Path) -> tuple[str, dict[str, Any], list[dict], dict[str, Any]]:
+    """(backbone, task hyperparameters, member state dicts, extra) from a run directory of
+    member-kk.pt files or from a bundle written by `export_members`."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob(MEMBER_GLOB))
+        if not files:
+            raise ValueError(f"path: no {MEMBER_GLOB} files in {str(path)!r}")
+        payloads = [_load_member_file(file) for file in files]
+        first = payloads[0]["hyperparameters"]
+        for file, payload in zip(files, payloads, strict=True):
+            hyper = payload["hyperparameters"]
+            if (hyper["backbone"], hyper["task"]) != (first["backbone"], first["task"]):
+                raise ValueError(
+                    f"path: {str(file)!r} belongs to another ensemble than {str(files[0])!r}"
+                )
+        extra = {
+            "training": first["training"],
+            "validation_loss": [p["extra"]["validation_loss"] for p in payloads],
+            "seconds": [p["extra"]["seconds"] for p in payloads],
+            "history": [p["extra"]["history"] for p in payloads],
+        }
+        states = [p["state"]["model"] for p in payloads]
+        return first["backbone"], first["task"], states, extra
+    payload = load_checkpoint(path)
+    hyper = payload["hyperparameters"]
+    if hyper.get("backbone") not in BACKBONE_KINDS or "members" not in payload["state"]:
+        raise ValueError(f"path: {str(path)!r} is not an ensemble bundle or member directory")
+    return hyper["backbone"], hyper["task"], list(payload["state"]["members"]), payload["extra"]
+
+
+def export_members(directory: str | Path, path: str | Path) -> Path:
+    """Bundle the finished members of `directory` into one checkpoint file (no optimizer state)."""
+    backbone, task, states, extra = load_members(directory)
+    if Path(directory).is_file():
+        raise ValueError(f"directory: expected a run directory, got the file {str(directory)!r}")
+    path = Path(path)
+    if path.suffix != ".pt":
+        raise ValueError(f"path: expected a file name ending in .pt, got {str(path)!r}")
+    save_checkpoint(
+        path,
+        {"members": states},
+        {"backbone": backbone, "task": task, "members": len(states)},
+        extra,
+    )
+    return path
+
+
+def shipped_checkpoint(problem: str, backbone: str) -> Path:
+    """models/checkpoints/<problem>-<backbone>.pt here, else beside the package."""
+    local = Path("models") / "checkpoints" / f"{problem}-{backbone}.pt"
+    return local if local.is_file() else SHIPPED_CHECKPOINTS / f"{problem}-{backbone}.pt"
+
+
+def backbone_from_checkpoint(path: str | Path, **options):
+    """The DeepEnsembleBackbone or FNOEnsembleBackbone stored at `path` (bundle or directory)."""
+    backbone, task_hyper, states, extra = load_members(path)
+    task = task_from_hyperparameters(backbone, task_hyper)
+    networks = []
+    for state in states:
+        network = task.build()
+        network.load_state_dict(state)
+        networks.append(network.eval())
+    if backbone == "ensemble":
+        from probcons.backbones.ensemble import DeepEnsembleBackbone
+
+        return DeepEnsembleBackbone(networks, task, metadata=extra, **options)
+    from probcons.backbones.fno_ensemble import FNOEnsembleBackbone
+
+    return FNOEnsembleBackbone(networks, task, metadata=extra, **options)
+
+
+class ShippedEnsembleBackbone:
+    """Loads models/checkpoints/<problem>-<backbone>.pt for whichever problem it must predict."""
+
+    def __init__(self, backbone: str = "ensemble", **options) -> None:
+        if backbone not in BACKBONE_KINDS:
+            raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
+        self.name = backbone
+        self.options = options
+        self._loaded: dict[str, Any] = {}
+
+    def backbone_for(self, problem):
+        name = getattr(problem, "name", None)
+        if name not in self._loaded:
+            path = shipped_checkpoint(str(name), self.name)
+            if not path.is_file():
+                raise ValueError(
+                    f"problem: no shipped {self.name} checkpoint for {name!r} (expected "
+                    f"{str(path)!r}); train one with `probcons train {name} --backbone "
+                    f"{self.name} --export {path}`"
+                )
+            self._loaded[name] = backbone_from_checkpoint(path, **self.options)
+        return self._loaded[name]
+
+    def predict(self, problem, parameter, contexts, grid, generator=None):
+        """See DeepEnsembleBackbone.predict / FNOEnsembleBackbone.predict."""
+        return self.backbone_for(problem).predict(problem, parameter, contexts, grid, generator)
+
+
+def load_ensemble_backbone(backbone: str = "ensemble", checkpoint=None, **options):
+    """`get_backbone` entry: the ensemble at `checkpoint`, or the shipped one of each problem."""
+    if backbone not in BACKBONE_KINDS:
+        raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
+    if checkpoint is None:
+        return ShippedEnsembleBackbone(backbone, **options)
+    found, _, _, _ = load_members(checkpoint)
+    if found != backbone:
+        raise ValueError(f"checkpoint: expected a {backbone} checkpoint, got a {found} one")
+    return backbone_from_checkpoint(checkpoint, **options)
+
+
+def default_task(problem: str, backbone: str, **config) -> MemberTask:
+    """The task of `backbone` on `problem` with config overrides (see each backbone's config)."""
+    if backbone == "ensemble":
+        from probcons.backbones.ensemble import DeepEnsembleTask, EnsembleConfig
+
+        return DeepEnsembleTask(problem, EnsembleConfig(**config))
+    if backbone == "fno-ensemble":
+        from probcons.backbones.fno_ensemble import FNOEnsembleConfig, FNOEnsembleTask
+
+        return FNOEnsembleTask(problem, FNOEnsembleConfig(**config))
+    raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
+
+
+def load_or_train_ensemble(
+    problem: str,
+    backbone: str = "ensemble",
+    checkpoint: str | Path | None = None,
+    train_missing: bool = True,
+    members: int = 5,
+    options: MemberTrainingOptions | None = None,
+    config: dict[str, Any] | None = None,
+    workers: int = 1,
+    directory: str | Path | None = None,
+    progress: bool = True,
+):
+    """An ensemble backbone for `problem`: loaded from `checkpoint` (default: the shipped
+    models/checkpoints/<problem>-<backbone>.pt) if it exists, else (train_missing) trained into
+    `directory` (default checkpoints/<problem>-<backbone>/, resumed if interrupted), bundled to
+    `checkpoint` and loaded. For benchmarks (e.g. benchmarks/gpme.py)."""
+    from probcons.problems import get_problem
+
+    name = get_problem(problem).name
+    if backbone not in BACKBONE_KINDS:
+        raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
+    path = Path(checkpoint) if checkpoint is not None else shipped_checkpoint(name, backbone)
+    if path.exists():
+        return backbone_from_checkpoint(path)
+    if not train_missing:
+        raise ValueError(
+            f"checkpoint: {str(path)!r} does not exist; pass train_missing=True to train it"
+        )
+    task = default_task(name, backbone, **(config or {}))
+    options = DEFAULT_OPTIONS[backbone] if options is None else options
+    run = Path(directory) if directory is not None else DEFAULT_RUN_ROOT / f"{name}-{backbone}"
+    train_members(task, run, members, options, workers, resume=True, progress=progress)
+    export_members(run, path)
+    return backbone_from_checkpoint(path)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def add_ensemble_arguments(parser: argparse.ArgumentParser, common: bool = True):
+    """Arguments of `probcons train PROBLEM --backbone ensemble|fno-ensemble`.
+
+    With common=False only the ensemble-specific ones are added (for a parser that already has
+    --batch-size, --learning-rate, --seed, --out, --resume, --export, --threads and
+    --no-progress, as the ANP's `probcons train` does; None there means the backbone default).
+    """
+    if common:
+        parser.add_argument("problem", help="problem to train on: diffusion, pme or stefan")
+        parser.add_argument("--backbone", default="ensemble", choices=BACKBONE_KINDS)
+        parser.add_argument("--batch-size", type=int, default=None, help="functions per step")
+        parser.add_argument("--learning-rate", type=float, default=None, help="initial Adam step")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--out", default=None, help="run folder (checkpoints/PROBLEM-BACKBONE)")
+        parser.add_argument("--resume", action="store_true", help="continue the members in OUT")
+        parser.add_argument("--export", default=None, help="also bundle the members to this .pt")
+        parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+        parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--members", type=int, default=5, help="ensemble members (default 5)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="members trained at once in processes (default 1)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps per member (4000 MLP, 1000 FNO)"
+    )
+    parser.add_argument(
+        "--layers", type=int, default=None, help="hidden layers (MLP) or Fourier layers (FNO)"
+    )
+    parser.add_argument(
+        "--width", type=int, default=None, help="MLP hidden width (128) or FNO channels (16)"
+    )
+    parser.add_argument("--modes", type=int, default=None, help="FNO modes per axis (8)")
+    parser.add_argument(
+        "--train-grid", default=None, help="FNO training grid NTxNX (default 48x48)"
+    )
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if args.backbone == "ensemble":
+        if args.width is not None:
+            config["hidden"] = args.width
+        if args.layers is not None:
+            config["layers"] = args.layers
+        return config
+    for name in ("width", "layers"):
+        if getattr(args, name) is not None:
+            config[name] = getattr(args, name)
+    if args.modes is not None:
+        config["modes"] = (args.modes, args.modes)
+    if args.train_grid is not None:
+        parts = str(args.train_grid).lower().split("x")
+        if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+            raise ValueError(f"train_grid: expected NTxNX such as 64x64, got {args.train_grid!r}")
+        config["train_grid"] = (int(parts[0]), int(parts[1]))
+    return config
+
+
+def ensemble_train_command(args: argparse.Namespace) -> int:
+    """Train (or resume) an ensemble; print where its members and bundle are."""
+    from probcons.problems import get_problem
+
+    check_positive_int(args.threads, "threads")
+    torch.set_num_threads(args.threads)
+    problem = get_problem(args.problem).name
+    task = default_task(problem, args.backbone, **_config_from_args(args))
+    defaults = DEFAULT_OPTIONS[args.backbone]
+    options = MemberTrainingOptions(
+        steps=defaults.steps if args.steps is None else args.steps,
+        batch_size=defaults.batch_size if args.batch_size is None else args.batch_size,
+        learning_rate=defaults.learning_rate if args.learning_rate is None else args.learning_rate,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    out = Path(args.out) if args.out else DEFAULT_RUN_ROOT / f"{problem}-{args.backbone}"
+    started = time.perf_counter()
+    paths = train_members(
+        task,
+        out,
+        args.members,
+        options,
+        workers=args.workers,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    _, _, _, extra = load_members(out)
+    losses = ", ".join(f"{value:.4f}" for value in extra["validation_loss"])
+    print(
+        f"trained {problem}-{args.backbone}: {len(paths)} members x {options.steps} steps in "
+        f"{time.perf_counter() - started:.0f} s wall; validation loss per member: {losses}"
+    )
+    print(f"members: {out}/")
+    if args.export:
+        print(f"exported: {export_members(out, args.export)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry: python -m probcons.backbones.member_training PROBLEM [options]."""
+    parser = argparse.ArgumentParser(
+        prog="python -m probcons.backbones.member_training", description=__doc__.splitlines()[0]
+    )
+    return ensemble_train_command(add_ensemble_arguments(parser).parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "MemberTask",
+    "MemberTrainingOptions",
+    "ShippedEnsembleBackbone",
+    "add_ensemble_arguments",
+    "backbone_from_checkpoint",
+    "default_task",
+    "ensemble_train_command",
+    "export_members",
+    "load_ensemble_backbone",
+    "load_members",
+    "load_or_train_ensemble",
+    "member_path",
+    "shipped_checkpoint",
+    "train_member",
+    "train_members",
+]

@@ -1,0 +1,133 @@
+"""`probcons train PROBLEM --backbone anp ...`: the arguments and the command behind them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from probcons.backbones.anp import ANPConfig
+from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.training.trainer import TrainingOptions, train_anp
+
+BACKBONES = ("anp",)
+DEFAULT_CHECKPOINT_ROOT = Path("checkpoints")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the `train` arguments to `parser` (defaults are those of the shipped checkpoints)."""
+    training, anp = TrainingOptions(), ANPConfig()
+    parser.add_argument("problem", help="problem to train on: diffusion, pme or stefan")
+    parser.add_argument("--backbone", default="anp", choices=BACKBONES)
+    parser.add_argument(
+        "--softc-lambda",
+        type=float,
+        default=0.0,
+        help="weight of the PDE-residual penalty (SoftC-ANP); 0 trains the plain ANP",
+    )
+    parser.add_argument("--epochs", type=int, default=training.epochs)
+    parser.add_argument("--n-functions", type=int, default=training.n_functions)
+    parser.add_argument("--batch-size", type=int, default=training.batch_size)
+    parser.add_argument("--n-target", type=int, default=training.n_target)
+    parser.add_argument("--learning-rate", type=float, default=training.learning_rate)
+    parser.add_argument("--free-bits", type=float, default=training.free_bits)
+    parser.add_argument("--kl-warmup-steps", type=int, default=training.kl_warmup_steps)
+    parser.add_argument("--seed", type=int, default=training.seed)
+    parser.add_argument("--hidden", type=int, default=anp.hidden)
+    parser.add_argument("--heads", type=int, default=anp.heads)
+    parser.add_argument("--latent-dim", type=int, default=anp.latent_dim)
+    parser.add_argument("--decoder-width", type=int, default=anp.decoder_width)
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="run folder for best.pt and last.pt (default checkpoints/PROBLEM-anp or -softc-anp)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument(
+        "--export",
+        default=None,
+        help="also write the best weights (no optimizer state) to this .pt file",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def run_name(problem: str, softc_lambda: float) -> str:
+    """PROBLEM-anp, or PROBLEM-softc-anp when the SoftC penalty is on."""
+    return f"{problem}-{'softc-anp' if softc_lambda > 0 else 'anp'}"
+
+
+def export_checkpoint(best_path: Path, export_path: Path, last_path: Path | None = None) -> None:
+    """Write the best weights, hyperparameters and validation scores to export_path (no optimizer
+    state); with last_path, also the whole run's steps and wall/CPU seconds (run_*)."""
+    if Path(export_path).suffix != ".pt":
+        raise ValueError(f"export: expected a path ending in .pt, got {str(export_path)!r}")
+    payload = load_checkpoint(best_path)
+    extra = dict(payload["extra"])
+    if last_path is not None:
+        last = load_checkpoint(last_path)["extra"]
+        extra["run_steps"] = last["step"]
+        extra["run_train_seconds"] = last["train_seconds"]
+        extra["run_cpu_seconds"] = last.get("cpu_seconds")
+        extra["history"] = last["history"]
+    save_checkpoint(export_path, payload["state"], payload["hyperparameters"], extra)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """Train the ANP (or SoftC-ANP) on args.problem; print where the checkpoints are."""
+    from probcons.problems import get_problem
+
+    if args.threads < 1:
+        raise ValueError(f"threads: expected a positive integer, got {args.threads!r}")
+    torch.set_num_threads(args.threads)
+    problem = get_problem(args.problem)
+    config = ANPConfig(
+        t_range=problem.t_range,
+        x_range=problem.x_range,
+        hidden=args.hidden,
+        heads=args.heads,
+        latent_dim=args.latent_dim,
+        decoder_width=args.decoder_width,
+    )
+    options = TrainingOptions(
+        epochs=args.epochs,
+        n_functions=args.n_functions,
+        batch_size=args.batch_size,
+        n_target=args.n_target,
+        learning_rate=args.learning_rate,
+        free_bits=args.free_bits,
+        kl_warmup_steps=args.kl_warmup_steps,
+        softc_lambda=args.softc_lambda,
+        seed=args.seed,
+    )
+    out = (
+        Path(args.out)
+        if args.out
+        else DEFAULT_CHECKPOINT_ROOT / run_name(problem.name, options.softc_lambda)
+    )
+    result = train_anp(
+        problem, out, config, options, resume=args.resume, progress=not args.no_progress
+    )
+    print(
+        f"trained {run_name(problem.name, options.softc_lambda)}: {result.steps} steps, "
+        f"{result.train_seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU, best validation NLL "
+        f"{result.best_validation:.4f}"
+    )
+    print(f"best: {result.best_path}\nlast: {result.last_path}")
+    if args.export:
+        export_checkpoint(result.best_path, Path(args.export), result.last_path)
+        print(f"exported: {args.export}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry: python -m probcons.training PROBLEM [options]."""
+    parser = add_train_arguments(
+        argparse.ArgumentParser(prog="python -m probcons.training", description=__doc__)
+    )
+    return train_command(parser.parse_args(argv))
+
+
+__all__ = ["add_train_arguments", "export_checkpoint", "main", "run_name", "train_command"]

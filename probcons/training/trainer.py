@@ -1,0 +1,399 @@
+"""Meta-training of an ANP over a problem's parameter range, with checkpoints and resume.
+
+One step: B functions from a fixed pool of `n_functions` parameters (shuffled each epoch),
+fresh contexts and targets per function, one draw of z from the guide, loss
+
+    loss = -ELBO / T  (KL weight annealed 0 -> 1 over `kl_warmup_steps`, free bits per latent
+           dimension)  [+ softc_lambda * mean(r^2) for SoftC, r the PDE residual of the mean]
+
+and an Adam step with a cosine learning-rate decay. Every `validate_every` steps the
+predictive NLL of held-out functions (z ~ p(z | C), `validation_samples` draws mixed) is
+measured and the best weights are written to `best.pt`; every `checkpoint_every` steps the
+full state (weights, optimizer, random states, epoch order) goes to `last.pt`, atomically,
+so `resume=True` continues an interrupted run exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from probcons.backbones.anp import ANPConfig, AttentiveNeuralProcess, elbo_loss
+from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.softc import softc_loss, softc_penalty
+from probcons.training.data import sample_batch
+from probcons.validation import check_nonnegative, check_positive_int
+
+BEST = "best.pt"
+LAST = "last.pt"
+VALIDATION_SEED_OFFSET = 1_000_003
+"""Validation functions come from seed + this offset, disjoint from the training stream."""
+FINAL_LEARNING_RATE_FRACTION = 0.1
+"""The cosine schedule decays the learning rate to this fraction of its initial value."""
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """How the ANP is trained (stored in every checkpoint).
+
+    n_functions: training functions (parameters) in the pool, the paper used 10,000;
+    n_target: random target points per function; free_bits: nats per latent dimension
+    below which the batch-mean KL is not penalised; kl_warmup_steps: KL annealing length;
+    softc_lambda: weight of the SoftC residual penalty (0 = plain ANP), evaluated at the first
+    n_collocation targets of each function.
+    """
+
+    epochs: int = 2
+    n_functions: int = 10_000
+    batch_size: int = 16
+    n_target: int = 200
+    n_strata: int = 10
+    per_stratum: int = 10
+    learning_rate: float = 1e-3
+    kl_warmup_steps: int = 500
+    free_bits: float = 0.05
+    softc_lambda: float = 0.0
+    n_collocation: int = 32
+    n_validation: int = 64
+    validation_samples: int = 8
+    validate_every: int = 125
+    checkpoint_every: int = 125
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "epochs",
+            "n_functions",
+            "batch_size",
+            "n_target",
+            "n_strata",
+            "per_stratum",
+            "n_validation",
+            "n_collocation",
+            "validation_samples",
+            "validate_every",
+            "checkpoint_every",
+        ):
+            check_positive_int(getattr(self, name), name)
+        if isinstance(self.kl_warmup_steps, bool) or not isinstance(self.kl_warmup_steps, int):
+            raise ValueError(
+                f"kl_warmup_steps: expected an integer >= 0, got {self.kl_warmup_steps!r}"
+            )
+        if self.kl_warmup_steps < 0:
+            raise ValueError(
+                f"kl_warmup_steps: expected an integer >= 0, got {self.kl_warmup_steps!r}"
+            )
+        if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate: expected a number > 0, got {self.learning_rate!r}")
+        check_nonnegative(self.free_bits, "free_bits")
+        check_nonnegative(self.softc_lambda, "softc_lambda")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        if self.batch_size > self.n_functions:
+            raise ValueError(
+                f"batch_size: expected at most n_functions={self.n_functions}, got {self.batch_size}"
+            )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_functions // self.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingOptions:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class TrainingResult:
+    """Paths of the best and last checkpoints, the best validation NLL, the training time
+    (wall seconds and process CPU seconds, summed over resumed sessions)."""
+
+    best_path: Path
+    last_path: Path
+    best_validation: float
+    train_seconds: float
+    cpu_seconds: float
+    steps: int
+    history: list[dict[str, float]]
+
+
+def hyperparameters(problem, config: ANPConfig, options: TrainingOptions) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild the model and to say how it was trained."""
+    return {"problem": problem.name, "anp": config.to_dict(), "training": options.to_dict()}
+
+
+def learning_rate(options: TrainingOptions, step: int) -> float:
+    """Cosine decay from learning_rate to FINAL_LEARNING_RATE_FRACTION of it over total_steps."""
+    progress = min(step / max(options.total_steps, 1), 1.0)
+    floor = FINAL_LEARNING_RATE_FRACTION
+    return options.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def kl_weight(options: TrainingOptions, step: int) -> float:
+    """KL annealing: linear from 0 to 1 over kl_warmup_steps (1 from the start if 0)."""
+    if options.kl_warmup_steps == 0:
+        return 1.0
+    return min(1.0, step / options.kl_warmup_steps)
+
+
+def training_loss(
+    anp: AttentiveNeuralProcess, problem, batch, parameters, options: TrainingOptions, step: int
+):
+    """(loss, terms): the annealed, free-bits ELBO loss, plus the SoftC penalty when lambda > 0."""
+    terms = elbo_loss(anp, batch, kl_weight=kl_weight(options, step), free_bits=options.free_bits)
+    loss = terms.loss
+    penalty = torch.zeros(())
+    if options.softc_lambda > 0:
+        # Collocation points: the first n_collocation targets (uniform random points already).
+        tx = batch.target_tx[:, : options.n_collocation].detach().requires_grad_(True)
+        mean = anp.network.mean_at(batch.context_tx, batch.context_u, tx, terms.z)
+        penalty = softc_penalty(problem, parameters, mean, tx)
+        loss = softc_loss(loss, penalty, options.softc_lambda)
+    return loss, terms, penalty
+
+
+class ValidationSet:
+    """Held-out functions (fixed by the seed) and the predictive NLL of their targets."""
+
+    def __init__(self, problem, options: TrainingOptions):
+        generator = torch.Generator().manual_seed(options.seed + VALIDATION_SEED_OFFSET)
+        self.parameters = problem.sample_parameters(options.n_validation, generator)
+        self.batch = sample_batch(
+            problem,
+            self.parameters,
+            generator,
+            options.n_target,
+            options.n_strata,
+            options.per_stratum,
+        )
+        self.samples = options.validation_samples
+        self.seed = options.seed + VALIDATION_SEED_OFFSET
+
+    @torch.no_grad()
+    def evaluate(self, anp: AttentiveNeuralProcess) -> dict[str, float]:
+        """nll: -mean log (1/S) sum_s N(u | mu_s, sigma_s^2) per target (z_s ~ p(z | C)); mse of the mixture mean."""
+        net = anp.network
+        was_training = net.training
+        net.eval()
+        batch = self.batch
+        loc, scale = net.encode_latent(batch.context_tx, batch.context_u)
+        generator = torch.Generator().manual_seed(self.seed)
+        noise = torch.randn(self.samples, *loc.shape, generator=generator, dtype=loc.dtype)
+        z = loc + scale * noise  # (S, B, d)
+        representation, queries = net.encode_deterministic(
+            batch.context_tx, batch.context_u, batch.target_tx
+        )
+        hidden = net.decode_hidden(representation, queries)
+        mean, std = net.decode(hidden, z)  # (S, B, T)
+        log_pdf = torch.distributions.Normal(mean, std).log_prob(batch.target_u)
+        log_mix = torch.logsumexp(log_pdf, dim=0) - math.log(self.samples)
+        net.train(was_training)
+        return {
+            "val_nll": float(-log_mix.mean()),
+            "val_mse": float(((mean.mean(0) - batch.target_u) ** 2).mean()),
+        }
+
+
+def _clock(wall: float, cpu: float, wall_started: float, cpu_started: float):
+    """Add the wall and CPU (process) time since the last reading; restart both clocks."""
+    now, cpu_now = time.perf_counter(), time.process_time()
+    return wall + now - wall_started, cpu + cpu_now - cpu_started, now, cpu_now
+
+
+def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """The saved run must match the requested one except for the number of epochs."""
+    a = {**saved, "training": {**saved["training"], "epochs": None}}
+    b = {**current, "training": {**current["training"], "epochs": None}}
+    if a != b:
+        differing = sorted(
+            key
+            for section in ("anp", "training")
+            for key in set(a[section]) | set(b[section])
+            if a[section].get(key) != b[section].get(key)
+        )
+        if a["problem"] != b["problem"]:
+            differing.insert(0, "problem")
+        raise ValueError(
+            f"resume: {str(path)!r} was trained with other settings ({', '.join(differing)}); "
+            "use the same arguments or another --out"
+        )
+
+
+def train_anp(
+    problem,
+    out_dir: str | os.PathLike,
+    config: ANPConfig | None = None,
+    options: TrainingOptions | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> TrainingResult:
+    """Train an ANP on `problem`; checkpoints in `out_dir` (best.pt, last.pt).
+
+    resume: continue from out_dir/last.pt (same settings; epochs may grow). max_steps: stop
+    after this many steps in this call (for tests and for interrupting on purpose).
+    """
+    options = options or TrainingOptions()
+    config = config or ANPConfig(t_range=problem.t_range, x_range=problem.x_range)
+    if tuple(config.t_range) != tuple(problem.t_range) or tuple(config.x_range) != tuple(
+        problem.x_range
+    ):
+        raise ValueError(
+            f"config: expected t_range={problem.t_range}, x_range={problem.x_range} of "
+            f"{problem.name!r}, got {config.t_range}, {config.x_range}"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hyper = hyperparameters(problem, config, options)
+    best_path, last_path = out / BEST, out / LAST
+
+    torch.manual_seed(options.seed)
+    anp = AttentiveNeuralProcess(config)
+    anp.network.train()
+    optimizer = torch.optim.Adam(anp.network.parameters(), lr=options.learning_rate)
+    data_generator = torch.Generator().manual_seed(options.seed)
+    pool = problem.sample_parameters(options.n_functions, data_generator)
+    permutation = None
+    step, train_seconds, cpu_seconds, best_validation = 0, 0.0, 0.0, math.inf
+    history: list[dict[str, float]] = []
+
+    if resume and last_path.exists():
+        payload = load_checkpoint(last_path)
+        _check_resumable(payload["hyperparameters"], hyper, last_path)
+        state, extra = payload["state"], payload["extra"]
+        anp.network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_torch"])
+        data_generator.set_state(state["rng_data"])
+        pool = state["pool"]
+        permutation = state["permutation"]
+        step = int(extra["step"])
+        train_seconds = float(extra["train_seconds"])
+        cpu_seconds = float(extra.get("cpu_seconds", 0.0))
+        best_validation = float(extra["best_validation"])
+        history = list(extra["history"])
+
+    validation = ValidationSet(problem, options)
+    steps_per_epoch = options.steps_per_epoch
+    stop = options.total_steps if max_steps is None else min(options.total_steps, step + max_steps)
+
+    def save_last() -> None:
+        save_checkpoint(
+            last_path,
+            {
+                "network": anp.network.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng_torch": torch.get_rng_state(),
+                "rng_data": data_generator.get_state(),
+                "pool": pool,
+                "permutation": permutation,
+            },
+            hyper,
+            {
+                "step": step,
+                "train_seconds": train_seconds,
+                "cpu_seconds": cpu_seconds,
+                "best_validation": best_validation,
+                "history": history,
+            },
+        )
+
+    bar = tqdm(
+        total=options.total_steps,
+        initial=step,
+        disable=not progress,
+        desc=f"train {problem.name}",
+        unit="step",
+    )
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    last_terms: dict[str, float] = {}
+    while step < stop:
+        position = step % steps_per_epoch
+        if position == 0 or permutation is None:
+            permutation = torch.randperm(options.n_functions, generator=data_generator)
+        index = permutation[position * options.batch_size : (position + 1) * options.batch_size]
+        parameters = pool[index]
+        batch = sample_batch(
+            problem,
+            parameters,
+            data_generator,
+            options.n_target,
+            options.n_strata,
+            options.per_stratum,
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(options, step)
+        loss, terms, penalty = training_loss(anp, problem, batch, parameters, options, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        last_terms = {
+            "loss": float(loss.detach()),
+            "nll": float(terms.nll.detach()),
+            "kl": float(terms.kl.detach()),
+            "softc": float(penalty.detach()),
+        }
+        bar.update(1)
+        bar.set_postfix(loss=f"{last_terms['loss']:.3f}", kl=f"{last_terms['kl']:.2f}")
+        if step % options.validate_every == 0 or step == options.total_steps:
+            train_seconds, cpu_seconds, started, cpu_started = _clock(
+                train_seconds, cpu_seconds, started, cpu_started
+            )
+            scores = validation.evaluate(anp)
+            history.append({"step": step, "epoch": step / steps_per_epoch, **last_terms, **scores})
+            if scores["val_nll"] < best_validation:
+                best_validation = scores["val_nll"]
+                save_checkpoint(
+                    best_path,
+                    {"network": anp.network.state_dict()},
+                    hyper,
+                    {
+                        "step": step,
+                        "train_seconds": train_seconds,
+                        "cpu_seconds": cpu_seconds,
+                        **scores,
+                    },
+                )
+            bar.set_postfix(
+                loss=f"{last_terms['loss']:.3f}",
+                kl=f"{last_terms['kl']:.2f}",
+                val=f"{scores['val_nll']:.3f}",
+            )
+        if step % options.checkpoint_every == 0 or step == stop:
+            train_seconds, cpu_seconds, started, cpu_started = _clock(
+                train_seconds, cpu_seconds, started, cpu_started
+            )
+            save_last()
+    bar.close()
+    train_seconds, cpu_seconds, started, cpu_started = _clock(
+        train_seconds, cpu_seconds, started, cpu_started
+    )
+    if not best_path.exists():  # stopped before the first validation
+        scores = validation.evaluate(anp)
+        best_validation = scores["val_nll"]
+        save_checkpoint(
+            best_path,
+            {"network": anp.network.state_dict()},
+            hyper,
+            {"step": step, "train_seconds": train_seconds, "cpu_seconds": cpu_seconds, **scores},
+        )
+    return TrainingResult(
+        best_path, last_path, best_validation, train_seconds, cpu_seconds, step, history
+    )

@@ -1,0 +1,485 @@
+"""The CLI bad-input matrix, corrupted checkpoints and atomic writes (issue 8, parts 3 and 4).
+
+Every bad input to `probcons run` exits with status 2 and one line on stderr, no traceback, and
+leaves nothing behind (no run directory, no staging folder). Checkpoints that are corrupted or
+foreign raise a ValueError that says so, and no code in them runs. A process killed with SIGKILL
+while writing leaves the previous file intact.
+Tests marked xfail(strict=True) show defects reported to the lead; they flip when fixed.
+"""
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from probcons.backbones import BACKBONES
+from probcons.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from probcons.cli import main
+from probcons.io import atomic_write, write_json
+from probcons.problems import PROBLEMS
+from probcons.runner import METHODS
+
+SMALL = ["--grid", "5x5", "--n-functions", "1", "--draws", "5", "--quiet"]
+SHIPPED_CHECKPOINT = (
+    Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "stefan-anp.pt"
+)
+CHILD_TIMEOUT = 120
+"""Seconds a child process may take before the test kills it and fails."""
+ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run_cli(arguments, capsys):
+    """(exit status, stderr) of probcons.cli.main."""
+    status = main(arguments)
+    return status, capsys.readouterr().err
+
+
+def assert_one_line_error(status, error, *fragments):
+    assert status == 2, error
+    assert error.startswith("probcons: error: ") and error.count("\n") == 1, error
+    assert "Traceback" not in error
+    for fragment in fragments:
+        assert fragment in error, (fragment, error)
+
+
+def write_model(folder: Path, name: str, text: str) -> str:
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
+def xfail(reason):
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+def case(label, arguments, fragments, defect=None):
+    """One row of the matrix: arguments after `run`, fragments the one-line message must hold."""
+    marks = [xfail(defect)] if defect else []
+    return pytest.param(arguments, fragments, id=label, marks=marks)
+
+
+MATRIX = [
+    case("unknown problem", ["heat"], ["name: expected one of", *PROBLEMS, "got 'heat'"]),
+    case(
+        "unknown backbone",
+        ["stefan", "--backbone", "fno"],
+        ["backbone: expected one of", *BACKBONES],
+    ),
+    case("unknown method", ["stefan", "--methods", "probconserv,softc"], ["methods:", *METHODS]),
+    case("grid one number", ["stefan", "--grid", "5"], ["grid: expected NTxNX", "got '5'"]),
+    case("grid three numbers", ["stefan", "--grid", "5x5x5"], ["grid: expected NTxNX"]),
+    case("grid decimal", ["stefan", "--grid", "5.0x5"], ["grid: expected NTxNX"]),
+    case("grid negative", ["stefan", "--grid=-5x5"], ["grid: expected NTxNX", "got '-5x5'"]),
+    case("grid empty", ["stefan", "--grid", ""], ["grid: expected NTxNX"]),
+    case("grid too small", ["stefan", "--grid", "5x2"], ["grid: expected at least 3x3", "5x2"]),
+    case("grid zero", ["stefan", "--grid", "0x0"], ["grid: expected at least 3x3"]),
+    case("zero functions", ["stefan", "--n-functions", "0"], ["n_functions: expected a positive"]),
+    case("negative draws", ["stefan", "--draws", "-1"], ["draws: expected a positive integer"]),
+    case("fractional draws", ["stefan", "--draws", "2.5"], ["--draws: invalid int value: '2.5'"]),
+    case("text count", ["stefan", "--n-functions", "ten"], ["--n-functions: invalid int value"]),
+    case("stefan u* = 0", ["stefan", "--param", "0"], ["u_star: expected a value in (0, 1)"]),
+    case("stefan u* = 1", ["stefan", "--param", "1"], ["u_star: expected a value in (0, 1)"]),
+    case("stefan u* nan", ["stefan", "--param", "nan"], ["u_star: expected", "got nan"]),
+    case("pme m < 0", ["pme", "--param", "-1"], ["m: expected a value in (0, inf)", "got -1"]),
+    case("pme m inf", ["pme", "--param", "inf"], ["m: expected"]),
+    case("diffusion k = 0", ["diffusion", "--param", "0"], ["k: expected a value in (0, inf)"]),
+    case("diffusion k text", ["diffusion", "--param", "fast"], ["--param: invalid float value"]),
+    case(
+        "sigma_G < 0",
+        ["stefan", "--sigma-g=-1e-3"],
+        ["noise_std: expected a finite number >= 0"],
+    ),
+    case(
+        "sigma_G nan", ["stefan", "--sigma-g", "nan"], ["noise_std: expected a finite number >= 0"]
+    ),
+    case(
+        "sigma_G inf", ["stefan", "--sigma-g", "inf"], ["noise_std: expected a finite number >= 0"]
+    ),
+    case("missing model", ["stefan", "--model", "{tmp}/none.py"], ["model: expected a Pyro model"]),
+    case(
+        "model lacks model()", ["stefan", "--model", "{nomodel}"], ["to define a function `model`"]
+    ),
+    case("unknown option", ["stefan", "--temperature", "1"], ["unrecognized arguments: --temp"]),
+    case("no problem", [], ["the following arguments are required: problem"]),
+    case(
+        "seed overflow",
+        ["stefan", "--seed", str(2**70)],
+        ["seed: expected"],
+    ),
+    case(
+        "model not python",
+        ["stefan", "--model", "{notpython}"],
+        ["model: expected a Python file"],
+    ),
+    case(
+        "model syntax error",
+        ["stefan", "--model", "{syntax}"],
+        ["model:", "SyntaxError"],
+    ),
+    case(
+        "model import error",
+        ["stefan", "--model", "{importerror}"],
+        ["model:", "ModuleNotFoundError"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("arguments", "fragments"), MATRIX)
+def test_bad_input_matrix(arguments, fragments, tmp_path, capsys):
+    models = tmp_path / "models-in"
+    models.mkdir()
+    files = {
+        "tmp": str(tmp_path),
+        "nomodel": write_model(models, "nomodel.py", "def other():\n    return None\n"),
+        "notpython": write_model(models, "model.txt", "def model():\n    return None\n"),
+        "syntax": write_model(models, "syntax.py", "def model(:\n"),
+        "importerror": write_model(models, "imports.py", "import not_a_module_of_probcons\n"),
+    }
+    arguments = [argument.format(**files) for argument in arguments]
+    before = set(tmp_path.iterdir())
+    out = tmp_path / "run"
+    status, error = run_cli(["run", *SMALL, *arguments, "--out", str(out)], capsys)
+    assert_one_line_error(status, error, *fragments)
+    assert set(tmp_path.iterdir()) == before  # no run directory, no staging folder
+
+
+def test_unknown_command_and_no_command(capsys):
+    assert_one_line_error(*run_cli(["frobnicate"], capsys), "invalid choice", "run", "list")
+    assert_one_line_error(*run_cli([], capsys), "required: command")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A complete run written into an existing, empty directory (accepted)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    out.mkdir()
+    assert main(["run", "stefan", *SMALL, "--out", str(out)]) == 0
+    return out
+
+
+def run_files(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes)."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_existing_output_is_refused_then_replaced_with_overwrite(finished_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    (out / "notes.txt").write_text("mine")
+    before = run_files(out)
+    status, error = run_cli(["run", "stefan", *SMALL, "--seed", "1", "--out", str(out)], capsys)
+    assert_one_line_error(status, error, "exists and is not empty", "--overwrite")
+    assert run_files(out) == before
+    command = ["run", "stefan", *SMALL, "--methods", "hardc", "--overwrite", "--out", str(out)]
+    assert main(command) == 0
+    assert json.loads((out / "metrics.json").read_text()).keys() == {"hardc"}
+    assert sorted(path.name for path in out.glob("*.nc")) == ["hardc.nc"]
+    assert not (out / "notes.txt").exists()
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "results"
+    target.write_text("keep")
+    status, error = run_cli(["run", "stefan", *SMALL, "--out", str(target)], capsys)
+    assert_one_line_error(status, error, "out: expected a directory, got the file")
+    assert target.read_text() == "keep"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only directories")
+def test_read_only_parent_is_refused(tmp_path, capsys):
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        status, error = run_cli(["run", "stefan", *SMALL, "--out", str(parent / "r")], capsys)
+        assert_one_line_error(status, error, "out: cannot write under")
+        assert list(parent.iterdir()) == []
+    finally:
+        parent.chmod(stat.S_IRWXU)
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+class CodeInPickle:
+    """Would create a file when unpickled by a full (not weights-only) loader."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def good_checkpoint(tmp_path):
+    path = tmp_path / "good.pt"
+    state = {"w": torch.arange(64, dtype=torch.float64), "b": torch.ones(3)}
+    save_checkpoint(path, state, {"hidden": 8}, {"epoch": 2})
+    return path
+
+
+def corrupted_files(folder: Path, good: Path) -> dict[str, Path]:
+    raw = good.read_bytes()
+    cases = {
+        "empty": b"",
+        "random bytes": bytes(range(256)) * 4,
+        "truncated": raw[: len(raw) // 2],
+        "json": b'{"format": "probcons-checkpoint-v1"}',
+    }
+    paths = {}
+    for name, content in cases.items():
+        paths[name] = folder / f"{name.replace(' ', '-')}.pt"
+        paths[name].write_bytes(content)
+    return paths
+
+
+def test_corrupted_checkpoints_are_reported(tmp_path, good_checkpoint):
+    for name, path in corrupted_files(tmp_path, good_checkpoint).items():
+        with pytest.raises(ValueError, match="is corrupted or not a torch file") as error:
+            load_checkpoint(path)
+        assert str(path) in str(error.value), name
+    for missing in (tmp_path / "absent.pt", tmp_path):
+        with pytest.raises(ValueError, match="checkpoint: no such file"):
+            load_checkpoint(missing)
+
+
+def test_foreign_checkpoints_are_reported_and_run_no_code(tmp_path):
+    torch.save(torch.ones(3), tmp_path / "tensor.pt")
+    torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "lightning.pt")
+    torch.save({"format": "other-v9", "state": {}}, tmp_path / "other.pt")
+    for name in ("tensor.pt", "lightning.pt", "other.pt"):
+        with pytest.raises(ValueError, match="is not a probcons checkpoint"):
+            load_checkpoint(tmp_path / name)
+    marker = tmp_path / "code-ran"
+    torch.save({"format": FORMAT, "state": CodeInPickle(marker)}, tmp_path / "code.pt")
+    with pytest.raises(ValueError, match="corrupted or not a torch file"):
+        load_checkpoint(tmp_path / "code.pt")
+    assert not marker.exists()  # weights_only=True: the pickle's code never ran
+
+
+def test_checkpoint_payload_keys_are_checked(tmp_path):
+    torch.save({"format": FORMAT}, tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="state"):
+        load_checkpoint(tmp_path / "bare.pt")
+
+
+def test_a_flipped_byte_is_harmless_or_reported(good_checkpoint, tmp_path):
+    raw = good_checkpoint.read_bytes()
+    reference = load_checkpoint(good_checkpoint)
+    damaged = tmp_path / "damaged.pt"
+    silent = []
+    for position in range(0, len(raw), 7):
+        content = bytearray(raw)
+        content[position] ^= 0x5A
+        damaged.write_bytes(bytes(content))
+        try:
+            payload = load_checkpoint(damaged)
+        except ValueError:
+            continue
+        same = (
+            payload.get("hyperparameters") == reference["hyperparameters"]
+            and payload.get("extra") == reference["extra"]
+            and set(payload.get("state", {})) == set(reference["state"])
+            and all(torch.equal(payload["state"][k], v) for k, v in reference["state"].items())
+        )
+        if not same:
+            silent.append(position)
+    assert not silent, f"{len(silent)} single-byte corruptions loaded as different content"
+
+
+def shipped_checkpoint_folder(tmp_path: Path, content: bytes) -> Path:
+    """A working directory whose models/checkpoints/stefan-anp.pt holds `content`."""
+    folder = tmp_path / "work"
+    (folder / "models" / "checkpoints").mkdir(parents=True)
+    (folder / "models" / "checkpoints" / "stefan-anp.pt").write_bytes(content)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "truncated", "foreign", "not an ANP"])
+def test_cli_reports_a_bad_backbone_checkpoint(kind, tmp_path, capsys, monkeypatch):
+    if kind == "random bytes":
+        content = bytes(range(256)) * 8
+    elif kind == "truncated":
+        content = SHIPPED_CHECKPOINT.read_bytes()[:50_000]
+    else:
+        source = tmp_path / "source.pt"
+        if kind == "foreign":
+            torch.save({"model": torch.ones(2)}, source)
+        else:
+            save_checkpoint(source, {"w": torch.ones(2)}, {"fno": {"modes": 4}})
+        content = source.read_bytes()
+    folder = shipped_checkpoint_folder(tmp_path, content)
+    monkeypatch.chdir(folder)
+    arguments = ["run", "stefan", "--backbone", "anp", *SMALL, "--out", "run"]
+    status, error = run_cli(arguments, capsys)
+    assert_one_line_error(status, error, "stefan-anp.pt")
+    assert sorted(path.name for path in folder.iterdir()) == ["models"]
+
+
+def test_console_bad_checkpoint_is_one_line_in_a_real_process(tmp_path):
+    """Through the interpreter: exit 2, one stderr line, no traceback, nothing written."""
+    folder = shipped_checkpoint_folder(tmp_path, b"\x00not a checkpoint" * 64)
+    command = [sys.executable, "-m", "probcons.cli", "run", "stefan", "--backbone", "anp"]
+    result = subprocess.run(
+        [*command, *SMALL, "--out", "run"],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env=ENVIRONMENT,
+        timeout=CHILD_TIMEOUT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("probcons: error: checkpoint:")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert sorted(path.name for path in folder.iterdir()) == ["models"]
+
+
+# --- atomic writes and SIGKILL -------------------------------------------------------------
+
+
+def start_child(script: str, *arguments: str) -> subprocess.Popen:
+    """`python -c script arguments`; stdout is read line by line, stderr is not kept."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=ENVIRONMENT,
+    )
+
+
+def kill_when_ready(child: subprocess.Popen, signal_line: str) -> bool:
+    """Wait for `signal_line` on the child's stdout, then SIGKILL it; False if it exited first."""
+    watchdog = threading.Timer(CHILD_TIMEOUT, child.kill)
+    watchdog.start()
+    try:
+        for line in child.stdout:
+            if line.strip() == signal_line:
+                child.send_signal(signal.SIGKILL)
+                child.wait()
+                return True
+        child.wait()
+        return False
+    finally:
+        watchdog.cancel()
+        child.stdout.close()
+
+
+WRITE_AND_HANG = """
+import sys, time
+from probcons.io import atomic_write
+with atomic_write(sys.argv[1]) as temporary:
+    with open(temporary, "w") as handle:
+        handle.write("new and incomplete")
+        handle.flush()
+        print("writing", flush=True)
+        time.sleep(600)
+"""
+
+
+def test_kill_during_atomic_write_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "metrics.json"
+    write_json(target, {"previous": True})
+    child = start_child(WRITE_AND_HANG, str(target))
+    assert kill_when_ready(child, "writing")
+    assert child.returncode == -signal.SIGKILL
+    assert json.loads(target.read_text()) == {"previous": True}
+    leftovers = [path.name for path in tmp_path.iterdir() if path != target]
+    # SIGKILL runs no cleanup: the hidden temporary file stays, the target is untouched
+    assert all(name.startswith(".metrics.json.") and name.endswith(".tmp") for name in leftovers)
+
+
+def test_failed_atomic_write_removes_its_temporary_file(tmp_path):
+    target = tmp_path / "report.md"
+    target.write_text("previous")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_write(target) as temporary:
+            temporary.write_text("half")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "previous"
+    assert [path.name for path in tmp_path.iterdir()] == ["report.md"]
+
+
+SAVE_AND_HANG = """
+import io, sys, time
+import torch
+from probcons.checkpoint import save_checkpoint
+
+real_save = torch.save
+
+def half_then_hang(payload, destination, *args, **kwargs):
+    buffer = io.BytesIO()
+    real_save(payload, buffer, *args, **kwargs)
+    data = buffer.getvalue()
+    with open(destination, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+    print("writing", flush=True)
+    time.sleep(600)
+
+torch.save = half_then_hang
+save_checkpoint(sys.argv[1], {"w": torch.full((1000,), 2.0)}, {"epoch": 2})
+"""
+
+
+def test_kill_during_save_checkpoint_keeps_the_previous_checkpoint(tmp_path):
+    target = tmp_path / "last.pt"
+    save_checkpoint(target, {"w": torch.full((1000,), 1.0)}, {"epoch": 1})
+    child = start_child(SAVE_AND_HANG, str(target))
+    assert kill_when_ready(child, "writing")
+    payload = load_checkpoint(target)
+    assert payload["hyperparameters"] == {"epoch": 1}
+    assert torch.equal(payload["state"]["w"], torch.full((1000,), 1.0))
+
+
+RUN_AND_HANG_AFTER_REMOVAL = """
+import os, shutil, sys, time
+out = os.path.abspath(sys.argv[1])
+real_rmtree = shutil.rmtree
+
+def rmtree_then_hang(path, *args, **kwargs):
+    real_rmtree(path, *args, **kwargs)
+    if os.path.abspath(path) == out:
+        print("removed", flush=True)
+        time.sleep(600)
+
+shutil.rmtree = rmtree_then_hang
+from probcons.cli import main
+small = ["--grid", "5x5", "--n-functions", "1", "--draws", "5", "--quiet"]
+sys.exit(main(["run", "stefan", *small, "--methods", "hardc", "--overwrite", "--out", out]))
+"""
+
+
+def test_kill_during_run_overwrite_keeps_a_complete_run(finished_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    child = start_child(RUN_AND_HANG_AFTER_REMOVAL, str(out))
+    kill_when_ready(child, "removed")
+    assert out.is_dir(), "neither the previous nor the new run is in place"
+    methods = json.loads((out / "metrics.json").read_text())
+    assert sorted(path.name for path in out.glob("*.nc")) == sorted(f"{m}.nc" for m in methods)
+
+
+def test_written_files_follow_the_umask(finished_run, tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    target = tmp_path / "shared.json"
+    write_json(target, {"a": 1})
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(finished_run.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((finished_run / "metrics.json").stat().st_mode) == 0o666 & ~umask
