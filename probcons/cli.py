@@ -120,6 +120,20 @@ def _run(args) -> int:
     return 0
 
 
+def _add_train(subparsers) -> None:
+    from probcons.training.command import add_train_arguments
+
+    parser = subparsers.add_parser("train", help="train a neural backbone (checkpoints, resume)")
+    add_train_arguments(parser)
+    parser.set_defaults(handler=_train)
+
+
+def _train(args) -> int:
+    from probcons.training.command import train_command
+
+    return train_command(args)
+
+
 def _add_report(subparsers) -> None:
     parser = subparsers.add_parser(
         "report", help="calibration report of one or more run directories"
@@ -170,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="probcons", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run(subparsers)
+    _add_train(subparsers)
     _add_report(subparsers)
     _add_list(subparsers)
     return parser

@@ -1,0 +1,412 @@
+"""The ProbConserv comparison on the GPME problems: ANP, SoftC-ANP, HardC-ANP, ProbConserv-ANP,
+and the GP backbone unconstrained and with ProbConserv, side by side.
+
+    python benchmarks/gpme.py --problems stefan                 # shipped checkpoints
+    python benchmarks/gpme.py --problems stefan --train-missing # train what is missing first
+
+Per problem and test parameter: `n_functions` test functions (contexts drawn per function with
+a fixed seed, the same for every method), a uniform (n_t x n_x) evaluation grid, `latent_samples`
+ANP latent draws mixed by the law of total variance, `draws` posterior samples per function for
+CRPS, coverage and the front position. ProbConserv and HardC use the problem's Pyro model
+(models/PROBLEM.py) and its conservation site, exactly as `probcons run` does. Prints one table
+per problem and parameter with the machine, writes benchmarks/results/gpme.json (merged with
+the problems not run) and gpme.md, and for Stefan u* = 0.6 the shock-position figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from probcons import metrics
+from probcons.backbones.anp import ANPBackbone, default_checkpoint
+from probcons.backbones.gp import GPBackbone
+from probcons.checkpoint import load_checkpoint
+from probcons.io import write_json, write_text
+from probcons.problems import get_problem, sample_contexts
+from probcons.runner import apply_method, load_model, model_constraint, score_function
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "gpme.json"
+TABLES = ROOT / "benchmarks" / "results" / "gpme.md"
+SHOCKS = ROOT / "benchmarks" / "results" / "stefan_shock_positions.json"
+FIGURES = ROOT / "docs" / "figures"
+METHODS = {
+    # name: (backbone, method of the runner)
+    "anp": ("anp", "unconstrained"),
+    "softc-anp": ("softc-anp", "unconstrained"),
+    "hardc-anp": ("anp", "hardc"),
+    "probconserv-anp": ("anp", "probconserv"),
+    "gp": ("gp", "unconstrained"),
+    "probconserv-gp": ("gp", "probconserv"),
+}
+JSON_METRICS = ("mse", "mse_t", "ce", "ll", "crps", "coverage_90", "shock_position_error")
+SHOCK_METHODS = ("anp", "softc-anp", "hardc-anp", "probconserv-anp")
+SHOCK_DRAWS = 1000
+SHOCK_CHUNK = 100
+PUBLISHED_DIFFUSION = {
+    # method: (CE x1e-3, LL, MSE x1e-4 at t = 0.5), REFERENCE section 3 (paper, Table 1)
+    "anp": ("4.68 (0.10)", "2.72 (0.02)", "1.71 (0.41)"),
+    "softc-anp": ("3.47 (0.17)", "2.40 (0.02)", "2.24 (0.78)"),
+    "hardc-anp": ("0", "3.08 (0.04)", "1.37 (0.33)"),
+    "probconserv-anp": ("0", "2.74 (0.02)", "1.55 (0.33)"),
+}
+
+
+def machine() -> str:
+    """One line: CPU, threads, Python and torch."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def ensure_checkpoint(problem: str, variant: str, train_missing: bool) -> Path:
+    """The shipped checkpoint; trained by the documented command when missing and allowed."""
+    path = default_checkpoint(problem, variant)
+    if path.is_file():
+        return path
+    if not train_missing:
+        raise SystemExit(
+            f"missing {path}; pass --train-missing or run `probcons train {problem} --backbone anp"
+            f"{' --softc-lambda 1' if variant == 'softc-anp' else ''} --export {path}`"
+        )
+    from probcons.training.command import main as train_main
+
+    arguments = [problem, "--export", str(path), "--out", f"checkpoints/{problem}-{variant}"]
+    if variant == "softc-anp":
+        arguments += ["--softc-lambda", "1"]
+    train_main(arguments)
+    return path
+
+
+def training_seconds(path: Path) -> tuple[float | None, float | None]:
+    """(wall, CPU) seconds of the whole training run recorded in an exported checkpoint."""
+    extra = load_checkpoint(path)["extra"]
+    wall = extra.get("run_train_seconds", extra.get("train_seconds"))
+    cpu = extra.get("run_cpu_seconds", extra.get("cpu_seconds"))
+    return (None if wall is None else float(wall)), (None if cpu is None else float(cpu))
+
+
+def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
+    summary: dict[str, float] = {}
+    for key in rows[0]:
+        mean, error = metrics.mean_and_standard_error([row[key] for row in rows])
+        summary[key], summary[f"{key}_se"] = mean, error
+    return summary
+
+
+def evaluate(problem, parameter, backbones, methods, args, model, train_s, shock_store):
+    """Scores of every method over the test functions at one parameter value."""
+    grid = problem.grid(args.n_t, args.n_x)
+    times, positions = grid.mesh()
+    truth = problem.solution(times, positions, parameter)
+    rows: dict[str, list[dict[str, float]]] = {method: [] for method in methods}
+    floor = []
+    seconds: dict[str, float] = {name: 0.0 for name in backbones}
+    model_args = (problem, parameter, args.sigma_g)
+    index = grid.time_index(problem.time_of_interest)
+    for function in range(args.n_functions):
+        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + function)
+        contexts = sample_contexts(problem, parameter, generator)
+        for name, backbone in backbones.items():
+            started = time.perf_counter()
+            prediction = backbone.predict(
+                problem, parameter, contexts, grid, torch.Generator().manual_seed(function)
+            )
+            constraint = model_constraint(model, prediction, *model_args)
+            if name == next(iter(backbones)):
+                floor.append(metrics.conservation_error(truth, constraint))
+            for method, (backbone_name, runner_method) in METHODS.items():
+                if backbone_name != name or method not in methods:
+                    continue
+                posterior = apply_method(runner_method, prediction, model, constraint, *model_args)
+                draws = torch.Generator().manual_seed(7919 * function + 1)
+                samples = posterior.sample(args.draws, draws)
+                scores = score_function(posterior, samples, truth, constraint, problem, parameter)
+                if hasattr(posterior, "latent_variance_share"):
+                    scores["latent_variance_share"] = posterior.latent_variance_share()
+                rows[method].append(scores)
+                if shock_store is not None and function == 0 and method in SHOCK_METHODS:
+                    threshold = problem.front_threshold(parameter)
+                    profiles = []
+                    shock_generator = torch.Generator().manual_seed(12345)
+                    for _ in range(SHOCK_DRAWS // SHOCK_CHUNK):
+                        profiles.append(posterior.sample(SHOCK_CHUNK, shock_generator)[:, index])
+                    shock_store[method] = metrics.front_positions(
+                        torch.cat(profiles), grid.x, threshold
+                    ).tolist()
+            seconds[name] += time.perf_counter() - started
+    results = {}
+    for method in methods:
+        summary = summarize(rows[method])
+        summary["n_functions"] = args.n_functions
+        backbone_name = METHODS[method][0]
+        summary["train_s"] = train_s.get(backbone_name)
+        summary["eval_s_per_function"] = seconds[backbone_name] / args.n_functions
+        results[method] = summary
+    floor_mean, floor_se = metrics.mean_and_standard_error(floor)
+    if shock_store is not None:
+        # the analytic front; the grid-interpolated front of the exact field is kept beside it
+        shock_store["truth"] = problem.front_position(problem.time_of_interest, parameter)
+        shock_store["truth_grid"] = float(
+            metrics.front_positions(truth[index][None], grid.x, problem.front_threshold(parameter))[
+                0
+            ]
+        )
+    return results, (floor_mean, floor_se)
+
+
+def fmt(value, error=None) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "n/a"
+    if error is None:
+        return f"{value:.3g}"
+    return f"{value:.3g} ± {error:.1g}"
+
+
+def table(problem, parameter: str, records: dict[str, dict]) -> str:
+    """Markdown table of the stored records of one problem and parameter value."""
+    columns = [
+        ("mse", "MSE"),
+        ("mse_t", f"MSE@t={problem.time_of_interest:g}"),
+        ("ce", "CE"),
+        ("ll", "LL"),
+        ("crps", "CRPS"),
+        ("coverage_90", "cov90"),
+        ("shock_position_error", "front err"),
+        ("latent_variance_share", "latent share"),
+    ]
+    present = [
+        (key, label)
+        for key, label in columns
+        if any(r.get(key) is not None for r in records.values())
+    ]
+    protocols = {json.dumps(r["protocol"], sort_keys=True) for r in records.values()}
+    lines = [f"### {problem.name}, {problem.parameter_name} = {parameter}", ""]
+    for protocol in sorted(protocols):
+        p = json.loads(protocol)
+        lines.append(
+            f"Protocol: {p['n_functions']} test functions, grid {p['grid'][0]}x{p['grid'][1]}, "
+            f"{p['latent_samples']} latent samples per function (ANP), {p['draws']} posterior "
+            f"draws, sigma_G = {p['sigma_G']:g}."
+        )
+    lines += [
+        "",
+        "| method | fns | "
+        + " | ".join(label for _, label in present)
+        + " | train s wall (CPU) | eval s/fn |",
+        "|" + "---|" * (len(present) + 4),
+    ]
+    order = [m for m in METHODS if m in records]
+    for method in order:
+        values = records[method]
+        cells = [fmt(values.get(key), values.get(f"{key}_se")) for key, _ in present]
+        train = fmt(values.get("train_s"))
+        if values.get("train_cpu_s") is not None:
+            train += f" ({values['train_cpu_s']:.0f} CPU)"
+        cells += [train, fmt(values.get("eval_s_per_function"))]
+        functions = values["protocol"]["n_functions"]
+        lines.append(f"| {method} | {functions} | " + " | ".join(cells) + " |")
+    floor = next(iter(records.values())).get("ce_floor_exact_solution")
+    ce_column = [key for key, _ in present].index("ce")
+    empty = [""] * (len(present) + 2)
+    empty[ce_column] = fmt(floor)
+    lines.append("| exact solution (CE floor) | | " + " | ".join(empty) + " |")
+    if problem.name == "diffusion":
+        lines += [
+            "",
+            "Published (diffusion, t = 0.5; CE x1e-3, LL, MSE x1e-4; paper Table 1, parameter"
+            " value not stated in our transcription):",
+            "",
+            "| method | CE x1e-3 | LL | MSE@t x1e-4 |",
+            "|---|---|---|---|",
+        ]
+        for method, (ce, ll, mse_t) in PUBLISHED_DIFFUSION.items():
+            lines.append(f"| {method} (paper) | {ce} | {ll} | {mse_t} |")
+    return "\n".join(lines)
+
+
+def shock_figure(shock_store: dict, path: Path) -> str:
+    """Histogram of the posterior front position per method against the truth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    truth = shock_store["truth"]
+    figure, axes = plt.subplots(len(SHOCK_METHODS), 1, figsize=(6, 7), sharex=True)
+    lines = [f"Shock position at t = 0.05, u* = 0.6 (function 0, {SHOCK_DRAWS} draws):", ""]
+    lines += [
+        "| method | mean | 90 % interval | truth inside | |mean - truth| |",
+        "|---|---|---|---|---|",
+    ]
+    for axis, method in zip(axes, SHOCK_METHODS, strict=True):
+        positions = shock_store.get(method)
+        if positions is not None:
+            positions = np.asarray(positions)
+        if positions is None:
+            axis.set_visible(False)
+            continue
+        lower, upper = np.quantile(positions, [0.05, 0.95])
+        mean = float(positions.mean())
+        axis.hist(positions, bins=40, color="tab:blue", alpha=0.7, density=True)
+        axis.axvline(truth, color="black", linestyle="--", label=f"truth {truth:.4f}")
+        axis.axvline(mean, color="tab:red", label=f"mean {mean:.4f}")
+        axis.axvspan(lower, upper, color="tab:red", alpha=0.1, label="90 % interval")
+        axis.set_title(method, fontsize=9)
+        axis.legend(fontsize=7, loc="upper left")
+        inside = "yes" if lower <= truth <= upper else "no"
+        lines.append(
+            f"| {method} | {mean:.4f} | [{lower:.4f}, {upper:.4f}] | {inside} | {abs(mean - truth):.4f} |"
+        )
+    axes[-1].set_xlabel("x of the front (first crossing of u*/2)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    lines.append(
+        f"\ntruth (analytic alpha sqrt(t)) {truth:.4f}, exact field on the grid "
+        f"{shock_store.get('truth_grid', float('nan')):.4f}; figure {path.relative_to(ROOT)}"
+    )
+    return "\n".join(lines)
+
+
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problems", default="diffusion,pme,stefan")
+    parser.add_argument(
+        "--params", default=None, help="comma-separated values (default: test values)"
+    )
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--n-functions", type=int, default=50)
+    parser.add_argument("--n-t", type=int, default=201)
+    parser.add_argument("--n-x", type=int, default=201)
+    parser.add_argument("--latent-samples", type=int, default=100)
+    parser.add_argument("--draws", type=int, default=100)
+    parser.add_argument("--sigma-g", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--train-missing", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="evaluate nothing: rebuild gpme.md and the figure from the stored results",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_arguments(argv)
+    torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; expected a subset of {list(METHODS)}")
+    print(f"machine: {machine()}")
+    produced: dict[str, dict[str, dict]] = {}
+    problems = [] if args.report_only else [p.strip() for p in args.problems.split(",")]
+    for name in [p for p in problems if p]:
+        problem = get_problem(name)
+        model = load_model(ROOT / "models" / f"{name}.py")
+        backbones, train_s, train_cpu_s = {}, {}, {}
+        for variant in ("anp", "softc-anp"):
+            if any(METHODS[m][0] == variant for m in methods):
+                path = ensure_checkpoint(name, variant, args.train_missing)
+                backbones[variant] = ANPBackbone.from_checkpoint(
+                    path, n_samples=args.latent_samples, name=variant
+                )
+                train_s[variant], train_cpu_s[variant] = training_seconds(path)
+        if any(METHODS[m][0] == "gp" for m in methods):
+            backbones["gp"] = GPBackbone()
+            train_s["gp"] = train_cpu_s["gp"] = None
+        params = (
+            [float(v) for v in args.params.split(",")] if args.params else list(problem.test_values)
+        )
+        for parameter in params:
+            key = f"{parameter:g}"
+            shock_store = {} if name == "stefan" and key == "0.6" else None
+            started = time.perf_counter()
+            results, floor = evaluate(
+                problem, parameter, backbones, methods, args, model, train_s, shock_store
+            )
+            print(f"{name} {key}: evaluated in {time.perf_counter() - started:.0f} s")
+            entry = produced.setdefault(name, {}).setdefault(key, {})
+            for method, values in results.items():
+                record = {k: values.get(k) for k in JSON_METRICS}
+                record["train_s"] = values["train_s"]
+                record["train_cpu_s"] = train_cpu_s.get(METHODS[method][0])
+                record.update({f"{k}_se": values.get(f"{k}_se") for k in JSON_METRICS})
+                for extra in (
+                    "latent_variance_share",
+                    "latent_variance_share_se",
+                    "shock_position",
+                    "shock_position_covered",
+                    "eval_s_per_function",
+                ):
+                    if extra in values:
+                        record[extra] = values[extra]
+                record["ce_floor_exact_solution"] = floor[0]
+                record["protocol"] = {
+                    "n_functions": args.n_functions,
+                    "grid": [args.n_t, args.n_x],
+                    "latent_samples": args.latent_samples,
+                    "draws": args.draws,
+                    "sigma_G": args.sigma_g,
+                }
+                entry[method] = record
+            print(table(problem, key, entry) + "\n", flush=True)
+            if shock_store:
+                shocks = json.loads(SHOCKS.read_text()) if SHOCKS.is_file() else {}
+                shocks.update(shock_store)
+                if not args.no_write:
+                    write_json(SHOCKS, shocks)
+                print(shock_figure(shocks, FIGURES / "stefan_shock_position.png") + "\n")
+    stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    for name, entries in produced.items():
+        for key, records in entries.items():
+            stored.setdefault(name, {}).setdefault(key, {}).update(records)
+    if args.report_only:  # refresh the training times from the shipped checkpoints
+        for name, entries in stored.items():
+            for records in entries.values():
+                for method, record in records.items():
+                    variant = METHODS[method][0]
+                    path = default_checkpoint(name, variant)
+                    if variant != "gp" and path.is_file():
+                        record["train_s"], record["train_cpu_s"] = training_seconds(path)
+    report = [f"Machine: {machine()}", ""]
+    for name, entries in stored.items():
+        for key, records in entries.items():
+            report += [table(get_problem(name), key, records), ""]
+    if SHOCKS.is_file():
+        report += [
+            shock_figure(json.loads(SHOCKS.read_text()), FIGURES / "stefan_shock_position.png"),
+            "",
+        ]
+    if not args.no_write:
+        write_json(RESULTS, stored)
+        write_text(TABLES, "\n".join(report) + "\n")
+        print(f"wrote {RESULTS.relative_to(ROOT)} and {TABLES.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""ANP: Pyro model/guide and ELBO, training signal, backbone predictions, ProbConserv per sample."""
+
+import pyro
+import pytest
+import torch
+from pyro.infer import TraceMeanField_ELBO
+
+from probcons.backbones.anp import (
+    ANPBackbone,
+    ANPConfig,
+    ANPNetwork,
+    AttentiveNeuralProcess,
+    elbo_loss,
+)
+from probcons.constraints import conservation_constraint
+from probcons.mixture import GaussianMixture
+from probcons.problems import get_problem, sample_contexts
+from probcons.training.data import sample_batch
+
+MASS_TOLERANCE = 1e-10
+
+
+def tiny_config(problem, **overrides):
+    sizes = dict(
+        hidden=16,
+        heads=2,
+        latent_dim=4,
+        latent_self_attention=1,
+        deterministic_self_attention=1,
+        cross_attention=1,
+        decoder_layers=2,
+        decoder_width=16,
+    )
+    sizes.update(overrides)
+    return ANPConfig(t_range=problem.t_range, x_range=problem.x_range, **sizes)
+
+
+@pytest.fixture
+def stefan():
+    return get_problem("stefan")
+
+
+@pytest.fixture
+def batch(stefan):
+    generator = torch.Generator().manual_seed(0)
+    parameters = stefan.sample_parameters(4, generator)
+    return sample_batch(stefan, parameters, generator, n_target=50)
+
+
+def test_batch_shapes(batch):
+    assert batch.context_tx.shape == (4, 100, 2)
+    assert batch.context_u.shape == (4, 100)
+    assert batch.target_tx.shape == (4, 50, 2)
+    assert batch.target_u.shape == (4, 50)
+
+
+def test_elbo_matches_pyro_trace_mean_field(stefan, batch):
+    torch.manual_seed(1)
+    anp = AttentiveNeuralProcess(tiny_config(stefan))
+    torch.manual_seed(2)
+    ours = elbo_loss(anp, batch, kl_weight=1.0, free_bits=0.0)
+    torch.manual_seed(2)
+    pyro_loss = TraceMeanField_ELBO().differentiable_loss(anp.model, anp.guide, batch)
+    n_functions, n_target = batch.target_u.shape
+    torch.testing.assert_close(ours.loss, pyro_loss / (n_functions * n_target))
+    assert float(ours.kl.detach()) >= 0
+
+
+def test_free_bits_floor_the_penalised_kl(stefan, batch):
+    torch.manual_seed(1)
+    anp = AttentiveNeuralProcess(tiny_config(stefan))
+    torch.manual_seed(2)
+    plain = elbo_loss(anp, batch, free_bits=0.0)
+    torch.manual_seed(2)
+    floored = elbo_loss(anp, batch, free_bits=10.0)
+    n_target = batch.target_u.shape[1]
+    latent_dim = anp.config.latent_dim
+    expected = plain.nll + 10.0 * latent_dim / n_target
+    torch.testing.assert_close(floored.loss, expected)
+
+
+def test_tiny_anp_loss_falls(stefan, batch):
+    torch.manual_seed(0)
+    anp = AttentiveNeuralProcess(tiny_config(stefan))
+    optimizer = torch.optim.Adam(anp.network.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        terms = elbo_loss(anp, batch)
+        optimizer.zero_grad()
+        terms.loss.backward()
+        optimizer.step()
+        losses.append(float(terms.loss.detach()))
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
+
+
+def test_model_runs_under_pyro_svi(stefan, batch):
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    anp = AttentiveNeuralProcess(tiny_config(stefan))
+    svi = pyro.infer.SVI(anp.model, anp.guide, pyro.optim.Adam({"lr": 1e-2}), TraceMeanField_ELBO())
+    first = svi.step(batch)
+    for _ in range(10):
+        last = svi.step(batch)
+    assert last < first
+    pyro.clear_param_store()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="heads"):
+        ANPConfig(hidden=10, heads=3)
+    with pytest.raises(ValueError, match="t_range"):
+        ANPConfig(t_range=(1.0, 0.0))
+    with pytest.raises(ValueError, match="hidden"):
+        ANPConfig(hidden=0)
+    with pytest.raises(ValueError, match="unknown"):
+        ANPConfig.from_dict({"width": 3})
+    config = ANPConfig(t_range=(0.0, 0.1))
+    assert ANPConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.fixture
+def prediction(stefan):
+    torch.manual_seed(0)
+    network = ANPNetwork(tiny_config(stefan))
+    backbone = ANPBackbone(network, n_samples=6, problem="stefan")
+    generator = torch.Generator().manual_seed(3)
+    contexts = sample_contexts(stefan, 0.6, generator)
+    grid = stefan.grid(11, 21)
+    return backbone.predict(stefan, 0.6, contexts, grid, generator), grid
+
+
+def test_predict_returns_a_float64_mixture(prediction):
+    mixture, grid = prediction
+    assert isinstance(mixture, GaussianMixture)
+    assert len(mixture) == 6
+    assert mixture.mean.shape == grid.shape and mixture.mean.dtype == torch.float64
+    assert bool((mixture.variance > 0).all())
+    assert 0 <= mixture.latent_variance_share() <= 1
+
+
+def test_predict_is_reproducible_with_a_generator(stefan):
+    torch.manual_seed(0)
+    backbone = ANPBackbone(ANPNetwork(tiny_config(stefan)), n_samples=3, problem="stefan")
+    contexts = sample_contexts(stefan, 0.6, torch.Generator().manual_seed(1))
+    grid = stefan.grid(5, 7)
+    a = backbone.predict(stefan, 0.6, contexts, grid, torch.Generator().manual_seed(9))
+    b = backbone.predict(stefan, 0.6, contexts, grid, torch.Generator().manual_seed(9))
+    torch.testing.assert_close(a.means, b.means)
+
+
+def test_predict_rejects_another_problem(stefan):
+    backbone = ANPBackbone(ANPNetwork(tiny_config(stefan)), n_samples=2, problem="stefan")
+    diffusion = get_problem("diffusion")
+    contexts = sample_contexts(diffusion, 2.0, torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="problem"):
+        backbone.predict(diffusion, 2.0, contexts, diffusion.grid(5, 5))
+
+
+def test_probconserv_on_anp_samples_conserves_mass(stefan, prediction):
+    mixture, grid = prediction
+    constraint = conservation_constraint(grid, stefan.mass(grid.t, 0.6))
+    conditioned = mixture.condition(constraint)
+    for component in conditioned.components:
+        assert float(constraint.residual(component.mean).abs().max()) <= MASS_TOLERANCE
+    draws = conditioned.sample(20, torch.Generator().manual_seed(0))
+    assert float(constraint.residual(draws).abs().max()) <= MASS_TOLERANCE
+    assert float(constraint.residual(conditioned.mean).abs().max()) <= MASS_TOLERANCE
+    # The spread between latent samples stays in the conditioned variance.
+    assert bool((conditioned.variance >= conditioned.within_variance).all())
+
+
+def test_load_anp_backbone(stefan, tmp_path, monkeypatch):
+    from probcons.backbones.anp import ShippedANPBackbone, load_anp_backbone
+    from probcons.checkpoint import save_checkpoint
+
+    config = tiny_config(stefan)
+    network = ANPNetwork(config)
+    path = tmp_path / "stefan-anp.pt"
+    save_checkpoint(
+        path,
+        {"network": network.state_dict()},
+        {"problem": "stefan", "anp": config.to_dict(), "training": {"softc_lambda": 0.0}},
+    )
+    backbone = load_anp_backbone(path, n_samples=2)
+    assert isinstance(backbone, ANPBackbone) and backbone.problem == "stefan"
+    shipped = load_anp_backbone()
+    assert isinstance(shipped, ShippedANPBackbone)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("probcons.backbones.anp.DEFAULT_CHECKPOINTS", tmp_path / "none")
+    diffusion = get_problem("diffusion")
+    with pytest.raises(ValueError, match="probcons train diffusion"):
+        shipped.backbone_for(diffusion)
+    with pytest.raises(ValueError, match="variant"):
+        ShippedANPBackbone(variant="fno")
