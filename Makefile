@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/probcons run stefan --overwrite
+	$(BIN)/probcons run stefan --backbone anp --overwrite
 
 test: $(STAMP)
 	$(BIN)/ruff check .

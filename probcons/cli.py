@@ -64,6 +64,7 @@ def _add_run(subparsers) -> None:
         "--overwrite", action="store_true", help="replace a non-empty run directory"
     )
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (BOON problems)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run)
 
@@ -90,9 +91,13 @@ def _run_operator(args) -> int:
 
 
 def _run(args) -> int:
+    import torch
+
     from probcons.boon.problems import OPERATOR_PROBLEMS
     from probcons.runner import RunSettings, format_table, run
+    from probcons.validation import check_positive_int
 
+    torch.set_num_threads(check_positive_int(args.threads, "threads"))
     if args.problem in OPERATOR_PROBLEMS:
         return _run_operator(args)
     args.backbone = args.backbone or "gp"
