@@ -64,6 +64,9 @@ def _add_run(subparsers) -> None:
         "--overwrite", action="store_true", help="replace a non-empty run directory"
     )
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (BOON problems)")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="trained backbone (default: shipped one)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run)
@@ -114,6 +117,7 @@ def _run(args) -> int:
         out=args.out,
         overwrite=args.overwrite,
         model=args.model,
+        backbone_options={} if args.checkpoint is None else {"checkpoint": args.checkpoint},
     )
     summary = run(settings, progress=not args.quiet)
     print(
@@ -195,8 +199,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+ENSEMBLE_BACKBONES = ("ensemble", "fno-ensemble")
+
+
+def _is_ensemble_training(argv: list[str]) -> bool:
+    """`probcons train ... --backbone ensemble|fno-ensemble` (its own arguments)."""
+    if not argv or argv[0] != "train":
+        return False
+    for index, word in enumerate(argv):
+        value = argv[index + 1] if word == "--backbone" and index + 1 < len(argv) else None
+        if word.startswith("--backbone="):
+            value = word.split("=", 1)[1]
+        if value in ENSEMBLE_BACKBONES:
+            return True
+    return False
+
+
+def _ensemble_training(argv: list[str]) -> int:
+    from probcons.backbones.member_training import add_ensemble_arguments, ensemble_train_command
+
+    parser = _Parser(prog="probcons train", description="train ensemble members")
+    return ensemble_train_command(add_ensemble_arguments(parser).parse_args(argv[1:]))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if _is_ensemble_training(argv):
+            return _ensemble_training(argv)
         args = build_parser().parse_args(argv)
         return args.handler(args)
     except (CommandError, ValueError) as error:

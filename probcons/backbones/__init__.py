@@ -5,6 +5,8 @@ from __future__ import annotations
 BACKBONES = {
     "gp": "GPyTorch exact GP on (t, x), fitted per function to its contexts",
     "anp": "attentive neural process (Pyro), meta-trained across the PDE parameter",
+    "ensemble": "deep ensemble of heteroscedastic MLPs on (t, x, parameter); low-rank covariance",
+    "fno-ensemble": "ensemble of FNOs from the parameter on the (t, x) grid; low-rank covariance",
 }
 
 
@@ -18,4 +20,8 @@ def get_backbone(name: str, **options):
         from probcons.backbones.anp import load_anp_backbone
 
         return load_anp_backbone(**options)
+    if name in ("ensemble", "fno-ensemble"):
+        from probcons.backbones.member_training import load_ensemble_backbone
+
+        return load_ensemble_backbone(name, **options)
     raise ValueError(f"backbone: expected one of {', '.join(BACKBONES)}, got {name!r}")

@@ -94,7 +94,7 @@ DEFAULT_OPTIONS = {
     "ensemble": MemberTrainingOptions(steps=4000, batch_size=16),
     "fno-ensemble": MemberTrainingOptions(steps=1000, batch_size=8),
 }
-"""Training options of the shipped ensembles (about 3 and 2 CPU minutes per member)."""
+"""Training options of the shipped ensembles (a few minutes per member on one core)."""
 
 
 class MemberTask(ABC):
