@@ -118,9 +118,6 @@ def test_killed_ensemble_member_training_resumes_to_the_uninterrupted_weights(tm
     assert_same_weights(expected["state"]["model"], resumed["state"]["model"])
 
 
-@pytest.mark.xfail(
-    strict=True, reason="run as __main__, member_training defines a second MemberTask class"
-)
 def test_ensemble_module_command_runs(tmp_path):
     command = [sys.executable, "-m", "probcons.backbones.member_training", *ENSEMBLE_ARGUMENTS]
     result = subprocess.run(

@@ -625,7 +625,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run as a script this file is the module __main__, whose MemberTask differs from the one the
+    # backbones subclass: call the package's own copy of `main`.
+    from probcons.backbones.member_training import main as package_main
+
+    raise SystemExit(package_main())
 
 
 __all__ = [
