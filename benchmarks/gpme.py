@@ -31,6 +31,7 @@ from probcons.backbones.anp import ANPBackbone, default_checkpoint
 from probcons.backbones.gp import GPBackbone
 from probcons.checkpoint import load_checkpoint
 from probcons.io import write_json, write_text
+from probcons.machine import cpu_name
 from probcons.problems import get_problem, sample_contexts
 from probcons.runner import apply_method, load_model, model_constraint, score_function
 
@@ -63,15 +64,7 @@ PUBLISHED_DIFFUSION = {
 
 def machine() -> str:
     """One line: CPU, threads, Python and torch."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (
         f"{cpu}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}, "
         f"Python {platform.python_version()}, torch {torch.__version__}"
