@@ -28,6 +28,8 @@ RCOND = 1e-13
 """A pivot of S below rcond times S's largest diagonal entry marks S as singular."""
 DENSE_LIMIT = 20_000
 """Largest N for which a general covariance is handled as a dense matrix."""
+CHUNK_ELEMENTS = 1 << 20
+"""Entries of each (points, rank) temporary of the low-rank variance update (8 MB in float64)."""
 REFINEMENT_STEPS = 2
 """Most steps of iterative refinement of S y = rows, so that G (Sigma G^T y) + R y = rows."""
 REFINEMENT_TOLERANCE = 1e-14
@@ -140,8 +142,10 @@ class SliceUpdate(ConstraintUpdate):
     def variance_reduction(self):
         whitened = torch.linalg.solve_triangular(
             self.factor, self.cross.transpose(1, 2), upper=False
-        )  # (n_t, r, n_x)
-        return (whitened**2).sum(dim=1).reshape(-1)
+        ).square_()  # (n_t, r, n_x)
+        if whitened.shape[1] == 1:
+            return whitened.reshape(-1)
+        return whitened.sum(dim=1).reshape(-1)
 
 
 class LowRankUpdate(ConstraintUpdate):
@@ -174,20 +178,38 @@ class LowRankUpdate(ConstraintUpdate):
         return local - torch.einsum("jrk,...k->...jr", self.whitened, weights)
 
     def variance_reduction(self):
+        """diag(A S^-1 A^T), A = Sigma G^T, by Woodbury, in chunks of time slices.
+
+        Per point i with c_i = (D G^T B^-1 M)_i and F_i (k-vectors), inner = M^T B^-1 M and
+        C = I + inner = L L^T: local_i + 2 c_i.F_i + F_i^T inner F_i - |L^-1 (c_i + inner F_i)|^2.
+        Temporaries are (chunk, k): O(N) memory in all, whatever k.
+        """
         factor = self.covariance.factor  # F, (N, k)
         n_t, n_x, r = self.local_cross.shape
-        whitened = torch.linalg.solve_triangular(
-            self.local_factor, self.local_cross.transpose(1, 2), upper=False
-        )
-        local_term = (whitened**2).sum(dim=1).reshape(-1)  # diag(A_b B^-1 A_b^T)
-        cross = torch.einsum("jir,jrk->jik", self.local_cross, self.whitened).reshape(
-            -1, factor.shape[1]
-        )
-        spread = factor @ self.inner  # F M^T B^-1 M
-        mixed = 2 * (cross * factor).sum(dim=1) + (spread * factor).sum(dim=1)
-        total = cross + spread  # Sigma G^T B^-1 M, (N, k)
-        correction = torch.linalg.solve_triangular(self.capacitance_factor, total.T, upper=False)
-        return local_term + mixed - (correction**2).sum(dim=0)
+        rank = factor.shape[1]
+        result = torch.empty(n_t * n_x, dtype=torch.float64)
+        step = max(1, CHUNK_ELEMENTS // (n_x * max(rank, r)))
+        for start in range(0, n_t, step):
+            stop = min(start + step, n_t)
+            points = slice(start * n_x, stop * n_x)
+            local_cross = self.local_cross[start:stop]  # D G^T, (chunk, n_x, r)
+            whitened = torch.linalg.solve_triangular(
+                self.local_factor[start:stop], local_cross.transpose(1, 2), upper=False
+            )
+            local_term = whitened.square_().sum(dim=1).reshape(-1)  # diag(D G^T B^-1 G D)
+            whitened_rows = self.whitened[start:stop]  # B^-1 M, (chunk, r, k)
+            cross = local_cross[..., :1] * whitened_rows[:, :1]  # c_i as a sum over the r rows
+            for row in range(1, r):  # of outer products (a bmm with inner size r is slow)
+                cross.addcmul_(local_cross[..., row : row + 1], whitened_rows[:, row : row + 1])
+            cross = cross.reshape(-1, rank)
+            chunk_factor = factor[points]
+            total = torch.mm(chunk_factor, self.inner).add_(cross)  # c_i + inner F_i
+            mixed = torch.einsum("ik,ik->i", cross.add_(total), chunk_factor)
+            correction = torch.linalg.solve_triangular(
+                self.capacitance_factor, total.T, upper=False
+            )
+            result[points] = local_term.add_(mixed).sub_(correction.square_().sum(dim=0))
+        return result
 
 
 class DenseUpdate(ConstraintUpdate):
@@ -247,14 +269,17 @@ class ConditionedCovariance(Covariance):
 
     def diagonal(self):
         """Marginal variances, clamped at zero against round-off."""
-        return (self.prior.diagonal() - self.update.variance_reduction()).clamp_min(0)
+        reduction = self.update.variance_reduction()  # a new tensor: overwritten in place
+        prior = self.prior
+        variance = prior.variance if isinstance(prior, DiagonalCovariance) else prior.diagonal()
+        return torch.sub(variance, reduction, out=reduction).clamp_(min=0)
 
     def sample(self, n, generator=None):
         """Pathwise: z - Sigma G^T S^-1 (G z + eps), z ~ N(0, Sigma)."""
         prior = self.prior.sample(n, generator)
         constraint = self.update.constraint
         rows = constraint.apply(prior.reshape(n, constraint.n_t, constraint.n_x))
-        return prior - self.update.gain(rows + self.update.noise(n, generator))
+        return prior.sub_(self.update.gain(rows.add_(self.update.noise(n, generator))))
 
     def matmul(self, matrix):
         constraint = self.update.constraint

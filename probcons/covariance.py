@@ -125,7 +125,7 @@ class DiagonalCovariance(Covariance):
         return self.variance.clone()
 
     def sample(self, n, generator=None):
-        return _normal((n, self.size), generator) * self.variance.sqrt()
+        return _normal((n, self.size), generator).mul_(self.variance.sqrt())
 
     def matmul(self, matrix):
         return self.variance[:, None] * matrix
@@ -159,11 +159,13 @@ class LowRankCovariance(Covariance):
         return self.factor.shape[1]
 
     def diagonal(self):
-        return self.diagonal_part + (self.factor**2).sum(dim=1)
+        """diag(D) + row sums of F * F, without an (N, k) temporary."""
+        return torch.einsum("ik,ik->i", self.factor, self.factor).add_(self.diagonal_part)
 
     def sample(self, n, generator=None):
-        low_rank = _normal((n, self.rank), generator) @ self.factor.T
-        return low_rank + _normal((n, self.size), generator) * self.diagonal_part.sqrt()
+        weights = _normal((n, self.rank), generator)
+        noise = _normal((n, self.size), generator).mul_(self.diagonal_part.sqrt())
+        return noise.addmm_(weights, self.factor.T)
 
     def matmul(self, matrix):
         return self.diagonal_part[:, None] * matrix + self.factor @ (self.factor.T @ matrix)
