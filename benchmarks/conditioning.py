@@ -2,6 +2,7 @@
 
     python benchmarks/conditioning.py                    # N = 1e3 ... 1e7 and 201 x 201
     python benchmarks/conditioning.py --sizes 1e3,1e4    # a quick check
+    python benchmarks/conditioning.py --sizes 201x201,1e7 --merge   # re-measure some rows
 
 For each grid n_t = n_x = round(sqrt N), each prior covariance (diagonal; low rank 16 + diagonal)
 and each constraint set (conservation: one row per time slice; conservation + Dirichlet rows at
@@ -18,15 +19,25 @@ both ends: three rows per slice), a fresh process measures
   update does for its outputs);
 
 and another fresh process runs the reference code's formulation in NumPy (a dense n_x x n_x prior
-and posterior covariance per time slice, all slices batched) where its estimated memory is below
+and posterior covariance per time slice, all slices batched; it holds three (n_t, n_x, n_x) arrays
+at its peak where the reference code holds about four) where its estimated memory is below
 --dense-limit-mb. Times are the best of --repeats runs after a first, memory-measured one
 (sampling: that one run from N = 1e6 on). Peak memory is the growth of the process's peak resident
 set (VmHWM, reset through /proc/self/clear_refs before each measured step) over its resident set
-just before it: it sees every allocation, torch's and NumPy's, that was touched. Single-threaded by
+just before it: it sees every allocation, torch's and NumPy's, that was touched. The kernel keeps
+these counters per CPU and folds them in batches, so below a few MB a reading is only good to
+about 0.3 MB (a fresh 0.3 MB array can read as 0); the memory ratio therefore divides by the
+larger of our peak and the size of the update's two outputs (posterior mean and variance, 2 N
+float64), which no update can go below. Single-threaded by
 default (torch and BLAS). NumPy backs large arrays with transparent huge pages (madvise); PyTorch
 does so only with THP_MEM_ALLOC_ENABLE=1, which the workers get by default (--no-torch-thp turns it
 off: fresh torch arrays then fault in 4 kB pages, which costs several times the copy itself).
-Prints one table with ratios and the machine; writes benchmarks/results/conditioning.json.
+Update / bandwidth is against the copy into preallocated arrays; update / alloc. bandwidth against
+`np.copy` (the update, too, writes its results into new arrays).
+Prints one table with ratios and the machine; writes benchmarks/results/conditioning.json:
+a list of rows, one per case, and beside it conditioning_runs.json, one entry per run (cases,
+machine, load, command). With --merge, the rows measured now replace those of the same case
+in the existing file, and the run is appended to the runs file.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +202,7 @@ def ours(n_t, n_x, covariance, constraints, rank, draws, repeats, chunk_mb, seed
         "update_s": update_s,
         "sample_s": sample_s,
         "peak_mb": peak_mb,
+        "output_mb": 2 * size * 8 / MB,
         "sample_peak_mb": sample_peak_mb,
         "sample_chunk": per_chunk,
         "bandwidth_s": bandwidth_s,
@@ -368,26 +381,49 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def memory_ratio(row: dict) -> float | None:
+    """Dense peak over ours, ours floored at the size of the outputs (see the module docstring)."""
+    if row.get("dense_peak_mb") is None or row.get("peak_mb") is None:
+        return None
+    floor = row.get("output_mb") or 2 * row["n"] * 8 / MB
+    return row["dense_peak_mb"] / max(row["peak_mb"], floor)
+
+
+def _ratio(numerator, denominator) -> float | None:
+    return numerator / denominator if numerator is not None and denominator else None
+
+
 def table(rows: list[dict]) -> str:
     header = (
         "| N | grid | cov | rows/slice | update s | 100 draws s | peak MB | dense update s | "
-        "dense peak MB | speed-up | memory ratio | bandwidth s | update / bandwidth |"
+        "dense peak MB | speed-up | memory ratio | bandwidth s | update / bandwidth | "
+        "update / alloc. bandwidth | load |"
     )
-    lines = [header, "|" + "---|" * 13]
+    lines = [header, "|" + "---|" * 15]
     for row in rows:
-        speed = memory = None
-        if row["dense_update_s"] is not None:
-            speed = row["dense_update_s"] / row["update_s"]
-            memory = row["dense_peak_mb"] / max(row["peak_mb"], 1 / 1024)
-        bound = row["update_s"] / row["bandwidth_s"] if row["bandwidth_s"] else None
+        speed = _ratio(row["dense_update_s"], row["update_s"])
+        bound = _ratio(row["update_s"], row["bandwidth_s"])
+        allocating = _ratio(row["update_s"], row.get("bandwidth_allocating_s"))
         lines.append(
             f"| {row['n']:,} | {row['n_t']}x{row['n_x']} | {row['cov']} | "
             f"{row['rows_per_slice']} | {_fmt(row['update_s'])} | {_fmt(row['sample_s'])} | "
             f"{_fmt(row['peak_mb'])} | {_fmt(row['dense_update_s'])} | "
-            f"{_fmt(row['dense_peak_mb'])} | {_fmt(speed)} | {_fmt(memory)} | "
-            f"{_fmt(row['bandwidth_s'])} | {_fmt(bound)} |"
+            f"{_fmt(row['dense_peak_mb'])} | {_fmt(speed)} | {_fmt(memory_ratio(row))} | "
+            f"{_fmt(row['bandwidth_s'])} | {_fmt(bound)} | {_fmt(allocating)} | "
+            f"{_fmt(row.get('load_average'), 2)} |"
         )
     return "\n".join(lines)
+
+
+def _case(row: dict) -> tuple:
+    return row["n_t"], row["n_x"], row["cov"], row["constraints"]
+
+
+def merged(previous, rows: list[dict]) -> list[dict]:
+    """The previous rows with those of the same case replaced."""
+    fresh = {_case(row): row for row in rows}
+    kept = [row for row in previous if _case(row) not in fresh]
+    return sorted(kept + rows, key=lambda row: (row["n"], row["cov"], row["rows_per_slice"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"set {TORCH_THP}=1 for the workers, as NumPy uses huge pages (default on)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON rows (default results/)")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the measured cases in --out, keep the others (recorded in its meta)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
@@ -425,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     covariances = [c for c in args.covariances.split(",") if c]
     constraint_sets = [c for c in args.constraints.split(",") if c]
     rows = []
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     load_before = os.getloadavg()
     for n_t, n_x in sizes:
         for covariance in covariances:
@@ -455,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
                     "bandwidth_mb": result.get("bandwidth_mb"),
                     "max_residual": result.get("max_residual"),
                     "load_average": result.get("load_average"),
+                    "output_mb": result.get("output_mb"),
+                    "bandwidth_allocating_ratio": _ratio(
+                        result.get("update_s"), result.get("bandwidth_allocating_s")
+                    ),
+                    "measured_utc": datetime.now(UTC).isoformat(timespec="seconds"),
                     "threads": args.threads,
                     "torch_thp": args.torch_thp,
                     "machine": f"{info['cpu']}, {info['cores']} cores, {info['platform']}",
@@ -486,8 +533,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
     from probcons.io import write_json
 
+    run = {
+        "started_utc": started,
+        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cases": [list(_case(row)) for row in rows],
+        "machine": info,
+        "load_average_before_after": [load_before[0], load_after[0]],
+        "command": " ".join(["python", "benchmarks/conditioning.py", *(argv or sys.argv[1:])]),
+    }
+    runs_path = args.out.with_name(args.out.stem + "_runs.json")
+    runs = [run]
+    if args.merge and args.out.exists():
+        rows = merged(json.loads(args.out.read_text()), rows)
+        if runs_path.exists():
+            runs = [*json.loads(runs_path.read_text()), run]
     write_json(args.out, rows)
-    print(f"wrote {args.out}")
+    write_json(runs_path, runs)
+    print(f"wrote {args.out} ({len(rows)} rows)")
     return 1 if errors else 0
 
 

@@ -6,6 +6,8 @@ With u ~ N(mu, Sigma) and G u = b + eps, eps ~ N(0, R):
 Samples are drawn pathwise (Matheron's rule), u~ = u + Sigma G^T S^-1 (b - G u - eps), so the
 singular posterior (R = 0) never needs a Cholesky factor. The solve with S follows the structure
 of Sigma: per time slice (diagonal, block), Woodbury (low rank), or dense; all in float64.
+A singular S raises, or with singular="pinv" gives the pseudo-inverse (minimum-norm) update
+S^+, which conditions on the rows' independent combinations when the redundant ones agree.
 """
 
 from __future__ import annotations
@@ -34,6 +36,27 @@ REFINEMENT_STEPS = 2
 """Most steps of iterative refinement of S y = rows, so that G (Sigma G^T y) + R y = rows."""
 REFINEMENT_TOLERANCE = 1e-14
 """Refinement stops once max |misfit| <= this times max |rows| (one check when well conditioned)."""
+SINGULAR_OPTIONS = ("raise", "pinv")
+"""What `condition` does with a singular S: raise a ValueError, or use the pseudo-inverse."""
+CONSISTENCY_TOLERANCE = 1e-8
+"""With singular="pinv", the part of (b - G mu) that S cannot reach, relative to the size of
+|b| + |G| |mu| (both scaled like the rows of S), above which the rows are inconsistent."""
+
+
+def _check_singular(singular) -> str:
+    if not isinstance(singular, str) or singular not in SINGULAR_OPTIONS:
+        allowed = ", ".join(repr(option) for option in SINGULAR_OPTIONS)
+        raise ValueError(f"singular: expected one of {allowed}, got {singular!r}")
+    return singular
+
+
+def _singular_error(what: str, where: int) -> ValueError:
+    return ValueError(
+        f"constraint: G Sigma G^T + R is singular ({what} {where}): constraint rows are "
+        "redundant, or look only at points of zero prior variance, while noise_std = 0. "
+        "Remove the redundant rows, give the constraint noise_std > 0, or pass "
+        "singular='pinv' for the pseudo-inverse update."
+    )
 
 
 def _checked_cholesky(matrices: torch.Tensor, rcond: float, what: str) -> torch.Tensor:
@@ -47,13 +70,124 @@ def _checked_cholesky(matrices: torch.Tensor, rcond: float, what: str) -> torch.
     diagonal = matrices.diagonal(dim1=-2, dim2=-1)
     bad = (info != 0) | (pivots <= rcond * diagonal).any(dim=-1) | (diagonal <= 0).any(dim=-1)
     if bool(bad.any()):
-        where = torch.nonzero(bad.reshape(-1))[0].item()
-        raise ValueError(
-            f"constraint: G Sigma G^T + R is singular ({what} {where}): constraint rows are "
-            "redundant, or look only at points of zero prior variance, while noise_std = 0. "
-            "Remove the redundant rows or give the constraint noise_std > 0."
-        )
+        raise _singular_error(what, torch.nonzero(bad.reshape(-1))[0].item())
     return factor
+
+
+class SystemInverse:
+    """S^+ = root root^T for a batch of symmetric PSD blocks S (..., r, r); S^-1 when regular.
+
+    singular="raise": Cholesky S = L L^T (root = L^-T), a ValueError when S is singular.
+    singular="pinv": Cholesky when S is regular; otherwise E = diag(scale)^-1/2 equilibrates
+    E S E (entries in [-1, 1] when scale_k bounds the variance of row k), its eigenvalues at
+    most rcond are dropped and root = E V_+ Lambda_+^-1/2; `null` keeps E V_0 for the check
+    that the right-hand sides lie in range(S).
+    """
+
+    def __init__(
+        self,
+        system: torch.Tensor,
+        rcond: float,
+        what: str,
+        singular: str = "raise",
+        scale: torch.Tensor | None = None,
+    ) -> None:
+        self.factor = self.root = self.null = None
+        if singular == "raise":
+            self.factor = _checked_cholesky(system, rcond, what)
+            return
+        diagonal = system.diagonal(dim1=-2, dim2=-1)
+        if not bool((diagonal <= rcond * scale).any()):
+            try:
+                self.factor = _checked_cholesky(system, rcond, what)
+                return
+            except ValueError:
+                pass
+        inverse_sqrt = torch.where(scale > 0, scale, 1.0).rsqrt()  # E, (..., r)
+        equilibrated = system * inverse_sqrt[..., :, None] * inverse_sqrt[..., None, :]
+        values, vectors = torch.linalg.eigh((equilibrated + equilibrated.mT) / 2)
+        keep = values > rcond
+        weights = torch.where(keep, values, 1.0).rsqrt() * keep
+        self.root = inverse_sqrt[..., :, None] * vectors * weights[..., None, :]
+        self.null = vectors * (~keep)[..., None, :]  # in equilibrated units
+        self.inverse_sqrt = inverse_sqrt
+
+    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+        """S^+ rhs for rhs (..., r, k)."""
+        if self.factor is not None:
+            return torch.cholesky_solve(rhs, self.factor)
+        return self.root @ (self.root.mT @ rhs)
+
+    def whiten(self, rhs: torch.Tensor) -> torch.Tensor:
+        """root^T rhs, (..., r, k): column sums of its square are diag(rhs^T S^+ rhs)."""
+        if self.factor is not None:
+            return torch.linalg.solve_triangular(self.factor, rhs, upper=False)
+        return self.root.mT @ rhs
+
+    def roots(self) -> torch.Tensor:
+        """root (..., r, r) with S^+ = root root^T."""
+        if self.factor is None:
+            return self.root
+        eye = torch.eye(self.factor.shape[-1], dtype=self.factor.dtype)
+        return torch.linalg.solve_triangular(self.factor, eye, upper=False).mT
+
+    def check_consistent(self, rhs: torch.Tensor, magnitude: torch.Tensor) -> None:
+        """Raise unless rhs (..., r, k) lies in range(S) up to round-off of `magnitude` (>= 0)."""
+        if self.null is None:
+            return
+        scaled = self.inverse_sqrt[..., :, None]
+        outside = (self.null.mT @ (scaled * rhs)).norm(dim=-2)
+        allowed = CONSISTENCY_TOLERANCE * (scaled * magnitude).norm(dim=-2)
+        bad = outside > allowed
+        if bool(bad.any()):
+            ratio = float((outside / allowed.clamp_min(torch.finfo(torch.float64).tiny)).max())
+            raise ValueError(
+                "constraint: rows are inconsistent: a part of b - G mu of "
+                f"{ratio * CONSISTENCY_TOLERANCE:.3g} times |b| + |G| |mu| (allowed "
+                f"{CONSISTENCY_TOLERANCE:g}) lies where S = G Sigma G^T + R is singular: "
+                "redundant rows with different values, or rows on zero-variance points that the "
+                "prior mean does not satisfy; singular='pinv' only drops rows that agree"
+            )
+
+
+def _shared_rows(constraint: LinearConstraint) -> torch.Tensor | None:
+    """The (r, n_x) rows when every time slice has the same ones (stored once, stride 0)."""
+    weights = constraint.weights
+    return weights[0] if weights.shape[0] == 1 or weights.stride(0) == 0 else None
+
+
+def _apply(constraint: LinearConstraint, field: torch.Tensor) -> torch.Tensor:
+    """G u for fields (..., n_t, n_x) -> (..., n_t, r); one matrix product for shared rows."""
+    shared = _shared_rows(constraint)
+    if shared is None:
+        return constraint.apply(field)
+    return field @ shared.T
+
+
+def _apply_transpose(constraint: LinearConstraint, rows: torch.Tensor) -> torch.Tensor:
+    """G^T y for (..., n_t, r) -> (..., n_t, n_x); one matrix product for shared rows."""
+    shared = _shared_rows(constraint)
+    if shared is not None:
+        return rows @ shared
+    weights = constraint.weights  # row by row: a bmm with inner size r is slow
+    field = rows[..., 0, None] * weights[:, 0]
+    for row in range(1, constraint.rows_per_slice):
+        field.addcmul_(rows[..., row, None], weights[:, row])
+    return field
+
+
+def _apply_abs(constraint: LinearConstraint, field: torch.Tensor) -> torch.Tensor:
+    """|G| u for a field (n_t, n_x) or (N,) -> (n_t, r)."""
+    field = field.reshape(constraint.n_t, constraint.n_x)
+    shared = _shared_rows(constraint)
+    if shared is not None:
+        return field @ shared.abs().T
+    return torch.einsum("jki,ji->jk", constraint.weights.abs(), field)
+
+
+def _row_scale(constraint: LinearConstraint, deviation: torch.Tensor) -> torch.Tensor:
+    """(|G| sd)^2 + R per row, (n_t, r): a bound on each row's variance, Cauchy-Schwarz."""
+    return _apply_abs(constraint, deviation).square_() + constraint.noise_std**2
 
 
 def _check_grid(prediction: GaussianPrediction, constraint: LinearConstraint) -> None:
@@ -75,9 +209,17 @@ def _check_grid(prediction: GaussianPrediction, constraint: LinearConstraint) ->
 class ConstraintUpdate(ABC):
     """S^-1 and the gain Sigma G^T S^-1 for one prior covariance and one constraint."""
 
+    refinement_steps = REFINEMENT_STEPS
+    inverse: SystemInverse | None = None
+
     def __init__(self, covariance: Covariance, constraint: LinearConstraint) -> None:
         self.covariance = covariance
         self.constraint = constraint
+
+    @property
+    def is_pseudo_inverse(self) -> bool:
+        """True when S was singular and singular="pinv" put S^+ in place of S^-1."""
+        return self.inverse is not None and self.inverse.null is not None
 
     @abstractmethod
     def solve(self, rows: torch.Tensor) -> torch.Tensor:
@@ -87,30 +229,47 @@ class ConstraintUpdate(ABC):
     def variance_reduction(self) -> torch.Tensor:
         """diag(Sigma G^T S^-1 G Sigma), (N,)."""
 
+    def check_consistent(self, rows: torch.Tensor, magnitude: torch.Tensor) -> None:
+        """With the pseudo-inverse: raise unless rows (n_t, r) lie in range(S) (see SystemInverse)."""
+        if self.inverse is not None:
+            self.inverse.check_consistent(rows.reshape(-1, 1), magnitude.reshape(-1, 1))
+
     def spread(self, solved: torch.Tensor) -> torch.Tensor:
         """Sigma G^T y for y (..., n_t, r) -> (..., N)."""
         batch = solved.shape[:-2]
-        back = self.constraint.apply_transpose(solved).reshape(-1, self.covariance.size)
+        back = _apply_transpose(self.constraint, solved).reshape(-1, self.covariance.size)
         return self.covariance.matmul(back.T).T.reshape(*batch, self.covariance.size)
 
-    def gain(self, rows: torch.Tensor, steps: int = REFINEMENT_STEPS) -> torch.Tensor:
+    def gain(self, rows: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """Sigma G^T S^-1 y: (..., n_t, r) -> (..., N), refined so that G gain + R S^-1 y = y.
 
         Without refinement an ill-conditioned Sigma (cond 1e12) leaves |G mu~ - b| ~ 1e-5 |b|
         for exact rows; each step costs one more solve and spread.
         """
         constraint = self.constraint
+        steps = self.refinement_steps if steps is None else steps
         solved = self.solve(rows)
         update = self.spread(solved)
         for _ in range(steps):
             field = update.reshape(*rows.shape[:-2], constraint.n_t, constraint.n_x)
-            misfit = rows - constraint.apply(field) - constraint.noise_std**2 * solved
+            misfit = rows - _apply(constraint, field) - constraint.noise_std**2 * solved
             if misfit.abs().max() <= REFINEMENT_TOLERANCE * rows.abs().max():
                 break
             correction = self.solve(misfit)
             solved = solved + correction
             update = update + self.spread(correction)
         return update
+
+    def shifted(self, base: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """base + Sigma G^T S^-1 y as a new tensor: base (n_t, n_x), y (n_t, r)."""
+        return self.gain(rows).reshape(base.shape).add_(base)
+
+    def posterior_variance(self) -> torch.Tensor:
+        """diag(Sigma~) = diag(Sigma) - variance_reduction, clamped at zero against round-off."""
+        reduction = self.variance_reduction()  # a new tensor: overwritten in place
+        prior = self.covariance
+        variance = prior.variance if isinstance(prior, DiagonalCovariance) else prior.diagonal()
+        return torch.sub(variance, reduction, out=reduction).clamp_(min=0)
 
     def noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         """Slack draws eps ~ N(0, R), (n, n_t, r)."""
@@ -121,18 +280,28 @@ class ConstraintUpdate(ABC):
 
 
 class SliceUpdate(ConstraintUpdate):
-    """Sigma independent across time slices (diagonal, block): S is block-diagonal, (n_t, r, r)."""
+    """Sigma independent across time slices (block): S is block-diagonal, (n_t, r, r)."""
 
-    def __init__(self, covariance, constraint, rcond: float = RCOND) -> None:
+    def __init__(self, covariance, constraint, rcond: float = RCOND, singular="raise") -> None:
         super().__init__(covariance, constraint)
         self.cross = covariance.slice_product(constraint.weights)  # (n_t, n_x, r)
         system = constraint.weights @ self.cross + torch.diag_embed(constraint.noise_std**2)
-        self.factor = _checked_cholesky(system, rcond, "time slice")
+        scale = None
+        if singular == "pinv":
+            scale = _row_scale(constraint, covariance.diagonal().clamp_min(0).sqrt())
+        self.inverse = SystemInverse(system, rcond, "time slice", singular, scale)
+
+    @staticmethod
+    def _by_slice(rows: torch.Tensor) -> torch.Tensor:
+        """(..., n_t, r) -> (n_t, r, batch)."""
+        return rows.reshape(-1, *rows.shape[-2:]).permute(1, 2, 0)
 
     def solve(self, rows):
-        flat = rows.reshape(-1, *rows.shape[-2:]).permute(1, 2, 0)  # (n_t, r, batch)
-        solved = torch.cholesky_solve(flat, self.factor)
+        solved = self.inverse.solve(self._by_slice(rows))
         return solved.permute(2, 0, 1).reshape(rows.shape)
+
+    def check_consistent(self, rows, magnitude):
+        self.inverse.check_consistent(self._by_slice(rows), self._by_slice(magnitude))
 
     def spread(self, solved):
         batch = solved.shape[:-2]
@@ -140,12 +309,82 @@ class SliceUpdate(ConstraintUpdate):
         return update.reshape(*batch, self.covariance.size)
 
     def variance_reduction(self):
-        whitened = torch.linalg.solve_triangular(
-            self.factor, self.cross.transpose(1, 2), upper=False
-        ).square_()  # (n_t, r, n_x)
+        whitened = self.inverse.whiten(self.cross.transpose(1, 2)).square_()  # (n_t, r, n_x)
         if whitened.shape[1] == 1:
             return whitened.reshape(-1)
         return whitened.sum(dim=1).reshape(-1)
+
+
+class DiagonalUpdate(SliceUpdate):
+    """Sigma = diag(v): S_j = W_j diag(v_j) W_j^T + R_j and Sigma G^T y = v * (G^T y).
+
+    Nothing of size N is stored; rows shared by all slices are used as one (r, n_x) matrix.
+    With one row per slice S_j is a sum of non-negative terms w_i^2 v_i, accurate to round-off,
+    so the gain is not refined (refinement could not improve it).
+    """
+
+    def __init__(self, covariance, constraint, rcond: float = RCOND, singular="raise") -> None:
+        ConstraintUpdate.__init__(self, covariance, constraint)
+        n_t, r, n_x = constraint.weights.shape
+        self.variance = covariance.variance.reshape(n_t, n_x)
+        system = self._system() + torch.diag_embed(constraint.noise_std**2)
+        scale = _row_scale(constraint, self.variance.sqrt()) if singular == "pinv" else None
+        self.inverse = SystemInverse(system, rcond, "time slice", singular, scale)
+        if r == 1:
+            self.refinement_steps = 0
+
+    def _system(self) -> torch.Tensor:
+        """W_j diag(v_j) W_j^T, (n_t, r, r): one product with v for shared rows, else in chunks."""
+        weights, variance = self.constraint.weights, self.variance
+        n_t, r, n_x = weights.shape
+        shared = _shared_rows(self.constraint)
+        if shared is not None:
+            products = (shared[:, None, :] * shared[None, :, :]).reshape(r * r, n_x)
+            return (variance @ products.T).reshape(n_t, r, r)
+        system = torch.empty(n_t, r, r, dtype=torch.float64)
+        step = max(1, CHUNK_ELEMENTS // n_x)
+        scaled = torch.empty(min(step, n_t), n_x, dtype=torch.float64)  # one row times v
+        for start in range(0, n_t, step):
+            rows = weights[start : start + step]
+            chunk = scaled[: rows.shape[0]]
+            for first in range(r):
+                torch.mul(rows[:, first], variance[start : start + step], out=chunk)
+                products = torch.bmm(rows[:, : first + 1], chunk[:, :, None])[..., 0]
+                system[start : start + step, first, : first + 1] = products
+                system[start : start + step, : first + 1, first] = products
+        return system
+
+    def spread(self, solved):
+        batch = solved.shape[:-2]
+        field = _apply_transpose(self.constraint, solved).mul_(self.variance)
+        return field.reshape(*batch, self.covariance.size)
+
+    def shifted(self, base, rows):
+        if self.refinement_steps:
+            return super().shifted(base, rows)
+        field = _apply_transpose(self.constraint, self.solve(rows))  # (n_t, n_x), new
+        return torch.addcmul(base, field, self.variance, out=field)
+
+    def _explained(self) -> torch.Tensor:
+        """v_i w_i^T S_j^+ w_i per point (w_i the rows' weights there): in [0, 1], (n_t, n_x)."""
+        roots = self.inverse.roots()  # (n_t, r, r), S^+ = roots roots^T
+        shared = _shared_rows(self.constraint)
+        if shared is not None and roots.shape[-1] == 1:  # an outer product: square its factors
+            return (roots[..., 0] ** 2 @ shared**2).mul_(self.variance)
+        share = None
+        for column in range(roots.shape[-1]):
+            whitened = _apply_transpose(self.constraint, roots[..., column])  # (n_t, n_x), new
+            share = whitened.square_() if share is None else share.addcmul_(whitened, whitened)
+        return share.mul_(self.variance)
+
+    def variance_reduction(self):
+        return self._explained().mul_(self.variance).reshape(-1)
+
+    def posterior_variance(self):
+        """v - v q, q = v w^T S^+ w: one new (N,) array, written in place."""
+        share = self._explained()
+        variance = torch.addcmul(self.variance, self.variance, share, value=-1, out=share)
+        return variance.clamp_(min=0).reshape(-1)
 
 
 class LowRankUpdate(ConstraintUpdate):
@@ -158,8 +397,10 @@ class LowRankUpdate(ConstraintUpdate):
         self.local_cross = diagonal.slice_product(constraint.weights)  # D G^T, (n_t, n_x, r)
         local = constraint.weights @ self.local_cross + torch.diag_embed(constraint.noise_std**2)
         self.local_factor = _checked_cholesky(local, rcond, "time slice (diagonal part)")
-        factor = covariance.factor.T.reshape(-1, n_t, n_x)
-        self.projected = constraint.apply(factor).permute(1, 2, 0)  # M = G F, (n_t, r, k)
+        factor = covariance.factor.reshape(n_t, n_x, -1)  # F per slice, no copy
+        shared = _shared_rows(constraint)
+        rows = constraint.weights if shared is None else shared
+        self.projected = torch.matmul(rows, factor)  # M = G F, (n_t, r, k)
         self.whitened = torch.cholesky_solve(self.projected, self.local_factor)  # B^-1 M
         inner = torch.einsum("jrk,jrl->kl", self.projected, self.whitened)  # M^T B^-1 M
         capacitance = torch.eye(covariance.rank, dtype=torch.float64) + inner
@@ -215,7 +456,7 @@ class LowRankUpdate(ConstraintUpdate):
 class DenseUpdate(ConstraintUpdate):
     """Any covariance with N <= DENSE_LIMIT: dense Sigma G^T (N, m) and S (m, m)."""
 
-    def __init__(self, covariance, constraint, rcond: float = RCOND) -> None:
+    def __init__(self, covariance, constraint, rcond: float = RCOND, singular="raise") -> None:
         super().__init__(covariance, constraint)
         if covariance.size > DENSE_LIMIT:
             raise ValueError(
@@ -226,11 +467,17 @@ class DenseUpdate(ConstraintUpdate):
         matrix = constraint.to_dense()  # (m, N)
         self.cross = covariance.matmul(matrix.T)  # (N, m)
         system = matrix @ self.cross + torch.diag(constraint.noise_std.reshape(-1) ** 2)
-        self.factor = _checked_cholesky((system + system.T) / 2, rcond, "constraint row block")
+        scale = None
+        if singular == "pinv":
+            deviation = covariance.diagonal().clamp_min(0).sqrt()
+            scale = _row_scale(constraint, deviation).reshape(-1)
+        self.inverse = SystemInverse(
+            (system + system.T) / 2, rcond, "constraint row block", singular, scale
+        )
 
     def solve(self, rows):
         flat = rows.reshape(-1, self.constraint.num_rows).T
-        return torch.cholesky_solve(flat, self.factor).T.reshape(rows.shape)
+        return self.inverse.solve(flat).T.reshape(rows.shape)
 
     def spread(self, solved):
         batch = solved.shape[:-2]
@@ -238,25 +485,34 @@ class DenseUpdate(ConstraintUpdate):
         return (flat @ self.cross.T).reshape(*batch, self.covariance.size)
 
     def variance_reduction(self):
-        whitened = torch.linalg.solve_triangular(self.factor, self.cross.T, upper=False)
-        return (whitened**2).sum(dim=0)
+        return self.inverse.whiten(self.cross.T).square_().sum(dim=0)
 
 
 def constraint_update(
-    covariance: Covariance, constraint: LinearConstraint, rcond: float = RCOND
+    covariance: Covariance,
+    constraint: LinearConstraint,
+    rcond: float = RCOND,
+    singular: str = "raise",
 ) -> ConstraintUpdate:
     """The update that exploits the covariance's structure."""
-    if isinstance(covariance, DiagonalCovariance) or (
-        isinstance(covariance, BlockCovariance) and covariance.n_x == constraint.n_x
-    ):
-        return SliceUpdate(covariance, constraint, rcond)
+    if isinstance(covariance, DiagonalCovariance):
+        return DiagonalUpdate(covariance, constraint, rcond, singular)
+    if isinstance(covariance, BlockCovariance) and covariance.n_x == constraint.n_x:
+        return SliceUpdate(covariance, constraint, rcond, singular)
     if isinstance(covariance, LowRankCovariance):
         try:
             return LowRankUpdate(covariance, constraint, rcond)
-        except ValueError:
-            if covariance.size > DENSE_LIMIT:
+        except ValueError as error:
+            if covariance.size <= DENSE_LIMIT:
+                pass  # the dense form decides (S may be regular, or singular="pinv" asked)
+            elif singular == "pinv":
+                raise ValueError(
+                    f"{error} (singular='pinv' with a low-rank prior works up to N = "
+                    f"{DENSE_LIMIT}; this prior has N = {covariance.size})"
+                ) from None
+            else:
                 raise
-    return DenseUpdate(covariance, constraint, rcond)
+    return DenseUpdate(covariance, constraint, rcond, singular)
 
 
 class ConditionedCovariance(Covariance):
@@ -269,22 +525,19 @@ class ConditionedCovariance(Covariance):
 
     def diagonal(self):
         """Marginal variances, clamped at zero against round-off."""
-        reduction = self.update.variance_reduction()  # a new tensor: overwritten in place
-        prior = self.prior
-        variance = prior.variance if isinstance(prior, DiagonalCovariance) else prior.diagonal()
-        return torch.sub(variance, reduction, out=reduction).clamp_(min=0)
+        return self.update.posterior_variance()
 
     def sample(self, n, generator=None):
         """Pathwise: z - Sigma G^T S^-1 (G z + eps), z ~ N(0, Sigma)."""
         prior = self.prior.sample(n, generator)
         constraint = self.update.constraint
-        rows = constraint.apply(prior.reshape(n, constraint.n_t, constraint.n_x))
+        rows = _apply(constraint, prior.reshape(n, constraint.n_t, constraint.n_x))
         return prior.sub_(self.update.gain(rows.add_(self.update.noise(n, generator))))
 
     def matmul(self, matrix):
         constraint = self.update.constraint
         product = self.prior.matmul(matrix)  # (N, k)
-        rows = constraint.apply(product.T.reshape(-1, constraint.n_t, constraint.n_x))
+        rows = _apply(constraint, product.T.reshape(-1, constraint.n_t, constraint.n_x))
         return product - self.update.gain(rows).T
 
     def to_dense(self):
@@ -295,7 +548,7 @@ class ConditionedCovariance(Covariance):
         """
         constraint = self.update.constraint
         root = psd_root(self.prior.to_dense())  # (N, N)
-        rows = constraint.apply(root.T.reshape(-1, constraint.n_t, constraint.n_x))
+        rows = _apply(constraint, root.T.reshape(-1, constraint.n_t, constraint.n_x))
         reduced = root - self.update.gain(rows).T
         eye = torch.eye(constraint.num_rows, dtype=torch.float64)
         unit = (eye * constraint.noise_std.reshape(-1)).reshape(
@@ -324,41 +577,67 @@ def _as_constraint(constraint) -> LinearConstraint | None:
     return constraint
 
 
+def _corrected_mean(
+    prediction: GaussianPrediction, constraint: LinearConstraint, update: ConstraintUpdate
+) -> torch.Tensor:
+    """mu + K (b - G mu); with the pseudo-inverse, b - G mu is first checked to lie in range(S)."""
+    mean = prediction.mean
+    residual = constraint.values - _apply(constraint, mean)
+    if update.is_pseudo_inverse:
+        magnitude = _apply_abs(constraint, mean.abs()).add_(constraint.values.abs())
+        update.check_consistent(residual, magnitude)
+    return update.shifted(mean, residual)
+
+
 def condition(
-    prediction: GaussianPrediction, constraint: LinearConstraint, rcond: float = RCOND
+    prediction: GaussianPrediction,
+    constraint: LinearConstraint,
+    rcond: float = RCOND,
+    singular: str = "raise",
 ) -> GaussianPrediction:
     """ProbConserv: the exact Gaussian posterior of u given G u = b + eps (sigma_G >= 0).
 
     `constraint` may be a list of constraints (stacked); an empty list returns `prediction`.
+    singular: "raise" (a singular S = G Sigma G^T + R is a ValueError) or "pinv" (S^+ instead of
+    S^-1: redundant rows that agree count once, rows on zero-variance points that already hold
+    are dropped, rows that disagree raise a ValueError).
     """
+    singular = _check_singular(singular)
     constraint = _as_constraint(constraint)
     if constraint is None:
         return prediction
     _check_grid(prediction, constraint)
-    update = constraint_update(prediction.covariance, constraint, rcond)
-    residual = constraint.values - constraint.apply(prediction.mean)
-    mean = prediction.mean + update.gain(residual).reshape(prediction.grid.shape)
+    update = constraint_update(prediction.covariance, constraint, rcond, singular)
+    mean = _corrected_mean(prediction, constraint, update)
     return GaussianPrediction(mean, ConditionedCovariance(update), prediction.grid)
 
 
 def project(
-    prediction: GaussianPrediction, constraint: LinearConstraint, rcond: float = RCOND
+    prediction: GaussianPrediction,
+    constraint: LinearConstraint,
+    rcond: float = RCOND,
+    singular: str = "raise",
 ) -> GaussianPrediction:
-    """HardC: mu~ = mu - G^T (G G^T + R)^-1 (G mu - b); the covariance is left unchanged."""
+    """HardC: mu~ = mu - G^T (G G^T + R)^-1 (G mu - b); the covariance is left unchanged.
+
+    singular="pinv" uses (G G^T + R)^+: the minimum-norm correction when rows are redundant.
+    """
+    singular = _check_singular(singular)
     constraint = _as_constraint(constraint)
     if constraint is None:
         return prediction
     _check_grid(prediction, constraint)
-    identity = DiagonalCovariance(torch.ones(prediction.grid.size, dtype=torch.float64))
-    update = SliceUpdate(identity, constraint, rcond)
-    residual = constraint.values - constraint.apply(prediction.mean)
-    mean = prediction.mean + update.gain(residual).reshape(prediction.grid.shape)
+    ones = torch.ones(1, dtype=torch.float64).expand(prediction.grid.size)
+    update = DiagonalUpdate(DiagonalCovariance(ones), constraint, rcond, singular)
+    mean = _corrected_mean(prediction, constraint, update)
     return GaussianPrediction(mean, prediction.covariance, prediction.grid)
 
 
 __all__ = [
+    "SINGULAR_OPTIONS",
     "ConditionedCovariance",
     "ConstraintUpdate",
+    "SystemInverse",
     "condition",
     "constraint_update",
     "project",

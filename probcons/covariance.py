@@ -39,12 +39,18 @@ def _check_symmetric_psd(blocks: torch.Tensor, name: str, tolerance: float = PSD
 
 
 def psd_root(blocks: torch.Tensor) -> torch.Tensor:
-    """A matrix R with R R^T = blocks (..., n, n): Cholesky, else a clamped eigen-root."""
+    """A matrix R with R R^T = blocks (..., n, n): Cholesky, else a clamped eigen-root.
+
+    Eigenvalues at most n eps lambda_max are round-off of zero and dropped, so that a direction of
+    zero variance (a pinned point) gets no noise: keeping sqrt(1e-17) would give it 3e-9.
+    """
     factor, info = torch.linalg.cholesky_ex(blocks)
     if not bool((info != 0).any()):
         return factor
     eigenvalues, vectors = torch.linalg.eigh(blocks)
-    return vectors * eigenvalues.clamp_min(0).sqrt()[..., None, :]
+    cutoff = blocks.shape[-1] * torch.finfo(blocks.dtype).eps * eigenvalues[..., -1:].abs()
+    kept = torch.where(eigenvalues > cutoff, eigenvalues, 0.0)
+    return vectors * kept.sqrt()[..., None, :]
 
 
 def _normal(shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:

@@ -125,17 +125,20 @@ class GaussianMixture:
             self.mean, DiagonalCovariance(self.variance.reshape(-1)), self.grid
         )
 
-    def condition(self, constraint) -> GaussianMixture:
-        """ProbConserv per component (exact Gaussian update), then mixed again."""
+    def condition(self, constraint, **options) -> GaussianMixture:
+        """ProbConserv per component (exact Gaussian update), then mixed again.
+
+        options: passed to `probcons.conditioning.condition` (e.g. singular="pinv").
+        """
         from probcons.conditioning import condition
 
-        return GaussianMixture([condition(c, constraint) for c in self.components])
+        return GaussianMixture([condition(c, constraint, **options) for c in self.components])
 
-    def project(self, constraint) -> GaussianMixture:
+    def project(self, constraint, **options) -> GaussianMixture:
         """HardC per component (mean projected, covariance unchanged), then mixed again."""
         from probcons.conditioning import project
 
-        return GaussianMixture([project(c, constraint) for c in self.components])
+        return GaussianMixture([project(c, constraint, **options) for c in self.components])
 
     def __repr__(self) -> str:
         return f"GaussianMixture(components={len(self)}, grid={self.grid!r})"

@@ -137,3 +137,25 @@ def test_benchmark_measurement_of_one_small_case():
     assert result["update_s"] > 0 and result["sample_s"] > 0 and result["bandwidth_s"] > 0
     reference = benchmark.dense(16, 16, "diagonal", "conservation", 4, 10, 1, 0)
     assert reference["dense_update_s"] > 0 and reference["dense_peak_mb"] >= 0
+
+
+@pytest.mark.parametrize("side", [60, 201])
+def test_diagonal_update_allocates_only_its_outputs(side):
+    """Mean and variance (2 N float64) and O(n_t) more: no temporary or stored array of size N.
+
+    The profiler counts every tensor allocation, so unlike RSS this is exact at any size.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    benchmark = load_benchmark()
+    prior, constraint = benchmark.build_case(side, side, "diagonal", "conservation", 1, 0)
+    warm = condition(prior, constraint)  # first-call allocations of the library, not counted
+    assert warm.variance.shape == (side, side)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        posterior = condition(prior, constraint)
+        variance = posterior.variance
+    allocated = sum(max(event.self_cpu_memory_usage, 0) for event in profiler.key_averages())
+    outputs = 2 * side * side * 8
+    assert outputs <= allocated < outputs + 64 * side * 8
+    assert constraint.residual(posterior.mean).abs().max() < 1e-12
+    assert torch.equal(variance, warm.variance)

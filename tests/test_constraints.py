@@ -76,6 +76,20 @@ def test_stack_and_dense_form_agree():
     )
 
 
+def test_stacking_rows_shared_by_every_slice_keeps_them_shared():
+    grid = Grid.uniform((0, 1), (0, 1), 5, 4)
+    mass = conservation_constraint(grid, torch.ones(5))
+    walls = dirichlet_constraint(grid, left=0.0, right=1.0)
+    stacked = mass.stack(walls)
+    assert stacked.weights.stride(0) == 0  # one (r, n_x) block, not n_t copies
+    expected = torch.cat([mass.weights.contiguous(), walls.weights.contiguous()], dim=1)
+    assert torch.equal(stacked.weights, expected)
+    varying = LinearConstraint(torch.randn(5, 1, 4, dtype=torch.float64), torch.zeros(5, 1), 0.0)
+    assert torch.equal(
+        mass.stack(varying).weights, torch.cat([expected[:, :1], varying.weights], dim=1)
+    )
+
+
 def test_bad_input_names_the_argument():
     grid = Grid.uniform((0, 1), (0, 1), 3, 4)
     with pytest.raises(ValueError, match="mass: expected shape"):

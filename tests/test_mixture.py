@@ -95,6 +95,21 @@ def test_condition_per_component_keeps_between_variance(grid):
         torch.testing.assert_close(component.variance, original.variance)
 
 
+def test_condition_options_reach_every_component(grid):
+    mixture = random_mixture(grid, k=3)
+    mass = conservation_constraint(grid, torch.zeros(grid.shape[0]))
+    redundant = [mass, mass]  # the same exact rows twice: singular unless pinv is asked for
+    with pytest.raises(ValueError):
+        mixture.condition(redundant)
+    once = mixture.condition(mass)
+    twice = mixture.condition(redundant, singular="pinv")
+    for single, doubled in zip(once.components, twice.components, strict=True):
+        assert torch.allclose(single.mean, doubled.mean, atol=1e-10)
+    assert torch.allclose(
+        mixture.project(redundant, singular="pinv").mean, mixture.project(mass).mean, atol=1e-10
+    )
+
+
 def test_moment_matched_gaussian(grid):
     mixture = random_mixture(grid)
     gaussian = mixture.moment_matched()

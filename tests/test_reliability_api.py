@@ -619,10 +619,9 @@ def test_constraint_list_entries_are_checked():
         condition(prior, [periodic_constraint(grid), "rows"])
 
 
-# --- a pseudo-inverse option (proposed design; see the report) -------------------------------
+# --- the pseudo-inverse option condition(..., singular="pinv") -------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="proposed option condition(..., singular='pinv')")
 def test_pseudo_inverse_drops_consistent_redundant_rows():
     grid = Grid.uniform((0, 1), (0, 1), 3, 5)
     prior = GaussianPrediction(normal(1, 3, 5), make_covariance("dense", grid, 1), grid)
@@ -636,7 +635,6 @@ def test_pseudo_inverse_drops_consistent_redundant_rows():
     assert torch.allclose(again.mean, expected.mean, atol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="proposed option condition(..., singular='pinv')")
 def test_pseudo_inverse_refuses_inconsistent_redundant_rows():
     grid = Grid.uniform((0, 1), (0, 1), 3, 5)
     prior = GaussianPrediction(normal(1, 3, 5), make_covariance("diagonal", grid, 1), grid)

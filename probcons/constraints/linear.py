@@ -102,8 +102,14 @@ class LinearConstraint:
                     f"others[{index}]: expected a constraint on a grid of shape "
                     f"({self.n_t}, {self.n_x}), got ({other.n_t}, {other.n_x})"
                 )
+        weights = [part.weights for part in parts]
+        if all(w.shape[0] == 1 or w.stride(0) == 0 for w in weights):
+            rows = torch.cat([w[0] for w in weights], dim=0)  # the same rows on every slice
+            stacked = rows.expand(self.n_t, *rows.shape)
+        else:
+            stacked = torch.cat(weights, dim=1)
         return LinearConstraint(
-            torch.cat([part.weights for part in parts], dim=1),
+            stacked,
             torch.cat([part.values for part in parts], dim=1),
             torch.cat([part.noise_std for part in parts], dim=1),
             tuple(name for part in parts for name in part.names),
