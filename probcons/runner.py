@@ -4,6 +4,12 @@ For each of `n_functions` functions of a problem at one parameter value: draw co
 with the backbone, apply each method (unconstrained, HardC, ProbConserv via the Pyro model's
 constraint sites), draw posterior samples, score them against the exact solution, and write one
 InferenceData file per method, `metrics.json` and the report into the run directory.
+
+Functions are processed in chunks of `chunk_functions`: a chunk's draws and moments are appended
+to the methods' files (netCDF with an unlimited `function` dimension) and then dropped, and only
+the per-function scores (a few numbers each) are kept for the summary, so memory stays flat as
+`n_functions` grows. Every function has its own seeds, so the files and metrics do not depend on
+the chunk size.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import arviz as az
+import h5netcdf
 import numpy as np
 import torch
 from pyro import poutine
@@ -26,7 +34,7 @@ from probcons.backbones import get_backbone
 from probcons.constraints import LinearConstraint
 from probcons.inference import ConstraintObservation, exact_posterior
 from probcons.io import default_mode, write_json
-from probcons.posterior_files import posterior_inference_data, write_inference_data
+from probcons.posterior_files import posterior_inference_data
 from probcons.prediction import GaussianPrediction
 from probcons.problems import Problem, get_problem, sample_contexts
 from probcons.report import write_report
@@ -41,6 +49,10 @@ MINIMUM_GRID = 3
 MAX_SEED = 2**32 - 1
 """Largest --seed: the per-function generator seeds stay inside torch's 64-bit range."""
 REPOSITORY_MODELS = Path(__file__).resolve().parents[1] / "models"
+CHUNK_FUNCTIONS = 10
+"""Functions per chunk: about 12 MB of float32 draws per function at 101 x 101, 100 draws and
+three methods, so a chunk holds about 120 MB whatever the number of functions."""
+FUNCTION_DIMENSION = "function"
 
 
 @dataclass
@@ -60,6 +72,7 @@ class RunSettings:
     overwrite: bool = False
     model: Path | None = None
     backbone_options: dict = field(default_factory=dict)
+    chunk_functions: int = CHUNK_FUNCTIONS
 
     def check(self) -> Problem:
         problem = get_problem(self.problem)
@@ -74,6 +87,7 @@ class RunSettings:
         )
         check_positive_int(self.n_functions, "n_functions")
         check_positive_int(self.draws, "draws")
+        check_positive_int(self.chunk_functions, "chunk_functions")
         n_t, n_x = self.grid
         if min(n_t, n_x) < MINIMUM_GRID:
             raise ValueError(
@@ -204,8 +218,15 @@ def summarize(per_function: list[dict[str, float]]) -> dict[str, float]:
     return summary
 
 
-def run(settings: RunSettings, progress: bool = True) -> dict[str, dict[str, float]]:
-    """Run the job; returns {method: metric summary} and writes the run directory."""
+def run(
+    settings: RunSettings, progress: bool = True, report: bool = True
+) -> dict[str, dict[str, float]]:
+    """Run the job; returns {method: metric summary} and writes the run directory (with the
+    report unless `report` is false).
+
+    Functions go in chunks of settings.chunk_functions; each chunk is appended to the files in a
+    staging directory that replaces settings.out once every function is done.
+    """
     problem = settings.check()
     parameter = settings.parameter
     model = load_model(settings.model)
@@ -215,81 +236,142 @@ def run(settings: RunSettings, progress: bool = True) -> dict[str, dict[str, flo
     truth = problem.solution(times, positions, parameter)
     mass = problem.mass(grid.t, parameter)
     model_args = (problem, parameter, settings.noise_std)
-    collected = {
-        method: {"samples": [], "mean": [], "variance": [], "scores": []}
-        for method in settings.methods
-    }
-    for function in tqdm(
-        range(settings.n_functions),
-        desc=f"{settings.problem} ({settings.backbone})",
-        disable=not progress,
-    ):
-        generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + function)
-        contexts = sample_contexts(problem, parameter, generator)
-        prediction = backbone.predict(problem, parameter, contexts, grid, generator)
-        constraint = model_constraint(model, prediction, *model_args)
-        for offset, method in enumerate(settings.methods):
-            posterior = apply_method(method, prediction, model, constraint, *model_args)
-            draws = torch.Generator().manual_seed(
-                settings.seed * 1_000_003 + 7919 * function + offset
-            )
-            samples = posterior.sample(settings.draws, draws)
-            store = collected[method]
-            store["samples"].append(samples.numpy().astype(np.float32))
-            store["mean"].append(posterior.mean.numpy())
-            store["variance"].append(posterior.variance.numpy())
-            store["scores"].append(
-                score_function(posterior, samples, truth, constraint, problem, parameter)
-            )
-    summary = {method: summarize(store["scores"]) for method, store in collected.items()}
-    _write_run(settings, problem, grid, truth, mass, collected, summary)
+    scores: dict[str, list[dict[str, float]]] = {method: [] for method in settings.methods}
+    staging = _staging_directory(settings.out)
+    try:
+        bar = tqdm(
+            total=settings.n_functions,
+            desc=f"{settings.problem} ({settings.backbone})",
+            disable=not progress,
+        )
+        for start in range(0, settings.n_functions, settings.chunk_functions):
+            functions = range(start, min(start + settings.chunk_functions, settings.n_functions))
+            collected = {
+                method: {"samples": [], "mean": [], "variance": []} for method in settings.methods
+            }
+            for function in functions:
+                generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + function)
+                contexts = sample_contexts(problem, parameter, generator)
+                prediction = backbone.predict(problem, parameter, contexts, grid, generator)
+                constraint = model_constraint(model, prediction, *model_args)
+                for offset, method in enumerate(settings.methods):
+                    posterior = apply_method(method, prediction, model, constraint, *model_args)
+                    draws = torch.Generator().manual_seed(
+                        settings.seed * 1_000_003 + 7919 * function + offset
+                    )
+                    samples = posterior.sample(settings.draws, draws)
+                    store = collected[method]
+                    store["samples"].append(samples.numpy().astype(np.float32))
+                    store["mean"].append(posterior.mean.numpy())
+                    store["variance"].append(posterior.variance.numpy())
+                    scores[method].append(
+                        score_function(posterior, samples, truth, constraint, problem, parameter)
+                    )
+                bar.update(1)
+            _append_chunk(staging, settings, problem, grid, truth, mass, collected)
+            del collected
+        bar.close()
+        summary = {method: summarize(per_function) for method, per_function in scores.items()}
+        write_json(staging / "metrics.json", summary)
+        _move_into_place(staging, settings.out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    if report:
+        write_report([settings.out])
     return summary
 
 
-def _write_run(settings, problem, grid, truth, mass, collected, summary) -> None:
-    """Write every file into a staging directory, then move it into place."""
-    out = settings.out
+def _staging_directory(out: Path) -> Path:
+    """A hidden folder beside `out` (same file system) that becomes `out` when the run is done."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
         os.chmod(staging, default_mode(directory=True))  # mkdtemp alone gives 0700
     except OSError as error:
         raise ValueError(f"out: cannot write {str(out)!r} ({error.strerror})") from error
-    try:
-        n_functions = settings.n_functions
-        for method, store in collected.items():
-            data = posterior_inference_data(
-                samples=np.stack(store["samples"]),
-                truth=np.broadcast_to(truth.numpy(), (n_functions, *grid.shape)),
-                mean=np.stack(store["mean"]),
-                variance=np.stack(store["variance"]),
-                parameter=np.full(n_functions, settings.parameter),
-                mass=np.broadcast_to(mass.numpy(), (n_functions, grid.n_t)),
-                grid=grid,
-                attrs={
-                    "problem": settings.problem,
-                    "backbone": settings.backbone,
-                    "method": method,
-                    "sigma_G": settings.noise_std,
-                    "parameter_name": problem.parameter_name,
-                    "time_of_interest": problem.time_of_interest,
-                    "seed": settings.seed,
-                },
+    return staging
+
+
+def _append_chunk(staging, settings, problem, grid, truth, mass, collected) -> None:
+    """Append one chunk of functions to every `<method>.nc` in `staging`."""
+    for method, store in collected.items():
+        n_functions = len(store["samples"])
+        data = posterior_inference_data(
+            samples=np.stack(store["samples"]),
+            truth=np.broadcast_to(truth.numpy(), (n_functions, *grid.shape)),
+            mean=np.stack(store["mean"]),
+            variance=np.stack(store["variance"]),
+            parameter=np.full(n_functions, settings.parameter),
+            mass=np.broadcast_to(mass.numpy(), (n_functions, grid.n_t)),
+            grid=grid,
+            attrs={
+                "problem": settings.problem,
+                "backbone": settings.backbone,
+                "method": method,
+                "sigma_G": settings.noise_std,
+                "parameter_name": problem.parameter_name,
+                "time_of_interest": problem.time_of_interest,
+                "seed": settings.seed,
+            },
+        )
+        append_inference_data(staging / f"{method}.nc", data)
+
+
+def append_inference_data(path: Path, data: az.InferenceData) -> None:
+    """Write `data` to `path`, or append it along `function` when the file exists.
+
+    The first write is ArviZ's netCDF layout (a group per InferenceData group, zlib-compressed)
+    with `function` unlimited; later writes grow that dimension and fill the new rows, numbering
+    the functions on from the file's last one.
+    """
+    if not path.exists():
+        mode = "w"
+        for group in data.groups():
+            dataset = data[group]
+            encoding = {
+                name: {"zlib": True}
+                for name, values in dataset.variables.items()
+                if np.issubdtype(values.dtype, np.number)
+            }
+            unlimited = [FUNCTION_DIMENSION] if FUNCTION_DIMENSION in dataset.dims else None
+            dataset.to_netcdf(
+                path,
+                mode=mode,
+                group=group,
+                engine="h5netcdf",
+                encoding=encoding,
+                unlimited_dims=unlimited,
             )
-            write_inference_data(staging / f"{method}.nc", data)
-        write_json(staging / "metrics.json", summary)
-        # Move the old run aside, then the new one in: a kill between the two renames leaves both
-        # complete (hidden .previous and .partial folders beside OUT), never neither.
-        previous = staging.with_suffix(".previous")
-        if out.exists():
-            os.replace(out, previous)
-        os.replace(staging, out)
-        if previous.exists():
-            shutil.rmtree(previous)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    write_report([out])
+            mode = "a"
+        return
+    with h5netcdf.File(path, "a") as handle:
+        for group in data.groups():
+            dataset = data[group]
+            if FUNCTION_DIMENSION not in dataset.dims:
+                continue
+            stored = handle[group]
+            old = stored.dimensions[FUNCTION_DIMENSION].size
+            new = old + dataset.sizes[FUNCTION_DIMENSION]
+            stored.resize_dimension(FUNCTION_DIMENSION, new)
+            for name, variable in dataset.variables.items():
+                if FUNCTION_DIMENSION not in variable.dims:
+                    continue
+                values = np.arange(old, new) if name == FUNCTION_DIMENSION else variable.values
+                rows = [slice(None)] * variable.ndim
+                rows[variable.dims.index(FUNCTION_DIMENSION)] = slice(old, new)
+                stored.variables[name][tuple(rows)] = values
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Move the old run aside, then the new one in: a kill between the two renames leaves both
+    complete (hidden .previous and .partial folders beside OUT), never neither."""
+    previous = staging.with_suffix(".previous")
+    if out.exists():
+        os.replace(out, previous)
+    os.replace(staging, out)
+    if previous.exists():
+        shutil.rmtree(previous)
 
 
 def format_table(summary: dict[str, dict[str, float]]) -> str:

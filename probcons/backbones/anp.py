@@ -301,11 +301,14 @@ def elbo_loss(
     batch: Batch,
     kl_weight: float = 1.0,
     free_bits: float = 0.0,
+    batch_mean=None,
 ) -> LossTerms:
     """Negative ELBO per target point, one reparametrized draw of z from the guide.
 
     loss = [ -mean_b log p(u_T,b | z_b) + kl_weight * sum_d max(mean_b KL_bd, free_bits) ] / T.
     With kl_weight = 1 and free_bits = 0 this is Pyro's TraceMeanField_ELBO loss / (B T).
+    batch_mean: (B, d) -> (d,) for mean_b KL_bd (default the mean over this batch; data-parallel
+    training passes the mean over the global batch).
     """
     if batch.target_u is None:
         raise ValueError("batch.target_u: expected observed targets for the ELBO, got None")
@@ -317,7 +320,8 @@ def elbo_loss(
     prior = model_trace.nodes["z"]["fn"].base_dist
     kl_per_dim = kl_divergence(posterior, prior)  # (B, d)
     n_target = batch.target_u.shape[-1]
-    penalised = torch.clamp(kl_per_dim.mean(0), min=free_bits).sum()
+    kl_mean = kl_per_dim.mean(0) if batch_mean is None else batch_mean(kl_per_dim)
+    penalised = torch.clamp(kl_mean, min=free_bits).sum()
     loss = (-log_likelihood.mean() + kl_weight * penalised) / n_target
     mean = model_trace.nodes["_RETURN"]["value"][0]
     z = guide_trace.nodes["z"]["value"]

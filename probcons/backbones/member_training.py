@@ -11,6 +11,11 @@ batch generator's state, so `resume=True` continues an interrupted member exactl
 stopped. `train_members` runs members sequentially (workers = 1) or in `workers` spawned processes
 (`concurrent.futures` with the spawn start method). `export_members` bundles the finished members
 into one checkpoint file; `load_ensemble_backbone` and `load_or_train_ensemble` rebuild a backbone.
+
+Under torchrun (K ranks, `probcons.distributed`) the members are spread one per process instead:
+rank r trains members r, r + K, r + 2 K, ... and writes their files (one writer per file), only
+rank 0 shows its bars, and every rank returns once all members are done. Each member depends on
+its own seeds only, so the files are those of a single process and resume under any K.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from probcons import distributed
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.validation import check_nonnegative, check_positive_int
 
@@ -311,7 +317,8 @@ def train_members(
 
     workers = 1 trains them one after another in this process; workers > 1 trains up to that
     many at once in spawned processes, each with `options.threads` torch threads and its own
-    progress bar. The results do not depend on `workers`.
+    progress bar. In a process group of K ranks (torchrun) rank r trains members r, r + K, ...
+    (`workers` is then ignored). The results do not depend on `workers` or K.
     """
     task = _check_task(task)
     options = _check_options(options)
@@ -319,6 +326,12 @@ def train_members(
     check_positive_int(workers, "workers")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    current = distributed.world()
+    if current.is_distributed:
+        for k in range(current.rank, members, current.size):
+            train_member(task, k, directory, options, resume, progress and current.is_main)
+        distributed.barrier()  # every member file is written before any rank returns
+        return [member_path(directory, k) for k in range(members)]
     if workers == 1 or members == 1:
         return [train_member(task, k, directory, options, resume, progress) for k in range(members)]
     context = multiprocessing.get_context("spawn")
@@ -583,6 +596,7 @@ def ensemble_train_command(args: argparse.Namespace) -> int:
 
     check_positive_int(args.threads, "threads")
     torch.set_num_threads(args.threads)
+    current = distributed.initialize()  # one member per process under torchrun
     problem = get_problem(args.problem).name
     task = default_task(problem, args.backbone, **_config_from_args(args))
     defaults = DEFAULT_OPTIONS[args.backbone]
@@ -604,6 +618,8 @@ def ensemble_train_command(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
     )
+    if not current.is_main:
+        return 0
     _, _, _, extra = load_members(out)
     losses = ", ".join(f"{value:.4f}" for value in extra["validation_loss"])
     print(

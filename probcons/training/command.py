@@ -1,4 +1,11 @@
-"""`probcons train PROBLEM --backbone anp ...`: the arguments and the command behind them."""
+"""`probcons train PROBLEM --backbone anp ...`: the arguments and the command behind them.
+
+Under torchrun the command joins the process group from torchrun's variables and trains with
+DistributedDataParallel (`--batch-size` is the global batch, a multiple of the process count);
+rank 0 alone prints, writes checkpoints and exports:
+
+    torchrun --nproc_per_node=4 -m probcons.training stefan --batch-size 16
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from probcons import distributed
 from probcons.backbones.anp import ANPConfig
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.training.trainer import TrainingOptions, train_anp
@@ -82,6 +90,7 @@ def train_command(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ValueError(f"threads: expected a positive integer, got {args.threads!r}")
     torch.set_num_threads(args.threads)
+    current = distributed.initialize()  # a process group under torchrun, else nothing
     problem = get_problem(args.problem)
     config = ANPConfig(
         t_range=problem.t_range,
@@ -110,9 +119,12 @@ def train_command(args: argparse.Namespace) -> int:
     result = train_anp(
         problem, out, config, options, resume=args.resume, progress=not args.no_progress
     )
+    if not current.is_main:
+        return 0
     print(
         f"trained {run_name(problem.name, options.softc_lambda)}: {result.steps} steps, "
-        f"{result.train_seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU, best validation NLL "
+        f"{result.train_seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU"
+        f"{f' (rank 0 of {current.size})' if current.is_distributed else ''}, best validation NLL "
         f"{result.best_validation:.4f}"
     )
     print(f"best: {result.best_path}\nlast: {result.last_path}")

@@ -11,6 +11,11 @@ predictive NLL of held-out functions (z ~ p(z | C), `validation_samples` draws m
 measured and the best weights are written to `best.pt`; every `checkpoint_every` steps the
 full state (weights, optimizer, random states, epoch order) goes to `last.pt`, atomically,
 so `resume=True` continues an interrupted run exactly where it stopped.
+
+Under torchrun (a process group of K ranks, see `probcons.distributed`) every rank draws the
+same global batch of B functions and trains on its B / K rows through DistributedDataParallel;
+the averaged gradient is that of the global batch, so K ranks follow the single process's run
+(to float rounding) and its checkpoints, written by rank 0 only, resume under any K.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from torch import nn
 
-from probcons.backbones.anp import ANPConfig, AttentiveNeuralProcess, elbo_loss
+from probcons import distributed
+from probcons.backbones.anp import ANPConfig, AttentiveNeuralProcess, LossTerms, elbo_loss
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.softc import softc_loss, softc_penalty
 from probcons.training.data import sample_batch
@@ -151,11 +157,38 @@ def kl_weight(options: TrainingOptions, step: int) -> float:
     return min(1.0, step / options.kl_warmup_steps)
 
 
+def sharded_elbo_loss(
+    anp: AttentiveNeuralProcess, batch, kl_weight: float = 1.0, free_bits: float = 0.0
+) -> LossTerms:
+    """`elbo_loss` on this rank's shard of a global batch, for DDP's gradient averaging.
+
+    Per rank r: [ -mean_{b in r} log p(u_b | z_b) + kl_weight * sum_d max(KL_d, free_bits) ] / T
+    with KL_d the global batch-mean KL (`distributed.global_mean`) and z_b the single process's
+    draws (`distributed.ShardedNoise`); the mean over ranks of the gradients is the gradient of
+    `elbo_loss` on the global batch.
+    """
+    with distributed.ShardedNoise(["z"]):
+        return elbo_loss(
+            anp,
+            batch,
+            kl_weight,
+            free_bits,
+            batch_mean=lambda kl: distributed.global_mean(kl.mean(0)),
+        )
+
+
 def training_loss(
     anp: AttentiveNeuralProcess, problem, batch, parameters, options: TrainingOptions, step: int
 ):
-    """(loss, terms): the annealed, free-bits ELBO loss, plus the SoftC penalty when lambda > 0."""
-    terms = elbo_loss(anp, batch, kl_weight=kl_weight(options, step), free_bits=options.free_bits)
+    """(loss, terms): the annealed, free-bits ELBO loss, plus the SoftC penalty when lambda > 0.
+
+    In a process group of several ranks, `batch` and `parameters` are this rank's shard and the
+    ELBO is `sharded_elbo_loss`; the SoftC penalty is a mean over functions already.
+    """
+    loss_function = sharded_elbo_loss if distributed.world().is_distributed else elbo_loss
+    terms = loss_function(
+        anp, batch, kl_weight=kl_weight(options, step), free_bits=options.free_bits
+    )
     loss = terms.loss
     penalty = torch.zeros(())
     if options.softc_lambda > 0:
@@ -165,6 +198,20 @@ def training_loss(
         penalty = softc_penalty(problem, parameters, mean, tx)
         loss = softc_loss(loss, penalty, options.softc_lambda)
     return loss, terms, penalty
+
+
+class TrainingObjective(nn.Module):
+    """`training_loss` as a module's forward, so that DistributedDataParallel can wrap it."""
+
+    def __init__(self, anp: AttentiveNeuralProcess, problem, options: TrainingOptions):
+        super().__init__()
+        self.network = anp.network
+        self.anp = anp
+        self.problem = problem
+        self.options = options
+
+    def forward(self, batch, parameters, step: int):
+        return training_loss(self.anp, self.problem, batch, parameters, self.options, step)
 
 
 class ValidationSet:
@@ -245,8 +292,10 @@ def train_anp(
 ) -> TrainingResult:
     """Train an ANP on `problem`; checkpoints in `out_dir` (best.pt, last.pt).
 
-    resume: continue from out_dir/last.pt (same settings; epochs may grow). max_steps: stop
-    after this many steps in this call (for tests and for interrupting on purpose).
+    resume: continue from out_dir/last.pt (same settings; epochs may grow; any world size).
+    max_steps: stop after this many steps in this call (for tests and for interrupting on
+    purpose). In a process group (torchrun) options.batch_size is the global batch, a multiple
+    of the world size; only rank 0 validates, writes checkpoints and shows the progress bar.
     """
     options = options or TrainingOptions()
     config = config or ANPConfig(t_range=problem.t_range, x_range=problem.x_range)
@@ -257,6 +306,8 @@ def train_anp(
             f"config: expected t_range={problem.t_range}, x_range={problem.x_range} of "
             f"{problem.name!r}, got {config.t_range}, {config.x_range}"
         )
+    current = distributed.world()
+    rows = distributed.shard(options.batch_size, current)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hyper = hyperparameters(problem, config, options)
@@ -287,12 +338,20 @@ def train_anp(
         cpu_seconds = float(extra.get("cpu_seconds", 0.0))
         best_validation = float(extra["best_validation"])
         history = list(extra["history"])
+    if distributed.broadcast(step) != step:  # a rank that does not see rank 0's last.pt
+        raise ValueError(
+            f"resume: rank {current.rank} found step {step} in {str(last_path)!r}, rank 0 "
+            "another; put --out on a file system every node sees"
+        )
 
-    validation = ValidationSet(problem, options)
+    objective = distributed.wrap(TrainingObjective(anp, problem, options))
+    validation = ValidationSet(problem, options) if current.is_main else None
     steps_per_epoch = options.steps_per_epoch
     stop = options.total_steps if max_steps is None else min(options.total_steps, step + max_steps)
 
     def save_last() -> None:
+        if not current.is_main:
+            return
         save_checkpoint(
             last_path,
             {
@@ -313,7 +372,7 @@ def train_anp(
             },
         )
 
-    bar = tqdm(
+    bar = distributed.progress_bar(
         total=options.total_steps,
         initial=step,
         disable=not progress,
@@ -337,9 +396,12 @@ def train_anp(
             options.n_strata,
             options.per_stratum,
         )
+        if current.is_distributed:  # every rank drew the global batch; keep this rank's rows
+            batch = type(batch)(*(tensor[rows] for tensor in batch))
+            parameters = parameters[rows]
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(options, step)
-        loss, terms, penalty = training_loss(anp, problem, batch, parameters, options, step)
+        loss, terms, penalty = objective(batch, parameters, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -350,9 +412,11 @@ def train_anp(
             "kl": float(terms.kl.detach()),
             "softc": float(penalty.detach()),
         }
+        last_terms = distributed.average(last_terms)  # the global batch's values
         bar.update(1)
         bar.set_postfix(loss=f"{last_terms['loss']:.3f}", kl=f"{last_terms['kl']:.2f}")
-        if step % options.validate_every == 0 or step == options.total_steps:
+        validate = step % options.validate_every == 0 or step == options.total_steps
+        if validate and current.is_main:
             train_seconds, cpu_seconds, started, cpu_started = _clock(
                 train_seconds, cpu_seconds, started, cpu_started
             )
@@ -385,7 +449,7 @@ def train_anp(
     train_seconds, cpu_seconds, started, cpu_started = _clock(
         train_seconds, cpu_seconds, started, cpu_started
     )
-    if not best_path.exists():  # stopped before the first validation
+    if current.is_main and not best_path.exists():  # stopped before the first validation
         scores = validation.evaluate(anp)
         best_validation = scores["val_nll"]
         save_checkpoint(
@@ -394,6 +458,8 @@ def train_anp(
             hyper,
             {"step": step, "train_seconds": train_seconds, "cpu_seconds": cpu_seconds, **scores},
         )
+    best_validation, history = distributed.broadcast((best_validation, history))
+    distributed.barrier()  # every rank returns once rank 0's checkpoints are written
     return TrainingResult(
         best_path, last_path, best_validation, train_seconds, cpu_seconds, step, history
     )

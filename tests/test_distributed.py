@@ -1,0 +1,305 @@
+"""Data-parallel training with 2 gloo processes on loopback equals 1 process on the global batch."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.distributions import Normal, kl_divergence
+
+from probcons import distributed
+from probcons.backbones.anp import ANPConfig, AttentiveNeuralProcess, elbo_loss
+from probcons.backbones.ensemble import DeepEnsembleTask, EnsembleConfig
+from probcons.backbones.member_training import MemberTrainingOptions, train_members
+from probcons.boon.problems import make_problem
+from probcons.boon.training import TrainingConfig, train_model
+from probcons.checkpoint import load_checkpoint
+from probcons.problems import get_problem
+from probcons.training import TrainingOptions, train_anp
+from probcons.training.data import sample_batch
+from probcons.training.trainer import sharded_elbo_loss
+
+WORLD_SIZE = 2
+TOLERANCE = dict(rtol=1e-4, atol=1e-6)  # float32 sums of shards in another order
+MEMBERS = 3
+MEMBER_OPTIONS = MemberTrainingOptions(steps=3, batch_size=2, checkpoint_every=2)
+BOON_CONFIG = TrainingConfig(
+    modes=4, width=8, layers=2, padding=4, projection_width=8, epochs=2, batch_size=6
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def anp_config(problem):
+    return ANPConfig(
+        t_range=problem.t_range,
+        x_range=problem.x_range,
+        hidden=8,
+        heads=2,
+        latent_dim=4,
+        latent_self_attention=1,
+        deterministic_self_attention=1,
+        decoder_layers=2,
+        decoder_width=8,
+    )
+
+
+def anp_options(**overrides):
+    values = dict(
+        epochs=2,
+        n_functions=8,
+        batch_size=4,
+        n_target=12,
+        n_strata=2,
+        per_stratum=3,
+        n_validation=2,
+        validation_samples=2,
+        validate_every=2,
+        checkpoint_every=1,
+        kl_warmup_steps=2,
+        free_bits=0.5,
+        softc_lambda=0.1,
+        seed=5,
+    )
+    values.update(overrides)
+    return TrainingOptions(**values)
+
+
+def boon_data():
+    problem = make_problem("heat-neumann", n_x=17, n_times=2)
+    return problem, problem.generate(7, torch.Generator().manual_seed(0))
+
+
+def ensemble_task():
+    return DeepEnsembleTask("stefan", EnsembleConfig(hidden=8, layers=1, points_per_function=8))
+
+
+def _sharded_gradients(directory: str, current) -> None:
+    """Rank-averaged gradients of `sharded_elbo_loss` and, on rank 0, `elbo_loss` on the global
+    batch, with a free-bits floor between rank 0's mean KL of one dimension and the global one."""
+    stefan = get_problem("stefan")
+    generator = torch.Generator().manual_seed(7)
+    batch = sample_batch(stefan, stefan.sample_parameters(4, generator), generator, 12, 2, 3)
+    torch.manual_seed(0)
+    anp = AttentiveNeuralProcess(anp_config(stefan))
+    net = anp.network
+    with torch.no_grad():
+        posterior = net.encode_latent(
+            torch.cat([batch.context_tx, batch.target_tx], 1),
+            torch.cat([batch.context_u, batch.target_u], 1),
+        )
+        prior = net.encode_latent(batch.context_tx, batch.context_u)
+        kl = kl_divergence(Normal(*posterior), Normal(*prior))  # (4, d)
+    local, overall = kl[:2].mean(0), kl.mean(0)
+    dimension = int((local - overall).abs().argmax())
+    free_bits = float(local[dimension] + overall[dimension]) / 2
+    parameters = list(net.parameters())
+
+    def gradients(loss):
+        return [grad.clone() for grad in torch.autograd.grad(loss, parameters)]
+
+    results = {"free_bits": free_bits}
+    if current.is_main:
+        torch.manual_seed(1)
+        results["single"] = gradients(elbo_loss(anp, batch, 1.0, free_bits).loss)
+    rows = distributed.shard(4, current)
+    shard = type(batch)(*(tensor[rows] for tensor in batch))
+    for name, loss_function in (("sharded", sharded_elbo_loss), ("local_floor", elbo_loss)):
+        torch.manual_seed(1)
+        with distributed.ShardedNoise(["z"]):  # the single process's z in both
+            grads = gradients(loss_function(anp, shard, 1.0, free_bits).loss)
+        for grad in grads:
+            dist.all_reduce(grad)
+            grad /= current.size
+        results[name] = grads
+    if current.is_main:
+        torch.save(results, f"{directory}/gradients.pt")
+
+
+def _worker(rank: int, port: int, directory: str) -> None:
+    """One rank: ANP runs (uninterrupted; interrupted, then resumed), BOON, ensemble members."""
+    torch.set_num_threads(1)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD_SIZE),
+        LOCAL_RANK=str(rank),
+    )
+    current = distributed.initialize("gloo")
+    assert current == distributed.World(rank, WORLD_SIZE, rank)
+    try:
+        _sharded_gradients(directory, current)
+        stefan = get_problem("stefan")
+        config, options = anp_config(stefan), anp_options()
+        train_anp(stefan, f"{directory}/anp", config, options, progress=False)
+        train_anp(stefan, f"{directory}/resumed", config, options, progress=False, max_steps=1)
+        train_anp(stefan, f"{directory}/resumed", config, options, resume=True, progress=False)
+        train_anp(stefan, f"{directory}/partial", config, options, progress=False, max_steps=2)
+        problem, data = boon_data()
+        model, _ = train_model("boon", problem, data, BOON_CONFIG, seed=2)
+        if current.is_main:
+            torch.save(model.state_dict(), f"{directory}/boon.pt")
+        paths = train_members(
+            ensemble_task(), f"{directory}/ensemble", MEMBERS, MEMBER_OPTIONS, progress=False
+        )
+        assert all(path.exists() for path in paths)  # every rank returns after all members
+    finally:
+        distributed.finalize()
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("distributed")
+    mp.spawn(_worker, args=(free_port(), str(directory)), nprocs=WORLD_SIZE, join=True)
+    return directory
+
+
+def network(path):
+    return load_checkpoint(path)["state"]["network"]
+
+
+def assert_same_weights(a, b, **tolerance):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], **(tolerance or TOLERANCE), msg=key)
+
+
+def test_two_anp_processes_match_one_with_the_same_global_batch(two_process_runs, tmp_path):
+    stefan = get_problem("stefan")
+    single = train_anp(stefan, tmp_path, anp_config(stefan), anp_options(), progress=False)
+    assert_same_weights(network(two_process_runs / "anp" / "last.pt"), network(single.last_path))
+    saved = load_checkpoint(two_process_runs / "anp" / "last.pt")
+    reference = load_checkpoint(single.last_path)
+    assert saved["extra"]["step"] == reference["extra"]["step"] == anp_options().total_steps
+    # the random streams a checkpoint holds are the single process's: resumable under any K
+    assert torch.equal(saved["state"]["rng_data"], reference["state"]["rng_data"])
+    assert torch.equal(saved["state"]["rng_torch"], reference["state"]["rng_torch"])
+    losses = [row["loss"] for row in saved["extra"]["history"]]
+    expected = [row["loss"] for row in reference["extra"]["history"]]
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(expected), **TOLERANCE)
+
+
+def test_sharded_elbo_gradient_is_the_global_batch_gradient(two_process_runs):
+    saved = torch.load(two_process_runs / "gradients.pt")
+    assert saved["free_bits"] > 0
+    for sharded, single in zip(saved["sharded"], saved["single"], strict=True):
+        torch.testing.assert_close(sharded, single, **TOLERANCE)
+    # the floor on each rank's own batch-mean KL would give another gradient
+    differences = [
+        float((local - single).abs().max())
+        for local, single in zip(saved["local_floor"], saved["single"], strict=True)
+    ]
+    assert max(differences) > 1e-3
+
+
+def test_a_resumed_distributed_run_equals_an_uninterrupted_one(two_process_runs):
+    assert_same_weights(
+        network(two_process_runs / "resumed" / "last.pt"),
+        network(two_process_runs / "anp" / "last.pt"),
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_a_distributed_checkpoint_resumes_in_one_process(two_process_runs, tmp_path):
+    stefan = get_problem("stefan")
+    config, options = anp_config(stefan), anp_options()
+    partial = load_checkpoint(two_process_runs / "partial" / "last.pt")
+    assert partial["extra"]["step"] == 2 < options.total_steps
+    (tmp_path / "resumed").mkdir()
+    (tmp_path / "resumed" / "last.pt").write_bytes(
+        (two_process_runs / "partial" / "last.pt").read_bytes()
+    )
+    resumed = train_anp(stefan, tmp_path / "resumed", config, options, resume=True, progress=False)
+    single = train_anp(stefan, tmp_path / "single", config, options, progress=False)
+    assert resumed.steps == single.steps == options.total_steps
+    assert_same_weights(network(resumed.last_path), network(single.last_path))
+
+
+def test_two_boon_processes_match_one_with_the_same_global_batch(two_process_runs):
+    problem, data = boon_data()
+    # 7 samples in batches of 6 and 1: 3 + 3 samples, then 1 + none (a zero-weighted sample)
+    model, _ = train_model("boon", problem, data, BOON_CONFIG, seed=2)
+    assert_same_weights(torch.load(two_process_runs / "boon.pt"), model.state_dict())
+
+
+def test_a_batch_that_does_not_split_over_the_ranks_is_refused():
+    with pytest.raises(ValueError, match="batch_size: expected a multiple of the world size 2"):
+        distributed.shard(5, distributed.World(0, 2))
+    assert distributed.shard(6, distributed.World(1, 2)) == slice(3, 6)
+    assert distributed.shard(6, distributed.World()) == slice(0, 6)
+
+
+def test_without_torchrun_nothing_is_distributed(monkeypatch):
+    for name in distributed.TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert not dist.is_initialized()
+    assert distributed.initialize() == distributed.World()
+    assert distributed.average({"loss": 2.5}) == {"loss": 2.5}
+    value = torch.tensor([1.0, 2.0], requires_grad=True)
+    assert distributed.global_mean(value) is value
+    module = torch.nn.Linear(2, 2)
+    assert distributed.wrap(module) is module
+
+
+def run_files(directory):
+    """{method file: {group: dataset}} of a run directory, loaded into memory."""
+    import xarray as xr
+
+    files = {}
+    for path in sorted(directory.glob("*.nc")):
+        groups = ("posterior_predictive", "observed_data", "constant_data")
+        files[path.name] = {}
+        for group in groups:
+            dataset = xr.load_dataset(path, group=group, engine="h5netcdf")
+            del dataset.attrs["created_at"]  # the time of writing
+            files[path.name][group] = dataset
+    return files
+
+
+def test_chunked_evaluation_equals_one_shot_evaluation(tmp_path):
+    import json
+
+    from probcons.runner import RunSettings, run
+
+    def evaluate(chunk, name):
+        settings = RunSettings(
+            problem="stefan",
+            backbone="gp",
+            backbone_options={"iterations": 3},
+            n_functions=3,
+            grid=(9, 11),
+            draws=6,
+            seed=4,
+            out=tmp_path / name,
+            chunk_functions=chunk,
+        )
+        summary = run(settings, progress=False, report=False)
+        return summary, json.loads((tmp_path / name / "metrics.json").read_text())
+
+    one_shot, one_shot_file = evaluate(3, "one-shot")
+    chunked, chunked_file = evaluate(2, "chunked")  # chunks of 2 and 1 functions
+    assert chunked == one_shot and chunked_file == one_shot_file
+    expected, streamed = run_files(tmp_path / "one-shot"), run_files(tmp_path / "chunked")
+    assert sorted(streamed) == ["hardc.nc", "probconserv.nc", "unconstrained.nc"]
+    for name, groups in expected.items():
+        for group, dataset in groups.items():
+            assert dataset.sizes["function"] == 3
+            assert dataset.identical(streamed[name][group]), (name, group)
+    with pytest.raises(ValueError, match="chunk_functions: expected a positive integer"):
+        RunSettings(problem="stefan", chunk_functions=0, out=tmp_path / "bad").check()
+
+
+def test_ensemble_members_spread_one_per_process_match_one_process(two_process_runs, tmp_path):
+    single = train_members(ensemble_task(), tmp_path, MEMBERS, MEMBER_OPTIONS, progress=False)
+    for path in single:
+        spread = load_checkpoint(two_process_runs / "ensemble" / path.name)
+        assert spread["extra"]["step"] == MEMBER_OPTIONS.steps
+        assert_same_weights(spread["state"]["model"], load_checkpoint(path)["state"]["model"])
