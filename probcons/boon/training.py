@@ -5,6 +5,12 @@ Three model kinds share widths, modes, layers, epochs and seeds:
 - "fno-bc":  u = FNO([a, g]) with the boundary data g as 2 m constant input channels
 - "boon":    u = BoonFNO([a, g]) (same inputs as fno-bc), kernel-corrected, exact boundary solve
 Loss: mean relative L2 over samples; Adam with weight decay, step decay of the learning rate.
+
+Under torchrun (K ranks, `probcons.distributed`) every rank draws the same shuffled order and
+keeps its part of each mini-batch of b samples (torch.tensor_split: sizes differ by at most one;
+a rank left without a sample runs one with weight 0); rank r's loss is sum_{i in r} l_i * K / b,
+so DDP's gradient average (1/K) sum_r is the gradient of the single process's mean over the b
+samples, and the weights follow a single process's run.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from probcons import distributed
 from probcons.boon.correction import BoonFNO1d
 from probcons.boon.problems import OperatorData, OperatorProblem
 from probcons.operators.fno import FNO1d
@@ -133,7 +140,13 @@ def train_model(
     seed: int = 0,
     callback=None,
 ) -> tuple[nn.Module, float]:
-    """Train a new model of `kind`; returns (model, seconds). callback(epoch, model) after each epoch."""
+    """Train a new model of `kind`; returns (model, seconds). callback(epoch, model) after each epoch.
+
+    In a process group (torchrun) each mini-batch of config.batch_size samples is split over the
+    ranks and the returned model (the same on every rank) is the unwrapped module; the callback
+    runs on every rank (write files from rank 0 only: `distributed.world().is_main`).
+    """
+    current = distributed.world()
     torch.manual_seed(seed)
     model = build_model(kind, problem, config)
     inputs = model_inputs(kind, train).float()
@@ -143,6 +156,7 @@ def train_model(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, config.decay_every, config.decay_factor)
+    network = distributed.wrap(model)
     shuffle = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for epoch in range(config.epochs):
@@ -150,11 +164,21 @@ def train_model(
         order = torch.randperm(len(train), generator=shuffle)
         for begin in range(0, len(train), config.batch_size):
             index = order[begin : begin + config.batch_size]
+            if current.is_distributed:
+                weight = current.size / len(index)
+                local = torch.tensor_split(index, current.size)[current.rank]
+                if len(local) == 0:  # fewer samples than ranks: a zero-weighted one keeps step
+                    local, weight = index[:1], 0.0
+                index = local
             if kind == "boon":
-                output = model(inputs[index], None if boundary is None else boundary[index])
+                output = network(inputs[index], None if boundary is None else boundary[index])
             else:
-                output = model(inputs[index])
-            loss = relative_l2(output, targets[index]).mean()
+                output = network(inputs[index])
+            errors = relative_l2(output, targets[index])
+            if current.is_distributed:
+                loss = errors.sum() * weight
+            else:
+                loss = errors.mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
