@@ -65,7 +65,19 @@ def _add_run(subparsers) -> None:
     )
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (BOON problems)")
     parser.add_argument(
+        "--n-train", type=int, default=None, help="training samples/trajectories (BOON problems)"
+    )
+    parser.add_argument(
+        "--n-test", type=int, default=None, help="test samples/trajectories (BOON problems)"
+    )
+    parser.add_argument(
         "--checkpoint", type=Path, default=None, help="trained backbone (default: shipped one)"
+    )
+    parser.add_argument(
+        "--chunk-functions",
+        type=int,
+        default=10,
+        help="test functions evaluated and written per chunk (memory stays flat; default 10)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -80,7 +92,14 @@ def _run_operator(args) -> int:
     backbone = args.backbone or "boon-fno"
     out = args.out or Path("posteriors") / f"{args.problem}-{backbone}"
     check_output_directory(out, args.overwrite)
-    result = run_operator_problem(args.problem, backbone, out, seed=args.seed, epochs=args.epochs)
+    sizes = {
+        key: value
+        for key, value in (("n_train", args.n_train), ("n_test", args.n_test))
+        if value is not None
+    }
+    result = run_operator_problem(
+        args.problem, backbone, out, seed=args.seed, epochs=args.epochs, **sizes
+    )
     print(
         f"{args.problem}, {backbone}: "
         + ", ".join(
@@ -97,11 +116,12 @@ def _run(args) -> int:
     import torch
 
     from probcons.boon.problems import OPERATOR_PROBLEMS
+    from probcons.boon.problems2d import OPERATOR_PROBLEMS_2D
     from probcons.runner import RunSettings, format_table, run
     from probcons.validation import check_positive_int
 
     torch.set_num_threads(check_positive_int(args.threads, "threads"))
-    if args.problem in OPERATOR_PROBLEMS:
+    if args.problem in OPERATOR_PROBLEMS or args.problem in OPERATOR_PROBLEMS_2D:
         return _run_operator(args)
     args.backbone = args.backbone or "gp"
     settings = RunSettings(
@@ -118,6 +138,7 @@ def _run(args) -> int:
         overwrite=args.overwrite,
         model=args.model,
         backbone_options={} if args.checkpoint is None else {"checkpoint": args.checkpoint},
+        chunk_functions=args.chunk_functions,
     )
     summary = run(settings, progress=not args.quiet)
     print(
@@ -174,8 +195,9 @@ def _list(args) -> int:
     for problem in PROBLEMS.values():
         print(f"  {problem.describe()}")
     from probcons.boon.problems import OPERATOR_PROBLEMS
+    from probcons.boon.problems2d import OPERATOR_PROBLEMS_2D
 
-    for name, text in OPERATOR_PROBLEMS.items():
+    for name, text in {**OPERATOR_PROBLEMS, **OPERATOR_PROBLEMS_2D}.items():
         print(f"  {name} (BOON): {text}")
     print("backbones:")
     for name, text in BACKBONES.items():

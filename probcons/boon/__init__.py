@@ -1,7 +1,8 @@
 """BOON: boundary-corrected Fourier neural operators (Saad et al., ICLR 2023).
 
 Kernel corrections of each Fourier layer for Dirichlet, Neumann and periodic conditions, the
-exact output solve, operator-learning problems with their own data, training and a runner.
+exact output solve, operator-learning problems with their own data, training and a runner; in
+2-D (correction2d, problems2d, training2d) Dirichlet and Neumann conditions on all four sides.
 """
 
 from probcons.boon.conditions import BoundaryCondition, dirichlet, neumann, periodic
@@ -12,11 +13,21 @@ from probcons.boon.correction import (
     boundary_blocks,
     boundary_columns,
 )
+from probcons.boon.correction2d import (
+    BoonFNO2d,
+    BoundaryCondition2d,
+    CorrectedFourierLayer2d,
+    dirichlet2d,
+    neumann2d,
+)
 from probcons.boon.ensemble import BoonEnsemble, conserve, heat_constraints
 
 __all__ = [
     "BoonEnsemble",
     "BoonFNO1d",
+    "BoonFNO2d",
+    "BoundaryCondition2d",
+    "CorrectedFourierLayer2d",
     "BoundaryCondition",
     "BoundaryCorrectionError",
     "CorrectedFourierLayer",
@@ -25,6 +36,8 @@ __all__ = [
     "conserve",
     "heat_constraints",
     "dirichlet",
+    "dirichlet2d",
     "neumann",
+    "neumann2d",
     "periodic",
 ]

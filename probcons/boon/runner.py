@@ -4,6 +4,8 @@ Backbones: "fno", "fno-bc" (FNO with the boundary data as input channels), "boon
 kernel-corrected FNO), "boon-ensemble" (members x boon-fno as a Gaussian backbone; on
 heat-neumann also the ProbConserv update on [conservation; Neumann rows]).
 Writes out_dir/metrics.json, out_dir/model.pt (or member_<e>.pt) and out_dir/boundary.png.
+2-D problems (problems2d: cavity, wave2d; backbones fno, fno-bc, boon-fno) train the one-step
+model, roll the test trajectories out and write metrics.json, model.pt and error_vs_time.png.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import torch
 
 from probcons.boon.ensemble import BoonEnsemble, conserve, heat_constraints
 from probcons.boon.problems import OPERATOR_PROBLEMS, make_problem
+from probcons.boon.problems2d import OPERATOR_PROBLEMS_2D, make_problem2d
 from probcons.boon.training import TrainingConfig, config_dict, evaluate, predict, train_model
 from probcons.io import write_json
 from probcons.validation import check_positive_int
 
 BACKBONES = {"fno": "fno", "fno-bc": "fno-bc", "boon-fno": "boon", "boon-ensemble": "boon"}
+BACKBONES_2D = ("fno", "fno-bc", "boon-fno")
+TRAJECTORIES_2D = (80, 16)  # default training / test trajectories of the 2-D problems
 
 
 def _save(model, path: Path, problem_name: str, kind: str) -> None:
@@ -37,8 +42,8 @@ def run_operator_problem(
     out_dir: str | Path,
     seed: int = 0,
     *,
-    n_train: int = 200,
-    n_test: int = 100,
+    n_train: int | None = None,
+    n_test: int | None = None,
     n_x: int = 65,
     n_times: int | None = None,
     config: TrainingConfig | None = None,
@@ -49,16 +54,32 @@ def run_operator_problem(
 ) -> dict:
     """Train `backbone` on `problem` (seeded), evaluate on a test set, write files; return metrics.
 
-    problem: a key of OPERATOR_PROBLEMS; backbone: a key of BACKBONES; out_dir: created if
-    needed; seed: data, initialisation and batch order; n_train / n_test samples; n_x grid nodes
-    on [0, 1]; n_times output times (default per problem); config: TrainingConfig (defaults),
+    problem: a key of OPERATOR_PROBLEMS (or of OPERATOR_PROBLEMS_2D: run_operator_problem2d);
+    backbone: a key of BACKBONES; out_dir: created if needed; seed: data, initialisation and
+    batch order; n_train / n_test samples (default 200 / 100; 2-D: TRAJECTORIES_2D); n_x grid
+    nodes on [0, 1]; n_times output times (default per problem); config: TrainingConfig (defaults),
     epochs overrides config.epochs; members: ensemble size (boon-ensemble only); threads:
     torch.set_num_threads (None leaves it); figure: write boundary.png.
     """
+    if problem in OPERATOR_PROBLEMS_2D:
+        return run_operator_problem2d(
+            problem,
+            backbone,
+            out_dir,
+            seed,
+            n_train=TRAJECTORIES_2D[0] if n_train is None else n_train,
+            n_test=TRAJECTORIES_2D[1] if n_test is None else n_test,
+            epochs=epochs,
+            threads=threads,
+            figure=figure,
+        )
     if problem not in OPERATOR_PROBLEMS:
-        raise ValueError(f"problem: expected one of {sorted(OPERATOR_PROBLEMS)}, got {problem!r}")
+        known = sorted(OPERATOR_PROBLEMS) + sorted(OPERATOR_PROBLEMS_2D)
+        raise ValueError(f"problem: expected one of {known}, got {problem!r}")
     if backbone not in BACKBONES:
         raise ValueError(f"backbone: expected one of {sorted(BACKBONES)}, got {backbone!r}")
+    n_train = 200 if n_train is None else n_train
+    n_test = 100 if n_test is None else n_test
     check_positive_int(n_train, "n_train")
     check_positive_int(n_test, "n_test")
     if threads is not None:
@@ -144,3 +165,99 @@ def ensemble_metrics(ensemble: BoonEnsemble, problem, test) -> dict:
             }
         )
     return metrics
+
+
+def run_operator_problem2d(
+    problem: str,
+    backbone: str,
+    out_dir: str | Path,
+    seed: int = 0,
+    *,
+    n_train: int = TRAJECTORIES_2D[0],
+    n_test: int = TRAJECTORIES_2D[1],
+    n: int = 50,
+    config=None,
+    epochs: int | None = None,
+    threads: int | None = 1,
+    figure: bool = True,
+    progress: bool = False,
+) -> dict:
+    """Train a one-step 2-D model (problems2d), roll out the test trajectories, write files.
+
+    problem: "cavity" or "wave2d"; backbone: one of BACKBONES_2D; n_train / n_test trajectories
+    (training seed `seed`, test seed `seed` + 1000); n nodes per side; config: TrainingConfig2d
+    (defaults), epochs overrides config.epochs. Writes metrics.json, model.pt (weights and
+    hyperparameters; `training2d.load_model2d`) and error_vs_time.png; returns the metrics.
+    """
+    from probcons.boon.training2d import TrainingConfig2d, evaluate2d, train_model2d
+    from probcons.boon.training2d import config_dict as config_dict2d
+    from probcons.checkpoint import save_checkpoint
+
+    if problem not in OPERATOR_PROBLEMS_2D:
+        raise ValueError(
+            f"problem: expected one of {sorted(OPERATOR_PROBLEMS_2D)}, got {problem!r}"
+        )
+    if backbone not in BACKBONES_2D:
+        raise ValueError(
+            f"backbone: expected one of {list(BACKBONES_2D)} for {problem}, got {backbone!r}"
+        )
+    check_positive_int(n_train, "n_train")
+    check_positive_int(n_test, "n_test")
+    if threads is not None:
+        torch.set_num_threads(check_positive_int(threads, "threads"))
+    config = config or TrainingConfig2d()
+    if epochs is not None:
+        config = replace(config, epochs=check_positive_int(epochs, "epochs"))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = make_problem2d(problem, n=n)
+    train, test = spec.generate(n_train, seed), spec.generate(n_test, seed + 1000)
+    kind = BACKBONES[backbone]
+    model, seconds = train_model2d(kind, spec, train, config, seed, progress=progress)
+    metrics, _ = evaluate2d(model, kind, spec, test)
+    result = {
+        "problem": problem,
+        "backbone": backbone,
+        "seed": seed,
+        "map": "one autoregressive step, rolled out from the first state(s) to t_end",
+        "sizes": {"n_train": n_train, "n_test": n_test, "n": spec.n, "n_steps": spec.n_steps},
+        "config": config_dict2d(config),
+        "machine": {"platform": platform.platform(), "torch": torch.__version__},
+        "metrics": {**metrics, "train_s": seconds},
+    }
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    save_checkpoint(
+        out_dir / "model.pt",
+        state,
+        model.hyperparameters,
+        {
+            "problem": problem,
+            "kind": kind,
+            "n": spec.n,
+            "n_steps": spec.n_steps,
+            "t_end": spec.t_end,
+            "config": config_dict2d(config),
+        },
+    )
+    write_json(out_dir / "metrics.json", result)
+    if figure:
+        _plot_steps(spec, metrics["rel_l2_per_step"], backbone, out_dir / "error_vs_time.png")
+    return result
+
+
+def _plot_steps(problem, errors: list[float], label: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = problem.times[-len(errors) :].numpy()
+    figure, axis = plt.subplots(figsize=(4.6, 3.4))
+    axis.semilogy(times, errors, "C0-o", ms=3, label=label)
+    axis.set_xlabel("t")
+    axis.set_ylabel("relative L2 error of the rollout")
+    axis.set_title(problem.name)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
