@@ -1,16 +1,25 @@
 """The ProbConserv comparison on the GPME problems: ANP, SoftC-ANP, HardC-ANP, ProbConserv-ANP,
-and the GP backbone unconstrained and with ProbConserv, side by side.
+the GP backbone unconstrained and with ProbConserv, and the deep ensemble and FNO ensemble
+unconstrained, with HardC and with ProbConserv, side by side.
 
     python benchmarks/gpme.py --problems stefan                 # shipped checkpoints
     python benchmarks/gpme.py --problems stefan --train-missing # train what is missing first
+    python benchmarks/gpme.py --methods ensembles --n-functions 10  # only the ensemble rows,
+                                                                    # merged into the stored JSON
 
 Per problem and test parameter: `n_functions` test functions (contexts drawn per function with
 a fixed seed, the same for every method), a uniform (n_t x n_x) evaluation grid, `latent_samples`
 ANP latent draws mixed by the law of total variance, `draws` posterior samples per function for
-CRPS, coverage and the front position. ProbConserv and HardC use the problem's Pyro model
-(models/PROBLEM.py) and its conservation site, exactly as `probcons run` does. Prints one table
-per problem and parameter with the machine, writes benchmarks/results/gpme.json (merged with
-the problems not run) and gpme.md, and for Stefan u* = 0.6 the shock-position figure.
+CRPS, coverage and the front position. The ensembles see (t, x, parameter) and not the contexts,
+so their prediction is the same for every test function of a parameter value: it is computed
+once per value and only the posterior draws differ between functions (MSE, CE and LL then have
+a standard error of 0; CRPS, coverage and the front position average the draws' Monte Carlo
+noise). ProbConserv and HardC use the problem's Pyro model (models/PROBLEM.py) and its
+conservation site, exactly as `probcons run` does. Prints one table per problem and parameter
+with the machine, writes benchmarks/results/gpme.json (merged, method by method, with what was
+not run) and gpme.md, and, when the ANP methods ran on Stefan u* = 0.6, the shock-position
+figure. Ensembles come from models/checkpoints/<problem>-{ensemble,fno-ensemble}.pt, or from
+`--ensemble-dir` where it holds them.
 """
 
 from __future__ import annotations
@@ -28,8 +37,12 @@ import torch
 
 from probcons import metrics
 from probcons.backbones.anp import ANPBackbone, default_checkpoint
+from probcons.backbones.ensemble import DeepEnsembleBackbone
+from probcons.backbones.fno_ensemble import FNOEnsembleBackbone
 from probcons.backbones.gp import GPBackbone
+from probcons.backbones.member_training import load_or_train_ensemble
 from probcons.checkpoint import load_checkpoint
+from probcons.covariance import LowRankCovariance
 from probcons.io import write_json, write_text
 from probcons.machine import cpu_name
 from probcons.problems import get_problem, sample_contexts
@@ -48,7 +61,28 @@ METHODS = {
     "probconserv-anp": ("anp", "probconserv"),
     "gp": ("gp", "unconstrained"),
     "probconserv-gp": ("gp", "probconserv"),
+    "ensemble": ("ensemble", "unconstrained"),
+    "hardc-ensemble": ("ensemble", "hardc"),
+    "probconserv-ensemble": ("ensemble", "probconserv"),
+    "fno-ensemble": ("fno-ensemble", "unconstrained"),
+    "hardc-fno-ensemble": ("fno-ensemble", "hardc"),
+    "probconserv-fno-ensemble": ("fno-ensemble", "probconserv"),
 }
+METHOD_GROUPS = {
+    # shorthand accepted by --methods
+    "anps": ("anp", "softc-anp", "hardc-anp", "probconserv-anp"),
+    "gps": ("gp", "probconserv-gp"),
+    "ensembles": tuple(m for m, (backbone, _) in METHODS.items() if "ensemble" in backbone),
+}
+ENSEMBLE_BACKBONES = ("ensemble", "fno-ensemble")
+SHIPPED_ENSEMBLES = {
+    # variant: (config overrides, the same as `probcons train` flags, run-folder suffix); the
+    # FNO members are smaller than the backbone's default so that 5 fit in 2 MiB
+    "ensemble": ({}, "", ""),
+    "fno-ensemble": ({"width": 12, "modes": (6, 6)}, " --width 12 --modes 6", "-w12m6"),
+}
+CONTEXT_FREE = (DeepEnsembleBackbone, FNOEnsembleBackbone)
+"""Backbones whose prediction ignores the contexts (computed once per parameter value)."""
 JSON_METRICS = ("mse", "mse_t", "ce", "ll", "crps", "coverage_90", "shock_position_error")
 SHOCK_METHODS = ("anp", "softc-anp", "hardc-anp", "probconserv-anp")
 SHOCK_DRAWS = 1000
@@ -98,6 +132,52 @@ def training_seconds(path: Path) -> tuple[float | None, float | None]:
     return (None if wall is None else float(wall)), (None if cpu is None else float(cpu))
 
 
+def ensemble_checkpoint(problem: str, variant: str, directory: Path | None) -> Path:
+    """directory/<problem>-<variant>.pt if it exists (or nothing is shipped), else the shipped
+    models/checkpoints/<problem>-<variant>.pt."""
+    shipped = default_checkpoint(problem, variant)
+    if directory is None:
+        return shipped
+    candidate = Path(directory) / f"{problem}-{variant}.pt"
+    return candidate if candidate.is_file() or not shipped.is_file() else shipped
+
+
+def load_ensemble(problem: str, variant: str, directory: Path | None, train_missing: bool):
+    """The ensemble backbone of `problem` (variant 'ensemble' or 'fno-ensemble'); when missing
+    and allowed, trained as the shipped one was (SHIPPED_ENSEMBLES) into its checkpoint."""
+    path = ensemble_checkpoint(problem, variant, directory)
+    config, flags, suffix = SHIPPED_ENSEMBLES[variant]
+    if not path.is_file() and not train_missing:
+        raise SystemExit(
+            f"missing {path}; pass --train-missing or run `probcons train {problem} "
+            f"--backbone {variant}{flags} --export {path}`"
+        )
+    return load_or_train_ensemble(
+        problem,
+        variant,
+        checkpoint=path,
+        train_missing=train_missing,
+        config=config,
+        directory=Path("checkpoints") / f"{problem}-{variant}{suffix}",
+    )
+
+
+def ensemble_training_seconds(backbone) -> float | None:
+    """Wall seconds of training all members one after another (sum of the members' times)."""
+    seconds = backbone.metadata.get("seconds")
+    return None if seconds is None else float(sum(seconds))
+
+
+def spread_share(prediction) -> float | None:
+    """Share of the predictive variance (summed over the grid) carried by the member spread
+    F F^T of an ensemble's LowRankCovariance; None for other covariances."""
+    covariance = prediction.covariance
+    if not isinstance(covariance, LowRankCovariance):
+        return None
+    spread = float(covariance.factor.square().sum())
+    return spread / (spread + float(covariance.diagonal_part.sum()))
+
+
 def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
     summary: dict[str, float] = {}
     for key in rows[0]:
@@ -116,26 +196,42 @@ def evaluate(problem, parameter, backbones, methods, args, model, train_s, shock
     seconds: dict[str, float] = {name: 0.0 for name in backbones}
     model_args = (problem, parameter, args.sigma_g)
     index = grid.time_index(problem.time_of_interest)
+    cached: dict[str, tuple] = {}  # context-free backbones: (prediction, constraint, posteriors)
     for function in range(args.n_functions):
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + function)
         contexts = sample_contexts(problem, parameter, generator)
         for name, backbone in backbones.items():
             started = time.perf_counter()
-            prediction = backbone.predict(
-                problem, parameter, contexts, grid, torch.Generator().manual_seed(function)
-            )
-            constraint = model_constraint(model, prediction, *model_args)
+            if name in cached:
+                prediction, constraint, posteriors = cached[name]
+            else:
+                prediction = backbone.predict(
+                    problem, parameter, contexts, grid, torch.Generator().manual_seed(function)
+                )
+                constraint = model_constraint(model, prediction, *model_args)
+                posteriors = {}
+                if isinstance(backbone, CONTEXT_FREE):
+                    cached[name] = (prediction, constraint, posteriors)
             if name == next(iter(backbones)):
                 floor.append(metrics.conservation_error(truth, constraint))
             for method, (backbone_name, runner_method) in METHODS.items():
                 if backbone_name != name or method not in methods:
                     continue
-                posterior = apply_method(runner_method, prediction, model, constraint, *model_args)
+                if method not in posteriors:
+                    posteriors[method] = apply_method(
+                        runner_method, prediction, model, constraint, *model_args
+                    )
+                posterior = posteriors[method]
+                if name not in cached:
+                    del posteriors[method]
                 draws = torch.Generator().manual_seed(7919 * function + 1)
                 samples = posterior.sample(args.draws, draws)
                 scores = score_function(posterior, samples, truth, constraint, problem, parameter)
                 if hasattr(posterior, "latent_variance_share"):
                     scores["latent_variance_share"] = posterior.latent_variance_share()
+                share = spread_share(prediction)
+                if share is not None:
+                    scores["member_spread_share"] = share
                 rows[method].append(scores)
                 if shock_store is not None and function == 0 and method in SHOCK_METHODS:
                     threshold = problem.front_threshold(parameter)
@@ -167,11 +263,54 @@ def evaluate(problem, parameter, backbones, methods, args, model, train_s, shock
     return results, (floor_mean, floor_se)
 
 
+RECORD_EXTRAS = (
+    "latent_variance_share",
+    "latent_variance_share_se",
+    "member_spread_share",
+    "shock_position",
+    "shock_position_covered",
+    "eval_s_per_function",
+)
+
+
+def json_record(values: dict, train_cpu_s, floor: float, protocol: dict) -> dict:
+    """One method's entry of gpme.json from its `evaluate` summary: the JSON_METRICS and their
+    standard errors (None where a metric does not apply), training time, extras, the exact
+    solution's CE floor and the protocol."""
+    record = {k: values.get(k) for k in JSON_METRICS}
+    record["train_s"] = values.get("train_s")
+    record["train_cpu_s"] = train_cpu_s
+    record.update({f"{k}_se": values.get(f"{k}_se") for k in JSON_METRICS})
+    record.update({k: values[k] for k in RECORD_EXTRAS if k in values})
+    record["ce_floor_exact_solution"] = floor
+    record["protocol"] = dict(protocol)
+    return record
+
+
+def expand_methods(text: str) -> list[str]:
+    """Comma-separated method names or METHOD_GROUPS names -> method names, in METHODS order."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [n for n in names if n not in METHODS and n not in METHOD_GROUPS]
+    if unknown or not names:
+        raise SystemExit(
+            f"--methods: unknown {unknown or text!r}; expected names from {list(METHODS)} "
+            f"or groups {list(METHOD_GROUPS)}"
+        )
+    chosen = {m for n in names for m in METHOD_GROUPS.get(n, (n,))}
+    return [m for m in METHODS if m in chosen]
+
+
+ROUNDING_SPREAD = 1e-9
+"""A standard error below this fraction of |value| is rounding of identical values: shown as 0."""
+
+
 def fmt(value, error=None) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "n/a"
     if error is None:
         return f"{value:.3g}"
+    if abs(error) <= ROUNDING_SPREAD * abs(value):
+        error = 0.0
     return f"{value:.3g} ± {error:.1g}"
 
 
@@ -186,20 +325,28 @@ def table(problem, parameter: str, records: dict[str, dict]) -> str:
         ("coverage_90", "cov90"),
         ("shock_position_error", "front err"),
         ("latent_variance_share", "latent share"),
+        ("member_spread_share", "spread share"),
     ]
     present = [
         (key, label)
         for key, label in columns
         if any(r.get(key) is not None for r in records.values())
     ]
-    protocols = {json.dumps(r["protocol"], sort_keys=True) for r in records.values()}
+    protocols: dict[str, list[str]] = {}
+    for method in [m for m in METHODS if m in records]:
+        key = json.dumps(records[method]["protocol"], sort_keys=True)
+        protocols.setdefault(key, []).append(method)
     lines = [f"### {problem.name}, {problem.parameter_name} = {parameter}", ""]
-    for protocol in sorted(protocols):
+    for protocol, members in sorted(protocols.items()):
         p = json.loads(protocol)
+        if p.get("latent_samples") is None:
+            per_function = "one prediction per parameter value (contexts unused)"
+        else:
+            per_function = f"{p['latent_samples']} latent samples per function (ANP)"
         lines.append(
-            f"Protocol: {p['n_functions']} test functions, grid {p['grid'][0]}x{p['grid'][1]}, "
-            f"{p['latent_samples']} latent samples per function (ANP), {p['draws']} posterior "
-            f"draws, sigma_G = {p['sigma_G']:g}."
+            f"Protocol ({', '.join(members)}): {p['n_functions']} test functions, grid "
+            f"{p['grid'][0]}x{p['grid'][1]}, {per_function}, {p['draws']} posterior draws, "
+            f"sigma_G = {p['sigma_G']:g}."
         )
     lines += [
         "",
@@ -237,8 +384,9 @@ def table(problem, parameter: str, records: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def shock_figure(shock_store: dict, path: Path) -> str:
-    """Histogram of the posterior front position per method against the truth."""
+def shock_figure(shock_store: dict, path: Path, draw: bool = True) -> str:
+    """Histogram of the posterior front position per method against the truth (saved to `path`
+    when `draw`), and its table."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -272,8 +420,9 @@ def shock_figure(shock_store: dict, path: Path) -> str:
         )
     axes[-1].set_xlabel("x of the front (first crossing of u*/2)")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    if draw:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=120)
     plt.close(figure)
     lines.append(
         f"\ntruth (analytic alpha sqrt(t)) {truth:.4f}, exact field on the grid "
@@ -288,7 +437,11 @@ def parse_arguments(argv=None):
     parser.add_argument(
         "--params", default=None, help="comma-separated values (default: test values)"
     )
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"methods or groups ({', '.join(METHOD_GROUPS)}); default all",
+    )
     parser.add_argument("--n-functions", type=int, default=50)
     parser.add_argument("--n-t", type=int, default=201)
     parser.add_argument("--n-x", type=int, default=201)
@@ -298,6 +451,13 @@ def parse_arguments(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train-missing", action="store_true")
+    parser.add_argument(
+        "--ensemble-dir",
+        type=Path,
+        default=None,
+        help="folder searched for <problem>-ensemble.pt and <problem>-fno-ensemble.pt before "
+        "the shipped models/checkpoints",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument(
         "--report-only",
@@ -310,12 +470,10 @@ def parse_arguments(argv=None):
 def main(argv=None) -> int:
     args = parse_arguments(argv)
     torch.set_num_threads(args.threads)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise SystemExit(f"--methods: unknown {unknown}; expected a subset of {list(METHODS)}")
+    methods = expand_methods(args.methods)
     print(f"machine: {machine()}")
     produced: dict[str, dict[str, dict]] = {}
+    shocks_produced = False
     problems = [] if args.report_only else [p.strip() for p in args.problems.split(",")]
     for name in [p for p in problems if p]:
         problem = get_problem(name)
@@ -331,6 +489,24 @@ def main(argv=None) -> int:
         if any(METHODS[m][0] == "gp" for m in methods):
             backbones["gp"] = GPBackbone()
             train_s["gp"] = train_cpu_s["gp"] = None
+        checkpoints = {}
+        for variant in ENSEMBLE_BACKBONES:
+            if any(METHODS[m][0] == variant for m in methods):
+                backbones[variant] = load_ensemble(
+                    name, variant, args.ensemble_dir, args.train_missing
+                )
+                train_s[variant] = ensemble_training_seconds(backbones[variant])
+                train_cpu_s[variant] = None
+                path = ensemble_checkpoint(name, variant, args.ensemble_dir).resolve()
+                shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                checkpoints[variant] = {
+                    "checkpoint": str(shown),
+                    "members": len(backbones[variant].members),
+                    "member_parameters": sum(
+                        p.numel() for p in backbones[variant].members[0].parameters()
+                    ),
+                    "checkpoint_bytes": path.stat().st_size,
+                }
         params = (
             [float(v) for v in args.params.split(",")] if args.params else list(problem.test_values)
         )
@@ -344,35 +520,27 @@ def main(argv=None) -> int:
             print(f"{name} {key}: evaluated in {time.perf_counter() - started:.0f} s")
             entry = produced.setdefault(name, {}).setdefault(key, {})
             for method, values in results.items():
-                record = {k: values.get(k) for k in JSON_METRICS}
-                record["train_s"] = values["train_s"]
-                record["train_cpu_s"] = train_cpu_s.get(METHODS[method][0])
-                record.update({f"{k}_se": values.get(f"{k}_se") for k in JSON_METRICS})
-                for extra in (
-                    "latent_variance_share",
-                    "latent_variance_share_se",
-                    "shock_position",
-                    "shock_position_covered",
-                    "eval_s_per_function",
-                ):
-                    if extra in values:
-                        record[extra] = values[extra]
-                record["ce_floor_exact_solution"] = floor[0]
-                record["protocol"] = {
+                variant = METHODS[method][0]
+                protocol = {
                     "n_functions": args.n_functions,
                     "grid": [args.n_t, args.n_x],
-                    "latent_samples": args.latent_samples,
+                    "latent_samples": args.latent_samples if "anp" in variant else None,
                     "draws": args.draws,
                     "sigma_G": args.sigma_g,
                 }
+                record = json_record(values, train_cpu_s.get(variant), floor[0], protocol)
+                record.update(checkpoints.get(variant, {}))
+                record["machine"] = machine()
                 entry[method] = record
             print(table(problem, key, entry) + "\n", flush=True)
-            if shock_store:
+            if shock_store and any(method in shock_store for method in SHOCK_METHODS):
+                shocks_produced = True
                 shocks = json.loads(SHOCKS.read_text()) if SHOCKS.is_file() else {}
                 shocks.update(shock_store)
                 if not args.no_write:
                     write_json(SHOCKS, shocks)
-                print(shock_figure(shocks, FIGURES / "stefan_shock_position.png") + "\n")
+                figure = FIGURES / "stefan_shock_position.png"
+                print(shock_figure(shocks, figure, draw=not args.no_write) + "\n")
     stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for name, entries in produced.items():
         for key, records in entries.items():
@@ -382,6 +550,8 @@ def main(argv=None) -> int:
             for records in entries.values():
                 for method, record in records.items():
                     variant = METHODS[method][0]
+                    if variant in ENSEMBLE_BACKBONES:  # its own checkpoint, stored in the record
+                        continue
                     path = default_checkpoint(name, variant)
                     if variant != "gp" and path.is_file():
                         record["train_s"], record["train_cpu_s"] = training_seconds(path)
@@ -390,10 +560,9 @@ def main(argv=None) -> int:
         for key, records in entries.items():
             report += [table(get_problem(name), key, records), ""]
     if SHOCKS.is_file():
-        report += [
-            shock_figure(json.loads(SHOCKS.read_text()), FIGURES / "stefan_shock_position.png"),
-            "",
-        ]
+        draw = (shocks_produced or args.report_only) and not args.no_write
+        shocks = json.loads(SHOCKS.read_text())
+        report += [shock_figure(shocks, FIGURES / "stefan_shock_position.png", draw), ""]
     if not args.no_write:
         write_json(RESULTS, stored)
         write_text(TABLES, "\n".join(report) + "\n")

@@ -223,7 +223,7 @@ def train_member(
         model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
     )
     generator = torch.Generator().manual_seed(batch_seed)
-    step, history, seconds = 0, [], 0.0
+    step, history, seconds, cpu_seconds = 0, [], 0.0, 0.0
     if path.exists():
         if not resume:
             raise ValueError(
@@ -237,11 +237,18 @@ def train_member(
         generator.set_state(payload["state"]["generator"])
         extra = payload["extra"]
         step, history, seconds = extra["step"], list(extra["history"]), extra["seconds"]
+        cpu_seconds = extra.get("cpu_seconds", 0.0)  # absent in checkpoints before it was kept
         if step >= options.steps:
             return path
 
     def save(done: bool) -> None:
-        extra = {"step": step, "done": done, "history": history, "seconds": seconds}
+        extra = {
+            "step": step,
+            "done": done,
+            "history": history,
+            "seconds": seconds,  # wall time
+            "cpu_seconds": cpu_seconds,  # process CPU time (wall time misleads on a shared machine)
+        }
         if done:
             extra["validation_loss"] = validation_loss(task, model, options.batch_size)
         save_checkpoint(
@@ -271,7 +278,7 @@ def train_member(
         disable=not progress,
     )
     interval_losses: list[float] = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     while step < options.steps:
         for group in optimizer.param_groups:
             group["lr"] = options.learning_rate_at(step)
@@ -293,7 +300,8 @@ def train_member(
             history.append(sum(interval_losses) / len(interval_losses))
             interval_losses = []
             seconds += time.perf_counter() - started
-            started = time.perf_counter()
+            cpu_seconds += time.process_time() - cpu_started
+            started, cpu_started = time.perf_counter(), time.process_time()
             save(done=step == options.steps)
     bar.close()
     return path
@@ -387,6 +395,7 @@ def load_members(path: str | Path) -> tuple[str, dict[str, Any], list[dict], dic
             "training": first["training"],
             "validation_loss": [p["extra"]["validation_loss"] for p in payloads],
             "seconds": [p["extra"]["seconds"] for p in payloads],
+            "cpu_seconds": [p["extra"].get("cpu_seconds") for p in payloads],
             "history": [p["extra"]["history"] for p in payloads],
         }
         states = [p["state"]["model"] for p in payloads]
@@ -560,9 +569,9 @@ def add_ensemble_arguments(parser: argparse.ArgumentParser, common: bool = True)
         "--layers", type=int, default=None, help="hidden layers (MLP) or Fourier layers (FNO)"
     )
     parser.add_argument(
-        "--width", type=int, default=None, help="MLP hidden width (128) or FNO channels (16)"
+        "--width", type=int, default=None, help="MLP hidden width (128) or FNO channels (12)"
     )
-    parser.add_argument("--modes", type=int, default=None, help="FNO modes per axis (8)")
+    parser.add_argument("--modes", type=int, default=None, help="FNO modes per axis (6)")
     parser.add_argument(
         "--train-grid", default=None, help="FNO training grid NTxNX (default 48x48)"
     )

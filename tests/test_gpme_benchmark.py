@@ -1,0 +1,134 @@
+"""The GPME benchmark's ensemble rows: a tiny run of `evaluate` and the JSON record it builds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from probcons import metrics
+from probcons.backbones.ensemble import DeepEnsembleBackbone, DeepEnsembleTask, EnsembleConfig
+from probcons.problems import get_problem
+from probcons.runner import apply_method, load_model, model_constraint, score_function
+
+ROOT = Path(__file__).resolve().parents[1]
+ENSEMBLE_METHODS = ("ensemble", "hardc-ensemble", "probconserv-ensemble")
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("gpme_benchmark", ROOT / "benchmarks" / "gpme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gpme():
+    return load_benchmark()
+
+
+@pytest.fixture(scope="module")
+def tiny_ensemble():
+    """Three untrained members of width 8 on Stefan (their spread is large, as wanted here)."""
+    task = DeepEnsembleTask("stefan", EnsembleConfig(hidden=8, layers=1))
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(task.build())
+    return DeepEnsembleBackbone(members, task, metadata={"seconds": [1.0, 2.0, 4.0]})
+
+
+def tiny_arguments() -> Namespace:
+    return Namespace(n_t=21, n_x=17, n_functions=3, draws=8, seed=0, sigma_g=0.0)
+
+
+def test_expand_methods_groups_and_rejects_unknown_names(gpme):
+    assert gpme.expand_methods("ensembles") == [
+        "ensemble",
+        "hardc-ensemble",
+        "probconserv-ensemble",
+        "fno-ensemble",
+        "hardc-fno-ensemble",
+        "probconserv-fno-ensemble",
+    ]
+    assert gpme.expand_methods("probconserv-gp, anp") == ["anp", "probconserv-gp"]
+    with pytest.raises(SystemExit, match="ensembel"):
+        gpme.expand_methods("ensembel")
+
+
+def test_spread_share_matches_member_outputs(gpme, tiny_ensemble):
+    problem = get_problem("stefan")
+    grid = problem.grid(21, 17)
+    means, variances = (v.numpy() for v in tiny_ensemble.member_outputs(problem, 0.6, grid))
+    spread = ((means - means.mean(axis=0)) ** 2).mean(axis=0).sum()  # ddof = 0
+    expected = spread / (spread + variances.mean(axis=0).sum())
+    prediction = tiny_ensemble.predict(problem, 0.6, None, grid)
+    assert gpme.spread_share(prediction) == pytest.approx(expected, rel=1e-10)
+
+
+def test_ensemble_rows_conserve_and_match_an_uncached_evaluation(gpme, tiny_ensemble):
+    """The ensemble's prediction is computed once per parameter value; the rows must equal a
+    fresh prediction per function, and the constrained rows must conserve mass exactly."""
+    problem = get_problem("stefan")
+    model = load_model(ROOT / "models" / "stefan.py")
+    args = tiny_arguments()
+    results, (floor, _) = gpme.evaluate(
+        problem,
+        0.6,
+        {"ensemble": tiny_ensemble},
+        list(ENSEMBLE_METHODS),
+        args,
+        model,
+        {"ensemble": 7.0},
+        None,
+    )
+    grid = problem.grid(args.n_t, args.n_x)
+    times, positions = grid.mesh()
+    truth = problem.solution(times, positions, 0.6)
+    for method in ENSEMBLE_METHODS:
+        runner_method = gpme.METHODS[method][1]
+        per_function = []
+        for function in range(args.n_functions):
+            prediction = tiny_ensemble.predict(problem, 0.6, None, grid)
+            constraint = model_constraint(model, prediction, problem, 0.6, 0.0)
+            posterior = apply_method(runner_method, prediction, model, constraint, problem, 0.6, 0)
+            samples = posterior.sample(
+                args.draws, torch.Generator().manual_seed(7919 * function + 1)
+            )
+            per_function.append(score_function(posterior, samples, truth, constraint, problem, 0.6))
+        summary = results[method]
+        for key in ("mse", "ce", "ll", "crps", "coverage_90", "shock_position_error"):
+            expected = np.mean([scores[key] for scores in per_function])
+            assert summary[key] == pytest.approx(expected, rel=1e-12, abs=1e-15), (method, key)
+        # the same prediction for every function: deterministic metrics have no spread
+        assert summary["mse_se"] == 0.0 and summary["ll_se"] == 0.0
+        assert summary["train_s"] == 7.0
+    assert results["ensemble"]["ce"] > 1e-6
+    assert results["hardc-ensemble"]["ce"] < 1e-10
+    assert results["probconserv-ensemble"]["ce"] < 1e-10
+    assert floor == pytest.approx(metrics.conservation_error(truth, constraint))
+
+
+def test_json_record_has_the_documented_shape(gpme, tiny_ensemble):
+    problem = get_problem("stefan")
+    model = load_model(ROOT / "models" / "stefan.py")
+    args = tiny_arguments()
+    args.n_functions = 1
+    results, (floor, _) = gpme.evaluate(
+        problem, 0.6, {"ensemble": tiny_ensemble}, ["probconserv-ensemble"], args, model, {}, None
+    )
+    protocol = {"n_functions": 1, "grid": [21, 17], "latent_samples": None, "draws": 8}
+    record = gpme.json_record(results["probconserv-ensemble"], None, floor, protocol)
+    required = {*gpme.JSON_METRICS, "train_s", *(f"{k}_se" for k in gpme.JSON_METRICS)}
+    assert required <= set(record)
+    assert record["protocol"] == protocol and record["ce_floor_exact_solution"] == floor
+    assert record["train_s"] is None  # not given to evaluate
+    assert 0 < record["member_spread_share"] < 1
+    assert all(record[k] is not None for k in gpme.JSON_METRICS)  # Stefan has a front
+    assert json.loads(json.dumps(record)) == record
+    assert gpme.ensemble_training_seconds(tiny_ensemble) == 7.0
