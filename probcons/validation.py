@@ -44,7 +44,11 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
     A finite sum proves every entry finite (NaN and infinity propagate) in one reduction; only
     an infinite sum (an overflow or a bad entry) takes the elementwise test.
     """
-    if tensor.is_floating_point() and tensor.numel() and math.isfinite(float(tensor.detach().sum())):
+    if (
+        tensor.is_floating_point()
+        and tensor.numel()
+        and math.isfinite(float(tensor.detach().sum()))
+    ):
         return
     if not bool(torch.isfinite(tensor.detach()).all()):
         bad = int((~torch.isfinite(tensor.detach())).sum())
