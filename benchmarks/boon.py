@@ -1,25 +1,45 @@
 """BOON benchmark: FNO, FNO with boundary-data channels, and BOON on five 1-D operator problems.
 
-Same widths, modes, layers, epochs and seeds for the three models of a problem. Prints relative
+Same widths, modes, layers, epochs and seeds for the models of a problem. Prints relative
 L2 (whole domain and interior, i.e. farther than 5 % of the domain from either end), the share
 of the squared error within 5 % of each end, the max boundary-condition residual with the model
-in float64 and in float32, and training time; writes benchmarks/results/boon.json and the
-heat-Neumann figure docs/figures/boon_heat_neumann.png. One CPU thread.
+in float64 and in float32, and training time, each model's rel. L2 as a ratio to plain FNO's,
+and (heat-Neumann) a probabilistic section: an ensemble of BOONs, its 90 % coverage with the
+default and with the held-out-calibrated diagonal variance, and the ProbConserv update on
+[conservation; Neumann rows]. Writes benchmarks/results/boon.json and the figures
+docs/figures/boon_heat_neumann.png (profiles at one time) and docs/figures/boon_insulator.png
+(profiles near both ends and u_x(0, t), u_x(1, t) over time). One CPU thread. `--resume` keeps
+the problems already in the JSON that were run with the same settings.
 
-    python benchmarks/boon.py [--epochs 150] [--problems heat-neumann stokes ...]
+Boundary-data channels: where a problem's boundary data are the same for every sample (heat: one
+heater; wave: zeros), they carry no information, and as extra lift inputs they only shrink the
+initial weights of the informative inputs (default fan-in initialisation); fno-bc and BOON then
+get the same inputs as FNO (`probcons.boon.training.sees_boundary_data`; then fno-bc is FNO and
+is not trained twice). The row boon-overwrite is the ablation: BOON's final boundary solve alone,
+without the kernel correction of the layers (same inputs and initialisation as boon).
+
+    python benchmarks/boon.py [--epochs 120] [--problems heat-neumann stokes ...] [--resume]
+    python benchmarks/boon.py --seed 1 --no-probabilistic --out benchmarks/results/boon_seed1.json
+    python benchmarks/boon.py --summary benchmarks/results/boon.json benchmarks/results/boon_seed*.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from probcons.boon.figures import plot_boundary_profiles
+from probcons.boon import training
+from probcons.boon.correction import BoonFNO1d
+from probcons.boon.ensemble import BoonEnsemble, conserve, heat_constraints
+from probcons.boon.figures import plot_boundary_profiles, plot_insulator
 from probcons.boon.problems import OPERATOR_PROBLEMS, make_problem
 from probcons.boon.training import (
     MODEL_KINDS,
@@ -27,78 +47,264 @@ from probcons.boon.training import (
     config_dict,
     evaluate,
     predict,
+    relative_l2,
     train_model,
 )
 from probcons.io import write_json
 from probcons.machine import cpu_name
+from probcons.metrics import gaussian_interval_coverage, gaussian_log_likelihood
 
 ROOT = Path(__file__).resolve().parents[1]
+LEVEL = 0.9  # nominal coverage of the probabilistic section
+ABLATION = "boon-overwrite"  # BOON without the kernel correction (final boundary solve only)
+
+
+@contextmanager
+def benchmark_models(problem, overwrite_only: bool = False):
+    """Inside: "boon" builds the overwrite-only ablation if `overwrite_only` (BOON's final
+    boundary solve without the kernel correction of its layers)."""
+    build = training.build_model
+
+    def build_benchmark_model(kind, spec, config):
+        model = build(kind, spec, config)
+        if kind == "boon" and overwrite_only:
+            model = BoonFNO1d(model.operator, spec.condition, correct_layers=False)
+        return model
+
+    training.build_model = build_benchmark_model
+    try:
+        yield
+    finally:
+        training.build_model = build
+
+
+def probabilistic_heat(problem, train, validation, test, first, config, members, seed) -> dict:
+    """Ensemble of `members` BOONs (`first` plus members - 1 new seeds), calibrated and conserved."""
+    extra = [train_model("boon", problem, train, config, seed + e)[0] for e in range(1, members)]
+    ensemble = BoonEnsemble([first, *extra], "boon", problem)
+    members_test = ensemble.member_predictions(test)
+    mean = members_test.mean(0)
+    spread = members_test.var(0, unbiased=True)
+
+    def scores(noise: float) -> dict:
+        variance = spread + noise
+        return {
+            "coverage90": float(
+                gaussian_interval_coverage(mean, variance, test.targets, LEVEL).double().mean()
+            ),
+            "log_likelihood": float(gaussian_log_likelihood(mean, variance, test.targets).mean()),
+        }
+
+    default = ensemble.noise_variance
+    before = scores(default)
+    calibrated = ensemble.calibrate(validation)
+    after = scores(calibrated)
+    conserved = []
+    for index, prediction in enumerate(ensemble.predict(test)):
+        conservation, neumann = heat_constraints(problem, test, index, problem.condition.order)
+        posterior = conserve(prediction, [conservation, neumann])
+        target = test.targets[index]
+        conserved.append(
+            {
+                "rel_l2": float(relative_l2(posterior.mean[None], target[None])[0]),
+                "coverage90": float(
+                    gaussian_interval_coverage(posterior.mean, posterior.variance, target, LEVEL)
+                    .double()
+                    .mean()
+                ),
+                "mass_error": float(conservation.residual(posterior.mean).abs().max()),
+                "neumann_error": float(neumann.residual(posterior.mean).abs().max()),
+                "prior_mass_error": float(conservation.residual(prediction.mean).abs().max()),
+                "data_mass_error": float(conservation.residual(target).abs().max()),
+            }
+        )
+    n = len(conserved)
+    return {
+        "members": members,
+        "member_epochs": config.epochs,
+        "n_validation": len(validation),
+        "ensemble_rel_l2": float(relative_l2(mean, test.targets).mean()),
+        "mean_spread_variance": float(spread.mean()),
+        "test_mse": float(((mean - test.targets) ** 2).mean()),
+        "noise_variance_default": default,
+        "noise_variance_calibrated": calibrated,
+        "default": before,
+        "calibrated": after,
+        "conserved": {
+            key: (max if key.endswith("error") else sum)(row[key] for row in conserved)
+            / (1 if key.endswith("error") else n)
+            for key in conserved[0]
+        },
+        "prior_boundary_error": float(problem.condition.residual(mean, test.boundary).abs().max()),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", nargs="+", default=list(OPERATOR_PROBLEMS))
-    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--epochs", type=int, default=120)
     parser.add_argument("--n-train", type=int, default=200)
     parser.add_argument("--n-test", type=int, default=100)
+    parser.add_argument("--n-validation", type=int, default=50)
     parser.add_argument("--n-x", type=int, default=65)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--members", type=int, default=3)
+    parser.add_argument("--member-epochs", type=int, default=50)
+    parser.add_argument("--n-conserve", type=int, default=20)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--probabilistic", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/boon.json")
-    parser.add_argument("--figure", type=Path, default=ROOT / "docs/figures/boon_heat_neumann.png")
+    parser.add_argument("--figures", type=Path, default=ROOT / "docs/figures")
+    parser.add_argument(
+        "--summary", type=Path, nargs="+", help="print the seed summary of these result files only"
+    )
     args = parser.parse_args()
+    if args.summary:
+        print_seed_summary([json.loads(path.read_text()) for path in args.summary], args.summary)
+        return
     torch.set_num_threads(1)
     config = replace(TrainingConfig(), epochs=args.epochs, decay_every=max(1, args.epochs // 4))
+    member_config = replace(
+        config, epochs=args.member_epochs, decay_every=max(1, args.member_epochs // 4)
+    )
     machine = {
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
+    settings = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("problems", "resume", "out", "figures")
+    }
+    meta = {
+        "machine": machine,
+        "config": config_dict(config),
+        "member_config": config_dict(member_config),
+        "sizes": settings,
+        "inputs": "fno-bc and boon get the boundary-data channels only where they vary by sample",
+    }
     print(f"machine: {machine}")
-    print(
-        f"config: {config_dict(config)}; n_train {args.n_train}, n_test {args.n_test}, n_x {args.n_x}"
-    )
+    print(f"config: {config_dict(config)}; sizes {settings}")
     results: dict = {}
+    if args.resume and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        if previous.get("_meta", {}).get("sizes") == settings:
+            results = {k: v for k, v in previous.items() if k in args.problems}
+            print(f"resuming: kept {sorted(results)}")
     for name in args.problems:
+        if name in results:
+            continue
         problem = make_problem(name, n_x=args.n_x)
         generator = torch.Generator().manual_seed(args.seed)
         start = time.perf_counter()
-        train, test = (
-            problem.generate(args.n_train, generator),
-            problem.generate(args.n_test, generator),
-        )
+        train = problem.generate(args.n_train, generator)
+        test = problem.generate(args.n_test, generator)
         print(f"\n{name}: {problem.description}")
         print(
-            f"  data {time.perf_counter() - start:.1f} s; outputs (n, {problem.n_times}, {problem.n_x})"
+            f"  data {time.perf_counter() - start:.1f} s; outputs (n, {problem.n_times},"
+            f" {problem.n_x}); boundary data vary by sample: {problem.boundary_varies}"
         )
         results[name] = {}
-        predictions = {}
-        for kind in MODEL_KINDS:
-            model, seconds = train_model(kind, problem, train, config, args.seed)
-            metrics = {**evaluate(model, kind, problem, test), "train_s": seconds}
-            results[name][kind] = metrics
-            predictions[kind] = predict(model, kind, test).to(torch.float64)
-            print(
-                f"  {kind:7s} rel_l2 {metrics['rel_l2']:.3e}  interior {metrics['rel_l2_interior']:.3e}"
-                f"  share L/R {metrics['error_share_left']:.2f}/{metrics['error_share_right']:.2f}"
-                f"  bc f64 {metrics['boundary_error']:.1e}  f32 {metrics['boundary_error_f32']:.1e}"
-                f"  train {seconds:.0f} s",
-                flush=True,
-            )
-        if name == "heat-neumann" and args.figure:
-            plot_boundary_profiles(
-                problem, test, {"FNO": predictions["fno"], "BOON": predictions["boon"]}, args.figure
-            )
-        payload = {
-            **results,
-            "_meta": {
-                "machine": machine,
-                "config": config_dict(config),
-                "sizes": vars(args) | {"out": str(args.out), "figure": str(args.figure)},
-            },
-        }
-        write_json(args.out, payload)
+        predictions, models = {}, {}
+        same_as_fno = not (problem.boundary_varies and problem.condition.has_data)
+        for kind in (*MODEL_KINDS, ABLATION) if args.ablation else MODEL_KINDS:
+            if kind == "fno-bc" and same_as_fno:
+                # no informative boundary channels: fno-bc is FNO (same inputs, init and seed)
+                results[name][kind] = {**results[name]["fno"], "same_model_as": "fno"}
+                models[kind], predictions[kind] = models["fno"], predictions["fno"]
+                print("  fno-bc         = fno (the boundary data carry no information)")
+                continue
+            with benchmark_models(problem, overwrite_only=kind == ABLATION):
+                model_kind = "boon" if kind == ABLATION else kind
+                model, seconds = train_model(model_kind, problem, train, config, args.seed)
+                metrics = {**evaluate(model, model_kind, problem, test), "train_s": seconds}
+                results[name][kind] = metrics
+                models[kind] = model
+                predictions[kind] = predict(model, model_kind, test).to(torch.float64)
+                ratio = metrics["rel_l2"] / results[name]["fno"]["rel_l2"]
+                print(
+                    f"  {kind:14s} rel_l2 {metrics['rel_l2']:.3e} (x{ratio:.2f} FNO)"
+                    f"  interior {metrics['rel_l2_interior']:.3e}"
+                    f"  share L/R {metrics['error_share_left']:.2f}"
+                    f"/{metrics['error_share_right']:.2f}"
+                    f"  bc f64 {metrics['boundary_error']:.1e}"
+                    f"  f32 {metrics['boundary_error_f32']:.1e}  train {seconds:.0f} s",
+                    flush=True,
+                )
+        with benchmark_models(problem):
+            if name == "heat-neumann":
+                shown = {"FNO": predictions["fno"], "BOON": predictions["boon"]}
+                plot_boundary_profiles(problem, test, shown, args.figures / "boon_heat_neumann.png")
+                plot_insulator(problem, test, shown, args.figures / "boon_insulator.png")
+            if name == "heat-neumann" and args.probabilistic:
+                validation = problem.generate(args.n_validation, generator)
+                results["_probabilistic"] = probabilistic_heat(
+                    problem,
+                    train,
+                    validation,
+                    test.subset(slice(0, args.n_conserve)),
+                    models["boon"],
+                    member_config,
+                    args.members,
+                    args.seed,
+                )
+                print_probabilistic(results["_probabilistic"])
+        results[name]["_total_s"] = time.perf_counter() - start
+        print(f"  {name}: {results[name]['_total_s']:.0f} s in all", flush=True)
+        write_json(args.out, {**results, "_meta": meta})
     print_table(results, machine)
+
+
+def print_seed_summary(runs: list[dict], paths: list[Path]) -> None:
+    """Per problem and model: rel. L2 of each run (seed) and the geometric mean of the ratios."""
+    seeds = [run["_meta"]["sizes"]["seed"] for run in runs]
+    print(f"seed summary of {[p.name for p in paths]} (seeds {seeds})\n")
+    print(
+        "| problem | model | rel. L2 per seed | / FNO per seed | / FNO geo. mean | / FNO-bc per seed |"
+    )
+    print("|" + "---|" * 6)
+    for name in OPERATOR_PROBLEMS:
+        present = [run[name] for run in runs if name in run]
+        for kind in (*MODEL_KINDS, ABLATION):
+            rows = [models for models in present if kind in models]
+            if not rows:
+                continue
+            errors = [m[kind]["rel_l2"] for m in rows]
+            to_fno = [m[kind]["rel_l2"] / m["fno"]["rel_l2"] for m in rows]
+            to_bc = [m[kind]["rel_l2"] / m["fno-bc"]["rel_l2"] for m in rows]
+            mean = math.exp(sum(math.log(r) for r in to_fno) / len(to_fno))
+            print(
+                f"| {name} | {kind} | {' '.join(f'{e:.2e}' for e in errors)}"
+                f" | {' '.join(f'{r:.2f}' for r in to_fno)} | {mean:.2f}"
+                f" | {' '.join(f'{r:.2f}' for r in to_bc)} |"
+            )
+
+
+def print_probabilistic(p: dict) -> None:
+    print(
+        f"\n  probabilistic BOON (heat-neumann): {p['members']} members (the table's BOON and"
+        f" {p['members'] - 1} x {p['member_epochs']} epochs), calibrated on"
+        f" {p['n_validation']} held-out samples; ensemble rel L2"
+        f" {p['ensemble_rel_l2']:.3e}, test MSE {p['test_mse']:.2e},"
+        f" mean member variance {p['mean_spread_variance']:.2e}"
+    )
+    print("  | diagonal variance | value | 90 % coverage | mean log-lik. |")
+    print("  |---|---|---|---|")
+    for key in ("default", "calibrated"):
+        print(
+            f"  | {key} | {p[f'noise_variance_{key}']:.2e} | {p[key]['coverage90']:.3f}"
+            f" | {p[key]['log_likelihood']:.2f} |"
+        )
+    c = p["conserved"]
+    print(
+        f"  ProbConserv update (calibrated, {c['rel_l2']:.3e} rel L2, coverage"
+        f" {c['coverage90']:.3f}): max mass residual {c['mass_error']:.1e}"
+        f" (prior {c['prior_mass_error']:.1e}, data {c['data_mass_error']:.1e}),"
+        f" max Neumann residual {c['neumann_error']:.1e} (prior {p['prior_boundary_error']:.1e})"
+    )
 
 
 def print_table(results: dict, machine: dict) -> None:
@@ -107,23 +313,26 @@ def print_table(results: dict, machine: dict) -> None:
         f" {machine['threads']} thread)\n"
     )
     header = (
-        "| problem | model | rel. L2 | rel. L2 interior | FNO err. share L/R | BC error f64"
+        "| problem | model | rel. L2 | / FNO | rel. L2 interior | err. share L/R | BC error f64"
         " | BC error f32 | train s |"
     )
     print(header)
-    print("|" + "---|" * 8)
+    print("|" + "---|" * 9)
     for name, models in results.items():
-        share = models["fno"]
-        for kind, m in models.items():
-            shares = (
-                f"{share['error_share_left']:.2f}/{share['error_share_right']:.2f}"
-                if kind == "fno"
-                else ""
-            )
+        if name.startswith("_"):
+            continue
+        fno = models["fno"]["rel_l2"]
+        for kind in (k for k in (*MODEL_KINDS, ABLATION) if k in models):
+            m = models[kind]
             print(
-                f"| {name} | {kind} | {m['rel_l2']:.2e} | {m['rel_l2_interior']:.2e} | {shares}"
-                f" | {m['boundary_error']:.1e} | {m['boundary_error_f32']:.1e} | {m['train_s']:.0f} |"
+                f"| {name} | {kind} | {m['rel_l2']:.2e} | {m['rel_l2'] / fno:.2f}"
+                f" | {m['rel_l2_interior']:.2e}"
+                f" | {m['error_share_left']:.2f}/{m['error_share_right']:.2f}"
+                f" | {m['boundary_error']:.1e} | {m['boundary_error_f32']:.1e}"
+                f" | {m['train_s']:.0f} |"
             )
+    if "_probabilistic" in results:
+        print_probabilistic(results["_probabilistic"])
 
 
 if __name__ == "__main__":

@@ -171,3 +171,34 @@ def test_condition_arguments_are_validated():
         dirichlet().enforce(torch.zeros(2, 3, 10), torch.zeros(2, 3, 5))
     with pytest.raises(ValueError, match="operator"):
         BoonFNO1d(torch.nn.Linear(2, 2), dirichlet())
+
+
+@pytest.mark.parametrize("length_pad", [6, 7], ids=["even-length", "odd-length"])
+@pytest.mark.parametrize(
+    "condition", [dirichlet(), neumann(1 / (N - 1)), periodic()], ids=lambda c: c.kind
+)
+def test_all_modes_kept_including_nyquist_still_eliminates_exactly(condition, length_pad):
+    # modes >= length // 2 + 1: every rfft frequency (with the Nyquist term on even lengths) is kept
+    torch.manual_seed(9)
+    operator = FNO1d(1, 2, modes=N, width=WIDTH, layers=2, padding=length_pad).double()
+    layer = CorrectedFourierLayer(operator.layers[0], condition)
+    length = N + length_pad
+    basis = torch.eye(WIDTH * length, dtype=torch.float64).reshape(-1, WIDTH, length)
+    with torch.no_grad():
+        outputs = layer(basis, N)
+    rows, _ = condition.rows(N, length)
+    out_functionals = torch.einsum("kn,jon->jko", rows, outputs).reshape(len(basis), -1)
+    in_functionals = torch.einsum("kn,jcn->jkc", rows, basis).reshape(len(basis), -1)
+    solution = torch.linalg.lstsq(in_functionals, out_functionals).solution
+    residual = in_functionals @ solution - out_functionals
+    assert float(residual.abs().max()) < 1e-12 * max(1.0, float(out_functionals.abs().max()))
+    # and L_c v - L v lies in the span of L applied to anchor impulses (only anchors changed)
+    raw = operator.layers[0]
+    _, anchors = condition.rows(N, length)
+    impulses = basis.reshape(WIDTH, length, WIDTH, length)[:, anchors].reshape(-1, WIDTH, length)
+    with torch.no_grad():
+        difference = (outputs - raw(basis)).reshape(len(basis), -1)
+        span = raw(impulses).reshape(len(impulses), -1)
+    coefficients = torch.linalg.lstsq(span.T, difference.T).solution
+    assert float(difference.abs().max()) > 1e-6
+    assert float((span.T @ coefficients - difference.T).abs().max()) < 1e-11

@@ -78,6 +78,26 @@ def test_runner_writes_metrics_and_loadable_checkpoint(tmp_path):
     assert (tmp_path / "boundary.png").stat().st_size > 0
 
 
+def test_runner_calibrates_the_boon_ensemble_on_held_out_samples(tmp_path):
+    result = run_operator_problem(
+        "heat-neumann",
+        "boon-ensemble",
+        tmp_path,
+        n_train=8,
+        n_test=4,
+        n_x=17,
+        n_times=2,
+        config=TINY,
+        epochs=1,
+        members=2,
+        figure=False,
+    )
+    metrics = result["metrics"]
+    assert metrics["noise_variance"] > 1e-8  # raised above the floor by the held-out errors
+    assert 0.0 <= metrics["coverage_90"] <= 1.0
+    assert metrics["boundary_error"] < 1e-3  # float32 members, Neumann rows over h
+
+
 def test_runner_validates_arguments(tmp_path):
     with pytest.raises(ValueError, match="problem"):
         run_operator_problem("navier-stokes", "fno", tmp_path)
@@ -97,3 +117,46 @@ def test_probabilistic_boon_with_conservation_satisfies_both(heat):
         assert float(boundary.residual(posterior.mean).abs().max()) < 1e-9
         draws = posterior.sample(4, torch.Generator().manual_seed(0))
         assert float(conservation.residual(draws).abs().max()) < 1e-6
+
+
+def test_calibrated_noise_variance_recovers_the_missing_variance():
+    from probcons.boon.ensemble import calibrated_noise_variance
+
+    generator = torch.Generator().manual_seed(3)
+    members = torch.randn(4, 200, 50, generator=generator, dtype=torch.float64) * 0.1
+    spread = members.var(0, unbiased=True)
+    missing = 0.05
+    noise = torch.randn(200, 50, generator=generator, dtype=torch.float64)
+    targets = members.mean(0) + (spread + missing).sqrt() * noise
+    found = calibrated_noise_variance(members, targets)
+    assert abs(found / missing - 1) < 0.05
+    # brute force over a grid of log s: the bounded search finds the same maximiser
+    grid = torch.logspace(-4, 0, 2001, dtype=torch.float64)
+    squared = (members.mean(0) - targets) ** 2
+    nll = torch.stack([((spread + s).log() + squared / (spread + s)).sum() for s in grid])
+    assert abs(found / float(grid[nll.argmin()]) - 1) < 0.01
+
+
+def test_over_dispersed_ensemble_keeps_the_floor_and_bad_shapes_raise():
+    from probcons.boon.ensemble import calibrated_noise_variance
+
+    members = torch.tensor([[0.0, 0.0], [2.0, -2.0], [-2.0, 2.0]], dtype=torch.float64)[..., None]
+    targets = torch.zeros(2, 1, dtype=torch.float64)
+    assert calibrated_noise_variance(members, targets, floor=1e-6) == 1e-6
+    with pytest.raises(ValueError, match="members"):
+        calibrated_noise_variance(members[:1], targets)
+    with pytest.raises(ValueError, match="floor"):
+        calibrated_noise_variance(members, targets, floor=0.0)
+
+
+def test_insulator_figure_reads_the_neumann_data(heat, tmp_path):
+    from probcons.boon.figures import boundary_derivatives, plot_insulator
+
+    problem, _, test = heat
+    derivatives = boundary_derivatives(problem, test.targets)
+    assert torch.allclose(derivatives, test.boundary, atol=1e-9)
+    path = tmp_path / "insulator.png"
+    plot_insulator(problem, test, {"truth again": test.targets}, path)
+    assert path.stat().st_size > 0
+    with pytest.raises(ValueError, match="problem"):
+        boundary_derivatives(make_problem("stokes", n_x=17, n_times=2), test.targets)

@@ -11,13 +11,17 @@ with M = R L Psi, the (rC) x (rC) boundary block matrix of the layer. So the bou
 functionals of the output depend on those of the input alone: for Dirichlet the boundary rows
 of L_c only see the boundary inputs (the couplings to interior nodes are eliminated), for
 Neumann the output's one-sided derivative only sees the input's, for periodic the end mismatch
-maps to M times the input's. Solving, delta = -M^{-1} R K (v - Psi R v). M is built in closed
-form for every channel pair, M[(k, o), (j, c)] = sum_n R[k, n] kappa[o, c]((n - a_j) mod P) /
-R[j, a_j] + W[o, c] [k = j], from the impulse response kappa = irfft(weights): per layer and
-forward pass one inverse FFT of the weights and one float64 (rC) x (rC) solve shared by the
-batch, and no extra application of K (K Psi delta uses the closed-form columns). A singular or
-ill-conditioned M raises BoundaryCorrectionError (checked in eval mode). The network output is then made to satisfy
-R u = g exactly by solving for the anchor nodes (`BoundaryCondition.enforce`).
+maps to M times the input's. Solving, delta = -M^{-1} R K (v - Psi R v). Everything is
+evaluated on the K' retained Fourier modes in closed form, for every channel pair: with
+rows_hat[m, k] = sum_n R[k, n] w_m e^{2 pi i m n / P} / P (R after the inverse rfft) and
+anchor_hat[j, m] = e^{-2 pi i m a_j / P} / R[j, a_j] (rfft of Psi's columns),
+M[(k, o), (j, c)] = Re sum_m W_K[c, o, m] anchor_hat[j, m] rows_hat[m, k] + W[o, c] [k = j],
+R K v = Re (K v)_hat rows_hat, and K Psi delta = irfft(W_K (delta anchor_hat)). Per layer and
+forward pass: the layer's own rfft and irfft, O(r C^2 K') extra work and one float64
+(rC) x (rC) solve shared by the batch; no impulse response, no extra application of K. A
+singular or ill-conditioned M raises BoundaryCorrectionError (checked in eval mode). The
+network output is then made to satisfy R u = g exactly by solving for the anchor nodes
+(`BoundaryCondition.enforce`).
 """
 
 from __future__ import annotations
@@ -59,8 +63,22 @@ def check_conditioning(matrix: torch.Tensor, max_condition: float, name: str) ->
         )
 
 
+def _irfft_weights(kept: int, length: int, dtype) -> torch.Tensor:
+    """w_k with irfft(X)[n] = (1 / P) sum_{k < kept} w_k Re(X_k e^{2 pi i k n / P}); (kept,)."""
+    weights = torch.full((kept,), 2.0, dtype=dtype)
+    weights[0] = 1.0
+    if length % 2 == 0 and kept == length // 2 + 1:
+        weights[-1] = 1.0  # Nyquist term counted once
+    return weights / length
+
+
 class CorrectedFourierLayer(nn.Module):
-    """L_c v = K_c v + W v for one `FourierLayer` with a 1-D spectral convolution (see module doc)."""
+    """L_c v = K_c v + W v for one `FourierLayer` with a 1-D spectral convolution (see module doc).
+
+    Cost per forward: the layer's own rfft and irfft, plus O(r C^2 modes) for M and the anchor
+    terms (no impulse response, no extra application of K): the boundary rows of K v, the
+    columns K Psi and the spectrum of Psi delta are evaluated on the retained modes only.
+    """
 
     def __init__(
         self,
@@ -83,39 +101,88 @@ class CorrectedFourierLayer(nn.Module):
         self.max_condition = float(max_condition)
         self.check = bool(check)
 
+    def modal_rows(self, n: int, length: int):
+        """Rows R (r, P), anchors, pivots R[k, a_k] (r,), and on the kept modes k < K':
+        rows_hat[k, j] = sum_n R[j, n] w_k e^{2 pi i k n / P} / P (R applied after irfft) and
+        anchor_hat[j, k] = e^{-2 pi i k a_j / P} / R[j, a_j] (rfft of Psi's columns), float64.
+        """
+        key = (n, length)
+        if getattr(self, "_modal_key", None) != key:
+            self._modal_cache = self._modal_rows(n, length)
+            self._modal_key = key
+        return self._modal_cache
+
+    def _modal_rows(self, n: int, length: int):
+        """modal_rows without the cache (they depend on n, length and the condition only)."""
+        rows, anchors = self.condition.rows(n, length)
+        kept = min(self.layer.spectral.modes, length // 2 + 1)
+        frequencies = torch.arange(kept, dtype=torch.float64)
+        nodes = torch.arange(length, dtype=torch.float64)
+        phase = torch.polar(
+            torch.ones(kept, length, dtype=torch.float64),
+            2 * torch.pi * frequencies[:, None] * nodes[None] / length,
+        )
+        rows_hat = (phase * _irfft_weights(kept, length, torch.float64)[:, None]) @ rows.T.to(
+            phase.dtype
+        )
+        pivots = rows[torch.arange(len(anchors)), anchors]
+        anchor_hat = phase[:, anchors].conj().T / pivots[:, None]
+        return rows, anchors, pivots, rows_hat, anchor_hat
+
     def system(self, n: int, length: int):
         """Closed-form pieces for n physical nodes stored in `length`.
 
-        Returns rows R (r, P), anchors, pivots R[k, a_k] (r,), the columns K Psi (r, C, C, P),
-        the K part R K Psi and M = R K Psi + I_r (x) W, both (rC, rC) float64.
+        Returns rows R (r, P), anchors, pivots (r,), rows_hat (K', r), anchor_hat (r, K'), the K
+        part R K Psi and M = R K Psi + I_r (x) W, both (rC, rC) float64.
         """
-        rows, anchors = self.condition.rows(n, length)
-        kappa = self.layer.spectral.impulse_response(length)
-        pivots = rows[torch.arange(len(anchors)), anchors].to(kappa.dtype)
-        columns = boundary_columns(kappa, anchors) / pivots[:, None, None, None]
-        weight = self.layer.pointwise.weight[..., 0].to(torch.float64)
-        kernel_part = boundary_blocks(columns.to(torch.float64), rows)
-        matrix = kernel_part + torch.kron(torch.eye(len(anchors), dtype=torch.float64), weight)
+        rows, anchors, pivots, rows_hat, anchor_hat = self.modal_rows(n, length)
+        kept = rows_hat.shape[0]
+        weight = _complex_weight(self.layer.spectral, kept).to(
+            torch.complex128
+        )  # (C_in, C_out, K')
+        # R K Psi [(k, o), (j, c)] = Re sum_m W[c, o, m] anchor_hat[j, m] rows_hat[m, k]
+        kernel_part = torch.einsum("com,jm,mk->kojc", weight, anchor_hat, rows_hat).real
+        r, c = len(anchors), weight.shape[0]
+        kernel_part = kernel_part.reshape(r * c, r * c)
+        pointwise = self.layer.pointwise.weight[..., 0].to(torch.float64)
+        matrix = kernel_part + torch.kron(torch.eye(r, dtype=torch.float64), pointwise)
         if self.check and not self.training:  # checked at evaluation; training skips the SVD
             check_conditioning(matrix, self.max_condition, "layer")
-        return rows.to(kappa.dtype), anchors, pivots, columns, kernel_part, matrix
+        return rows, anchors, pivots, rows_hat, anchor_hat, kernel_part, matrix
 
     def forward(self, v: torch.Tensor, n: int | None = None) -> torch.Tensor:
         """(batch, C, P) -> (batch, C, P); the physical nodes are the first n (default P)."""
         length = v.shape[-1]
         n = length if n is None else n
-        rows, anchors, pivots, columns, kernel_part, matrix = self.system(n, length)
-        batch, r = v.shape[0], len(anchors)
-        kv = self.layer.spectral(v)
-        functional = torch.einsum("kn,bcn->bkc", rows, v).reshape(batch, -1)  # R v
-        applied = torch.einsum("kn,bcn->bkc", rows, kv).reshape(batch, -1)  # R K v
-        rhs = functional.to(torch.float64) @ kernel_part.T - applied.to(torch.float64)
-        delta = torch.linalg.solve(matrix, rhs.T).T.to(v.dtype).reshape(batch, r, -1)
-        z = v.clone()
-        for k, anchor in enumerate(anchors):
-            z[..., anchor] = z[..., anchor] + delta[:, k] / pivots[k]
-        kz = kv + torch.einsum("jocn,bjc->bon", columns, delta)
+        rows, anchors, pivots, rows_hat, anchor_hat, kernel_part, matrix = self.system(n, length)
+        batch, r, kept = v.shape[0], len(anchors), rows_hat.shape[0]
+        complex_dtype = _complex(v)  # batch work in the model's precision, M solved in float64
+        weight = _complex_weight(self.layer.spectral, kept).to(complex_dtype)
+        coefficients = torch.fft.rfft(v, dim=-1)[..., :kept]
+        spectrum = torch.einsum("bcm,com->bom", coefficients, weight)  # K v on the kept modes
+        applied = torch.einsum("bom,mk->bko", spectrum, rows_hat.to(complex_dtype)).real  # R K v
+        functional = torch.einsum("kn,bcn->bkc", rows.to(v.dtype), v)  # R v
+        rhs = functional.reshape(batch, -1).to(torch.float64) @ kernel_part.T - applied.reshape(
+            batch, -1
+        ).to(torch.float64)
+        delta = torch.linalg.solve(matrix, rhs.T).T.reshape(batch, r, -1).to(v.dtype)
+        shift = torch.einsum("bjc,jm->bcm", delta.to(complex_dtype), anchor_hat.to(complex_dtype))
+        spectrum = spectrum + torch.einsum("bcm,com->bom", shift, weight)  # K (v + Psi delta)
+        full = spectrum.new_zeros(batch, spectrum.shape[1], length // 2 + 1)
+        full[..., :kept] = spectrum
+        kz = torch.fft.irfft(full, n=length, dim=-1)
+        anchor_values = delta / pivots.to(v.dtype)[None, :, None]  # (batch, r, C)
+        z = v.index_add(-1, torch.tensor(anchors), anchor_values.transpose(1, 2))
         return kz + self.layer.pointwise(z)
+
+
+def _complex(v: torch.Tensor) -> torch.dtype:
+    return torch.complex128 if v.dtype == torch.float64 else torch.complex64
+
+
+def _complex_weight(spectral: SpectralConv1d, kept: int) -> torch.Tensor:
+    """The spectral weights on the kept modes, complex (C_in, C_out, K')."""
+    return torch.view_as_complex(spectral.weight)[..., :kept]
 
 
 class BoonFNO1d(nn.Module):
@@ -124,6 +191,8 @@ class BoonFNO1d(nn.Module):
     forward(a, data): a (batch, in_channels, n), data (batch, out_channels, r) boundary values
     (Dirichlet values / Neumann derivatives, per side; None for periodic or zero data) ->
     u (batch, out_channels, n) with condition.residual(u, data) = 0 up to round-off.
+    correct_layers=False keeps the layers as they are (only the final boundary solve: the
+    overwrite-only ablation, which isolates what the kernel correction adds).
     """
 
     def __init__(
@@ -132,6 +201,7 @@ class BoonFNO1d(nn.Module):
         condition: BoundaryCondition,
         max_condition: float = MAX_CONDITION,
         check_conditioning: bool = True,
+        correct_layers: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(operator, FNO1d):
@@ -142,6 +212,7 @@ class BoonFNO1d(nn.Module):
             CorrectedFourierLayer(layer, condition, max_condition, check_conditioning)
             for layer in operator.layers
         )
+        self.correct_layers = bool(correct_layers)
 
     @property
     def hyperparameters(self) -> dict:
@@ -152,6 +223,7 @@ class BoonFNO1d(nn.Module):
                 "sides": list(self.condition.sides),
                 "step": self.condition.step,
                 "order": self.condition.order,
+                "correct_layers": self.correct_layers,
             },
         }
 
@@ -165,7 +237,7 @@ class BoonFNO1d(nn.Module):
             )
         v = self.operator.lift_input(a)
         for index, layer in enumerate(self.corrected):
-            v = layer(v, n)
+            v = layer(v, n) if self.correct_layers else layer.layer(v)
             if index < len(self.corrected) - 1:
                 v = self.operator.activation(v)
         return self.operator.project(v, (n,))

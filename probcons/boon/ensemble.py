@@ -6,7 +6,10 @@ The prediction on the grid (t = output times, x) is
     mean = (1/E) sum_e u_e,   Sigma = diag(noise_variance) + F F^T,  F = [u_e - mean] / sqrt(E - 1),
 
 a LowRankCovariance. Every column of F satisfies the homogeneous condition and the mean the
-inhomogeneous one. The ProbConserv update (`probcons.conditioning.condition`) on the stacked
+inhomogeneous one. The diagonal (aleatoric) variance s is one scalar: the default NOISE_VARIANCE is
+a floor that leaves the ensemble over-confident; `calibrate` sets s to the maximiser of the
+held-out pointwise Gaussian log-likelihood sum log N(y | mean, s + spread^2), spread^2 the
+members' variance (1 / (E - 1) normalisation), over log s in [log floor, log max_variance]. The ProbConserv update (`probcons.conditioning.condition`) on the stacked
 constraint [conservation; boundary rows] then gives a posterior whose mean satisfies both.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+from scipy.optimize import minimize_scalar
 
 from probcons.boon.problems import OperatorData, OperatorProblem, heat_mass
 from probcons.boon.training import TrainingConfig, predict, train_model
@@ -22,10 +26,48 @@ from probcons.conditioning import condition
 from probcons.constraints import conservation_constraint, neumann_constraint
 from probcons.covariance import LowRankCovariance
 from probcons.grid import Grid
+from probcons.metrics import gaussian_interval_coverage
 from probcons.prediction import GaussianPrediction
 from probcons.validation import check_nonnegative, check_positive_int
 
 NOISE_VARIANCE = 1e-8  # diagonal floor of the ensemble covariance (keeps G Sigma G^T invertible)
+COVERAGE_LEVEL = 0.9  # central interval whose pointwise coverage `coverage` reports
+
+
+def calibrated_noise_variance(
+    members: torch.Tensor, targets: torch.Tensor, floor: float = NOISE_VARIANCE
+) -> float:
+    """argmax_s sum log N(targets | mean, s + spread^2) over s >= floor (one scalar, bounded search).
+
+    members (E, n, ...) member predictions, targets (n, ...) held-out truth; the search runs over
+    log s between log floor and log of the largest squared error (beyond which the likelihood
+    only decreases).
+    """
+    if members.dim() < 2 or members.shape[0] < 2 or members.shape[1:] != targets.shape:
+        raise ValueError(
+            "members, targets: expected (E >= 2, *shape) and (*shape),"
+            f" got {tuple(members.shape)} and {tuple(targets.shape)}"
+        )
+    floor = check_nonnegative(floor, "floor")
+    if floor <= 0:
+        raise ValueError(f"floor: expected a variance > 0, got {floor!r}")
+    members, targets = members.to(torch.float64), targets.to(torch.float64)
+    squared = ((members.mean(0) - targets) ** 2).flatten()
+    spread = members.var(0, unbiased=True).flatten()
+    upper = max(float(squared.max()), floor * 10)
+
+    def negative_log_likelihood(log_s: float) -> float:
+        variance = spread + math.exp(log_s)
+        return float(0.5 * (variance.log() + squared / variance).sum())
+
+    result = minimize_scalar(
+        negative_log_likelihood, bounds=(math.log(floor), math.log(upper)), method="bounded"
+    )
+    best = max(floor, math.exp(result.x))
+    # the bounded search never evaluates the end point itself; keep the floor if it is better
+    if negative_log_likelihood(math.log(floor)) < negative_log_likelihood(math.log(best)):
+        best = floor
+    return best
 
 
 class BoonEnsemble:
@@ -67,6 +109,20 @@ class BoonEnsemble:
     def member_predictions(self, data: OperatorData) -> torch.Tensor:
         """(E, n, m, n_x) float64."""
         return torch.stack([predict(m, self.kind, data).to(torch.float64) for m in self.models])
+
+    def calibrate(self, data: OperatorData, floor: float = NOISE_VARIANCE) -> float:
+        """Set noise_variance from held-out `data` (`calibrated_noise_variance`); returns it."""
+        self.noise_variance = calibrated_noise_variance(
+            self.member_predictions(data), data.targets, floor
+        )
+        return self.noise_variance
+
+    def coverage(self, data: OperatorData, level: float = COVERAGE_LEVEL) -> float:
+        """Share of grid values of `data` inside the central `level` interval of the marginals."""
+        members = self.member_predictions(data)
+        variance = members.var(0, unbiased=True) + self.noise_variance
+        inside = gaussian_interval_coverage(members.mean(0), variance, data.targets, level)
+        return float(inside.double().mean())
 
     def predict(self, data: OperatorData) -> list[GaussianPrediction]:
         """One GaussianPrediction on grid (times, x) per sample of `data`."""

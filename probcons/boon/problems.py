@@ -3,7 +3,9 @@
 Each sample maps a(x) = u(0, x) on n_x nodes to u(t_c, x) at m output times, stored as m output
 channels (x-t multi-step; m = 1 is the single-step map). The boundary data of every output
 channel is part of the sample, (m, r) per sample: [left, right] values (Dirichlet) or
-derivatives (Neumann); periodic problems have none. Every map is well-posed: the output depends
+derivatives (Neumann); periodic problems have none. `boundary_varies` says whether those data
+differ between samples (heat: one heater for all; wave: zeros), i.e. whether they can inform a
+model given them as inputs. Every map is well-posed: the output depends
 only on what the input holds.
 """
 
@@ -60,6 +62,7 @@ class OperatorProblem:
     sampler: Callable[[int, torch.Generator, OperatorProblem], OperatorData] = field(repr=False)
     coordinates: str = "linear"
     parameters: dict = field(default_factory=dict)
+    boundary_varies: bool = True  # False: every sample has the same boundary data (no information)
 
     @property
     def n_x(self) -> int:
@@ -209,6 +212,7 @@ def make_problem(name: str, n_x: int = 65, n_times: int | None = None) -> Operat
             _sample_heat,
             "linear",
             HEAT,
+            boundary_varies=False,  # the same heater U sin(pi t) for every sample
         )
     if name == "stokes":
         return OperatorProblem(
@@ -248,7 +252,15 @@ def make_problem(name: str, n_x: int = 65, n_times: int | None = None) -> Operat
             BURGERS,
         )
     return OperatorProblem(
-        name, OPERATOR_PROBLEMS[name], x, _times(1.0, m), neumann(h), _sample_wave, "linear", WAVE
+        name,
+        OPERATOR_PROBLEMS[name],
+        x,
+        _times(1.0, m),
+        neumann(h),
+        _sample_wave,
+        "linear",
+        WAVE,
+        boundary_varies=False,  # homogeneous Neumann data: zeros for every sample
     )
 
 

@@ -111,7 +111,14 @@ def run_operator_problem(
         ensemble = BoonEnsemble.train(spec, train, config, members, seed)
         for index, model in enumerate(ensemble.models):
             _save(model, out_dir / f"member_{index}.pt", problem, kind)
-        result["metrics"] = ensemble_metrics(ensemble, spec, test)
+        # the diagonal variance from held-out samples (neither training nor test data)
+        validation = spec.generate(max(n_test // 2, 2), generator)
+        ensemble.calibrate(validation)
+        result["metrics"] = {
+            **ensemble_metrics(ensemble, spec, test),
+            "noise_variance": ensemble.noise_variance,
+            "coverage_90": ensemble.coverage(test),
+        }
         prediction = ensemble.member_predictions(test).mean(0)
     write_json(out_dir / "metrics.json", result)
     if figure:

@@ -85,9 +85,24 @@ def boundary_channels(data: OperatorData, n_x: int) -> torch.Tensor:
     return flat[..., None].expand(-1, -1, n_x)
 
 
-def model_inputs(kind: str, data: OperatorData) -> torch.Tensor:
-    """What `kind` sees: a alone (fno) or a and the boundary channels (fno-bc, boon)."""
-    if kind == "fno":
+def sees_boundary_data(kind: str, problem: OperatorProblem) -> bool:
+    """fno-bc and BOON get the boundary data as input channels where they vary between samples.
+
+    Data that are the same for every sample (heat's heater, the wave's zero flux) carry no
+    information, and 2 m constant channels only dilute the lift's initial weights.
+    """
+    return kind != "fno" and problem.condition.has_data and problem.boundary_varies
+
+
+def input_channels(model: nn.Module) -> int:
+    """Input channels of an FNO or of the FNO inside a BOON-FNO."""
+    return (model.operator if isinstance(model, BoonFNO1d) else model).in_channels
+
+
+def model_inputs(kind: str, data: OperatorData, in_channels: int | None = None) -> torch.Tensor:
+    """What `kind` sees: a alone (fno, or a model with a's channels only) or a and the boundary
+    channels (fno-bc, boon)."""
+    if kind == "fno" or in_channels == data.inputs.shape[1]:
         return data.inputs
     return torch.cat([data.inputs, boundary_channels(data, data.inputs.shape[-1])], dim=1)
 
@@ -95,7 +110,7 @@ def model_inputs(kind: str, data: OperatorData) -> torch.Tensor:
 def build_model(kind: str, problem: OperatorProblem, config: TrainingConfig) -> nn.Module:
     """An untrained model of `kind` for `problem` (float32)."""
     check_kind(kind)
-    n_boundary = 0 if kind == "fno" or not problem.condition.has_data else 2 * problem.n_times
+    n_boundary = 2 * problem.n_times if sees_boundary_data(kind, problem) else 0
     operator = FNO1d(
         1 + n_boundary,
         problem.n_times,
@@ -112,7 +127,7 @@ def build_model(kind: str, problem: OperatorProblem, config: TrainingConfig) -> 
 def predict(model: nn.Module, kind: str, data: OperatorData, batch_size: int = 100) -> torch.Tensor:
     """Model output (n, m, n_x) in the model's dtype, without gradients."""
     dtype = next(model.parameters()).dtype
-    inputs = model_inputs(kind, data).to(dtype)
+    inputs = model_inputs(kind, data, input_channels(model)).to(dtype)
     boundary = None if data.boundary is None else data.boundary.to(dtype)
     outputs = []
     with torch.no_grad():
@@ -149,7 +164,7 @@ def train_model(
     current = distributed.world()
     torch.manual_seed(seed)
     model = build_model(kind, problem, config)
-    inputs = model_inputs(kind, train).float()
+    inputs = model_inputs(kind, train, input_channels(model)).float()
     targets = train.targets.float()
     boundary = None if train.boundary is None else train.boundary.float()
     optimizer = torch.optim.Adam(
