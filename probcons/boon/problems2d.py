@@ -15,6 +15,7 @@ Neumann data (wave).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -144,10 +145,11 @@ def make_problem2d(
     n_steps: int = 25,
     t_end: float = 2.0,
     resolution: int | None = None,
+    reynolds: float | None = None,
 ) -> OperatorProblem2d:
     """The problem `name` on n x n nodes with n_steps steps to t_end.
 
-    resolution: the cavity solver's cells per side (default n - 1: the output grid itself, so the
+    reynolds: the cavity's Reynolds number (default 100); resolution: the cavity solver's cells per side (default n - 1: the output grid itself, so the
     velocity's central-difference divergence is round-off at any n).
     """
     if name not in OPERATOR_PROBLEMS_2D:
@@ -163,6 +165,12 @@ def make_problem2d(
         parameters = dict(CAVITY)
         if resolution is not None:
             parameters["resolution"] = check_positive_int(resolution, "resolution")
+        if reynolds is not None:
+            if isinstance(reynolds, bool) or not (
+                isinstance(reynolds, (int, float)) and math.isfinite(reynolds) and reynolds > 0
+            ):
+                raise ValueError(f"reynolds: expected a positive number, got {reynolds!r}")
+            parameters["reynolds"] = float(reynolds)
         return OperatorProblem2d(
             name,
             OPERATOR_PROBLEMS_2D[name],

@@ -41,11 +41,11 @@ class TrainingConfig2d:
     layers: int = 4
     padding: int = 4
     projection_width: int = 32
-    epochs: int = 7
+    epochs: int = 10
     batch_size: int = 10
     learning_rate: float = 5e-3
     weight_decay: float = 1e-4
-    decay_every: int = 2
+    decay_every: int = 3
     decay_factor: float = 0.5
 
     def __post_init__(self) -> None:
