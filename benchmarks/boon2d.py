@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from probcons.boon.problems2d import OPERATOR_PROBLEMS_2D, make_problem2d
+from probcons.boon.training import MODEL_KINDS
 from probcons.boon.training2d import (
-    MODEL_KINDS,
     TrainingConfig2d,
     config_dict,
     evaluate2d,

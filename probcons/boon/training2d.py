@@ -16,7 +16,7 @@ with weight decay and a step decay of the learning rate. Evaluation rolls each t
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,17 +24,22 @@ from torch import nn
 
 from probcons.boon.correction2d import BoonFNO2d
 from probcons.boon.problems2d import OperatorProblem2d, Trajectories2d
+from probcons.boon.training import (
+    TrainingConfig,
+    check_kind,
+    config_dict,
+    relative_l2,
+)
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.operators.fno import FNO2d
-from probcons.validation import check_positive_int
 
-MODEL_KINDS = ("fno", "fno-bc", "boon")
 BOUNDARY_BAND = 0.05  # fraction of the side next to each wall left out of the interior metric
 
 
 @dataclass(frozen=True)
-class TrainingConfig2d:
-    """Reduced sizes for CPU (the paper's 3-D FNO: modes 8, width 20, 500 epochs)."""
+class TrainingConfig2d(TrainingConfig):
+    """Reduced sizes for CPU (the paper's 3-D FNO: modes 8, width 20, 500 epochs); the fields
+    and their checks are those of the 1-D `TrainingConfig`."""
 
     modes: int = 8
     width: int = 12
@@ -47,35 +52,6 @@ class TrainingConfig2d:
     weight_decay: float = 1e-4
     decay_every: int = 3
     decay_factor: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in (
-            "modes",
-            "width",
-            "layers",
-            "projection_width",
-            "epochs",
-            "batch_size",
-            "decay_every",
-        ):
-            check_positive_int(getattr(self, name), name)
-        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
-            raise ValueError(f"padding: expected an integer >= 0, got {self.padding!r}")
-        if (
-            not self.learning_rate > 0
-            or not self.weight_decay >= 0
-            or not 0 < self.decay_factor <= 1
-        ):
-            raise ValueError(
-                "learning_rate, weight_decay, decay_factor: expected > 0, >= 0 and in (0, 1],"
-                f" got {self.learning_rate}, {self.weight_decay}, {self.decay_factor}"
-            )
-
-
-def check_kind(kind: str) -> str:
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"kind: expected one of {MODEL_KINDS}, got {kind!r}")
-    return kind
 
 
 class IncrementFNO2d(nn.Module):
@@ -143,11 +119,6 @@ def step(
         return model(inputs)
     data = problem.boundary_data(target)
     return model(inputs, None if data is None else tuple(d.to(a.dtype) for d in data))
-
-
-def relative_l2(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample ||prediction - target|| / ||target|| over channels and nodes, (B,)."""
-    return (prediction - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)
 
 
 def step_loss(
@@ -315,10 +286,6 @@ def evaluate2d(
         "rel_l2_per_step": [float(e) for e in per_step],
     }
     return metrics, prediction
-
-
-def config_dict(config: TrainingConfig2d) -> dict:
-    return asdict(config)
 
 
 def load_model2d(path: str | Path) -> tuple[nn.Module, str, OperatorProblem2d]:
