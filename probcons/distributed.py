@@ -113,6 +113,27 @@ def shard(batch_size: int, current: World) -> slice:
     return slice(current.rank * per_rank, (current.rank + 1) * per_rank)
 
 
+def split_minibatch(index: torch.Tensor, current: World) -> tuple[torch.Tensor, float | None]:
+    """This rank's part of a mini-batch of sample indices, and the weight w of its losses.
+
+    With K ranks, rank r takes the r-th of K nearly equal parts and its loss is w sum_i l_i,
+    w = K / b, so DDP's mean over ranks is the mean over the b samples of the mini-batch. A
+    rank left without a sample (b < K) takes one with w = 0 (an empty batch cannot run an FFT).
+    One process: (index, None), and the loss is the plain mean (`minibatch_loss`).
+    """
+    if not current.is_distributed:
+        return index, None
+    local = torch.tensor_split(index, current.size)[current.rank]
+    if len(local) == 0:
+        return index[:1], 0.0
+    return local, current.size / len(index)
+
+
+def minibatch_loss(errors: torch.Tensor, weight: float | None) -> torch.Tensor:
+    """mean(errors) in one process; weight * sum(errors) on a rank (`split_minibatch`)."""
+    return errors.mean() if weight is None else errors.sum() * weight
+
+
 def global_mean(local: torch.Tensor) -> torch.Tensor:
     """Mean over ranks of equally sized shards' means, with the gradient of the local term.
 

@@ -14,7 +14,9 @@ from probcons.backbones.anp import ANPConfig, AttentiveNeuralProcess, elbo_loss
 from probcons.backbones.ensemble import DeepEnsembleTask, EnsembleConfig
 from probcons.backbones.member_training import MemberTrainingOptions, train_members
 from probcons.boon.problems import make_problem
+from probcons.boon.problems2d import make_problem2d
 from probcons.boon.training import TrainingConfig, train_model
+from probcons.boon.training2d import TrainingConfig2d, train_model2d
 from probcons.checkpoint import load_checkpoint
 from probcons.problems import get_problem
 from probcons.training import TrainingOptions, train_anp
@@ -74,6 +76,16 @@ def anp_options(**overrides):
 def boon_data():
     problem = make_problem("heat-neumann", n_x=17, n_times=2)
     return problem, problem.generate(7, torch.Generator().manual_seed(0))
+
+
+BOON2D_CONFIG = TrainingConfig2d(
+    modes=2, width=3, layers=2, padding=1, projection_width=4, epochs=2, batch_size=5
+)
+
+
+def boon2d_data():
+    problem = make_problem2d("wave2d", n=8, n_steps=4, t_end=0.4)
+    return problem, problem.generate(3, seed=0)  # 3 x 3 step pairs: batches of 5 and 4
 
 
 def ensemble_task():
@@ -146,6 +158,12 @@ def _worker(rank: int, port: int, directory: str) -> None:
         model, _ = train_model("boon", problem, data, BOON_CONFIG, seed=2)
         if current.is_main:
             torch.save(model.state_dict(), f"{directory}/boon.pt")
+        problem2d, data2d = boon2d_data()
+        model2d, _ = train_model2d(
+            "boon", problem2d, data2d, BOON2D_CONFIG, seed=3, checkpoint=f"{directory}/boon2d.pt"
+        )
+        if current.is_main:
+            torch.save(model2d.state_dict(), f"{directory}/boon2d_weights.pt")
         paths = train_members(
             ensemble_task(), f"{directory}/ensemble", MEMBERS, MEMBER_OPTIONS, progress=False
         )
@@ -228,6 +246,32 @@ def test_two_boon_processes_match_one_with_the_same_global_batch(two_process_run
     # 7 samples in batches of 6 and 1: 3 + 3 samples, then 1 + none (a zero-weighted sample)
     model, _ = train_model("boon", problem, data, BOON_CONFIG, seed=2)
     assert_same_weights(torch.load(two_process_runs / "boon.pt"), model.state_dict())
+
+
+def test_two_processes_train_the_2d_boon_like_one(two_process_runs, tmp_path):
+    problem, data = boon2d_data()
+    model, _ = train_model2d(
+        "boon", problem, data, BOON2D_CONFIG, seed=3, checkpoint=tmp_path / "boon2d.pt"
+    )
+    assert_same_weights(torch.load(two_process_runs / "boon2d_weights.pt"), model.state_dict())
+    assert_same_weights(  # rank 0's checkpoint holds the same global state
+        load_checkpoint(two_process_runs / "boon2d.pt")["state"]["model"],
+        load_checkpoint(tmp_path / "boon2d.pt")["state"]["model"],
+    )
+
+
+@pytest.mark.parametrize("batch", [5, 1])
+def test_minibatch_parts_partition_the_batch_and_average_to_its_mean(batch):
+    index = torch.arange(10, 10 + batch)
+    errors = torch.rand(20, dtype=torch.float64)
+    parts = [distributed.split_minibatch(index, distributed.World(r, 2)) for r in range(2)]
+    used = torch.cat([part for part, weight in parts if weight != 0.0])
+    assert torch.equal(used, index)  # every sample once, on one rank
+    losses = [distributed.minibatch_loss(errors[part], weight) for part, weight in parts]
+    mean_over_ranks = sum(losses) / 2  # what DDP's gradient averaging differentiates
+    assert torch.allclose(mean_over_ranks, errors[index].mean(), rtol=1e-14)
+    alone, weight = distributed.split_minibatch(index, distributed.World())
+    assert torch.equal(alone, index) and weight is None
 
 
 def test_a_batch_that_does_not_split_over_the_ranks_is_refused():

@@ -178,22 +178,14 @@ def train_model(
         model.train()
         order = torch.randperm(len(train), generator=shuffle)
         for begin in range(0, len(train), config.batch_size):
-            index = order[begin : begin + config.batch_size]
-            if current.is_distributed:
-                weight = current.size / len(index)
-                local = torch.tensor_split(index, current.size)[current.rank]
-                if len(local) == 0:  # fewer samples than ranks: a zero-weighted one keeps step
-                    local, weight = index[:1], 0.0
-                index = local
+            index, weight = distributed.split_minibatch(
+                order[begin : begin + config.batch_size], current
+            )
             if kind == "boon":
                 output = network(inputs[index], None if boundary is None else boundary[index])
             else:
                 output = network(inputs[index])
-            errors = relative_l2(output, targets[index])
-            if current.is_distributed:
-                loss = errors.sum() * weight
-            else:
-                loss = errors.mean()
+            loss = distributed.minibatch_loss(relative_l2(output, targets[index]), weight)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from probcons import distributed
 from probcons.boon.correction2d import BoonFNO2d
 from probcons.boon.problems2d import OperatorProblem2d, Trajectories2d
 from probcons.boon.training import (
@@ -143,7 +144,10 @@ def train_model2d(
     callback(epoch, model) after each epoch; progress shows a tqdm bar over epochs; checkpoint:
     a file written atomically after every epoch (weights, optimizer, schedule, shuffle state,
     seconds so far) and resumed from when it exists. seconds counts training only.
+    In a process group (torchrun) each mini-batch is split over the ranks
+    (`distributed.split_minibatch`); rank 0 alone writes the checkpoint and shows progress.
     """
+    current = distributed.world()
     torch.manual_seed(seed)
     model = build_model2d(kind, problem, config)
     inputs, targets = problem.step_pairs(train)
@@ -152,6 +156,7 @@ def train_model2d(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, config.decay_every, config.decay_factor)
+    network = distributed.wrap(model)
     shuffle = torch.Generator().manual_seed(seed)
     first, elapsed = 0, 0.0
     if checkpoint is not None and Path(checkpoint).is_file():
@@ -169,6 +174,7 @@ def train_model2d(
         shuffle.set_state(saved["state"]["shuffle"])
         first, elapsed = int(saved["extra"]["epochs_done"]), float(saved["extra"]["seconds"])
     epochs = range(first, config.epochs)
+    progress = progress and current.is_main
     if progress:
         from tqdm.auto import tqdm
 
@@ -181,17 +187,22 @@ def train_model2d(
         order = torch.randperm(len(inputs), generator=shuffle)
         total = 0.0
         for begin in range(0, len(inputs), config.batch_size):
-            index = order[begin : begin + config.batch_size]
-            output = step(model, kind, problem, inputs[index], targets[index])
-            loss = step_loss(output, targets[index], inputs[index, : problem.channels]).mean()
+            index, weight = distributed.split_minibatch(
+                order[begin : begin + config.batch_size], current
+            )
+            output = step(network, kind, problem, inputs[index], targets[index])
+            errors = step_loss(output, targets[index], inputs[index, : problem.channels])
+            loss = distributed.minibatch_loss(errors, weight)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(index)
+            total += float(errors.detach().sum()) if weight != 0.0 else 0.0  # this rank's
         schedule.step()
+        if current.is_distributed:  # the sum over all ranks' samples (a collective: every rank)
+            total = distributed.average({"loss": total})["loss"] * current.size
         if progress:
             epochs.set_postfix(loss=f"{total / len(inputs):.3e}")
-        if checkpoint is not None:
+        if checkpoint is not None and current.is_main:
             state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
