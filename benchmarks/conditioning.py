@@ -341,30 +341,11 @@ def worker(payload: str) -> None:
     import torch
 
     torch.set_num_threads(options["threads"])
-    n_t, n_x, covariance, constraints = options["case"]
+    case = (*options["case"], options["rank"], options["draws"], options["repeats"])
     if options["mode"] == "ours":
-        result = ours(
-            n_t,
-            n_x,
-            covariance,
-            constraints,
-            options["rank"],
-            options["draws"],
-            options["repeats"],
-            options["chunk_mb"],
-            options["seed"],
-        )
+        result = ours(*case, options["chunk_mb"], options["seed"])
     else:
-        result = dense(
-            n_t,
-            n_x,
-            covariance,
-            constraints,
-            options["rank"],
-            options["draws"],
-            options["repeats"],
-            options["seed"],
-        )
+        result = dense(*case, options["seed"])
     result["load_average"] = os.getloadavg()[0]
     print(json.dumps(result))
 

@@ -28,6 +28,19 @@ BACKBONES_2D = ("fno", "fno-bc", "boon-fno")
 TRAJECTORIES_2D = (80, 16)  # default training / test trajectories of the 2-D problems
 
 
+def _prepare(n_train, n_test, threads, config, epochs, out_dir) -> tuple:
+    """Checked sizes and threads, the config with `epochs` applied, and the created out_dir."""
+    check_positive_int(n_train, "n_train")
+    check_positive_int(n_test, "n_test")
+    if threads is not None:
+        torch.set_num_threads(check_positive_int(threads, "threads"))
+    if epochs is not None:
+        config = replace(config, epochs=check_positive_int(epochs, "epochs"))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return config, out_dir
+
+
 def _save(model, path: Path, problem_name: str, kind: str) -> None:
     operator = model.operator if kind == "boon" else model
     extra = {"problem": problem_name, "kind": kind}
@@ -80,15 +93,9 @@ def run_operator_problem(
         raise ValueError(f"backbone: expected one of {sorted(BACKBONES)}, got {backbone!r}")
     n_train = 200 if n_train is None else n_train
     n_test = 100 if n_test is None else n_test
-    check_positive_int(n_train, "n_train")
-    check_positive_int(n_test, "n_test")
-    if threads is not None:
-        torch.set_num_threads(check_positive_int(threads, "threads"))
-    config = config or TrainingConfig()
-    if epochs is not None:
-        config = replace(config, epochs=check_positive_int(epochs, "epochs"))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    config, out_dir = _prepare(
+        n_train, n_test, threads, config or TrainingConfig(), epochs, out_dir
+    )
     spec = make_problem(problem, n_x=n_x, n_times=n_times)
     generator = torch.Generator().manual_seed(seed)
     train, test = spec.generate(n_train, generator), spec.generate(n_test, generator)
@@ -197,7 +204,6 @@ def run_operator_problem2d(
     hyperparameters; `training2d.load_model2d`) and error_vs_time.png; returns the metrics.
     """
     from probcons.boon.training2d import TrainingConfig2d, evaluate2d, train_model2d
-    from probcons.boon.training2d import config_dict as config_dict2d
     from probcons.checkpoint import save_checkpoint
 
     if problem not in OPERATOR_PROBLEMS_2D:
@@ -208,15 +214,9 @@ def run_operator_problem2d(
         raise ValueError(
             f"backbone: expected one of {list(BACKBONES_2D)} for {problem}, got {backbone!r}"
         )
-    check_positive_int(n_train, "n_train")
-    check_positive_int(n_test, "n_test")
-    if threads is not None:
-        torch.set_num_threads(check_positive_int(threads, "threads"))
-    config = config or TrainingConfig2d()
-    if epochs is not None:
-        config = replace(config, epochs=check_positive_int(epochs, "epochs"))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    config, out_dir = _prepare(
+        n_train, n_test, threads, config or TrainingConfig2d(), epochs, out_dir
+    )
     spec = make_problem2d(problem, n=n)
     train, test = spec.generate(n_train, seed), spec.generate(n_test, seed + 1000)
     kind = BACKBONES[backbone]
@@ -228,7 +228,7 @@ def run_operator_problem2d(
         "seed": seed,
         "map": "one autoregressive step, rolled out from the first state(s) to t_end",
         "sizes": {"n_train": n_train, "n_test": n_test, "n": spec.n, "n_steps": spec.n_steps},
-        "config": config_dict2d(config),
+        "config": config_dict(config),
         "machine": {"platform": platform.platform(), "torch": torch.__version__},
         "metrics": {**metrics, "train_s": seconds},
     }
@@ -243,7 +243,7 @@ def run_operator_problem2d(
             "n": spec.n,
             "n_steps": spec.n_steps,
             "t_end": spec.t_end,
-            "config": config_dict2d(config),
+            "config": config_dict(config),
         },
     )
     write_json(out_dir / "metrics.json", result)
