@@ -30,14 +30,11 @@ import json
 import math
 import platform
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from probcons.boon import training
-from probcons.boon.correction import BoonFNO1d
 from probcons.boon.ensemble import BoonEnsemble, conserve, heat_constraints
 from probcons.boon.figures import plot_boundary_profiles, plot_insulator
 from probcons.boon.problems import OPERATOR_PROBLEMS, make_problem
@@ -57,25 +54,6 @@ from probcons.metrics import gaussian_interval_coverage, gaussian_log_likelihood
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = 0.9  # nominal coverage of the probabilistic section
 ABLATION = "boon-overwrite"  # BOON without the kernel correction (final boundary solve only)
-
-
-@contextmanager
-def benchmark_models(problem, overwrite_only: bool = False):
-    """Inside: "boon" builds the overwrite-only ablation if `overwrite_only` (BOON's final
-    boundary solve without the kernel correction of its layers)."""
-    build = training.build_model
-
-    def build_benchmark_model(kind, spec, config):
-        model = build(kind, spec, config)
-        if kind == "boon" and overwrite_only:
-            model = BoonFNO1d(model.operator, spec.condition, correct_layers=False)
-        return model
-
-    training.build_model = build_benchmark_model
-    try:
-        yield
-    finally:
-        training.build_model = build
 
 
 def probabilistic_heat(problem, train, validation, test, first, config, members, seed) -> dict:
@@ -217,41 +195,41 @@ def main() -> None:
                 models[kind], predictions[kind] = models["fno"], predictions["fno"]
                 print("  fno-bc         = fno (the boundary data carry no information)")
                 continue
-            with benchmark_models(problem, overwrite_only=kind == ABLATION):
-                model_kind = "boon" if kind == ABLATION else kind
-                model, seconds = train_model(model_kind, problem, train, config, args.seed)
-                metrics = {**evaluate(model, model_kind, problem, test), "train_s": seconds}
-                results[name][kind] = metrics
-                models[kind] = model
-                predictions[kind] = predict(model, model_kind, test).to(torch.float64)
-                ratio = metrics["rel_l2"] / results[name]["fno"]["rel_l2"]
-                print(
-                    f"  {kind:14s} rel_l2 {metrics['rel_l2']:.3e} (x{ratio:.2f} FNO)"
-                    f"  interior {metrics['rel_l2_interior']:.3e}"
-                    f"  share L/R {metrics['error_share_left']:.2f}"
-                    f"/{metrics['error_share_right']:.2f}"
-                    f"  bc f64 {metrics['boundary_error']:.1e}"
-                    f"  f32 {metrics['boundary_error_f32']:.1e}  train {seconds:.0f} s",
-                    flush=True,
-                )
-        with benchmark_models(problem):
-            if name == "heat-neumann":
-                shown = {"FNO": predictions["fno"], "BOON": predictions["boon"]}
-                plot_boundary_profiles(problem, test, shown, args.figures / "boon_heat_neumann.png")
-                plot_insulator(problem, test, shown, args.figures / "boon_insulator.png")
-            if name == "heat-neumann" and args.probabilistic:
-                validation = problem.generate(args.n_validation, generator)
-                results["_probabilistic"] = probabilistic_heat(
-                    problem,
-                    train,
-                    validation,
-                    test.subset(slice(0, args.n_conserve)),
-                    models["boon"],
-                    member_config,
-                    args.members,
-                    args.seed,
-                )
-                print_probabilistic(results["_probabilistic"])
+            model_kind = "boon" if kind == ABLATION else kind
+            model, seconds = train_model(
+                model_kind, problem, train, config, args.seed, correct_layers=kind != ABLATION
+            )
+            metrics = {**evaluate(model, model_kind, problem, test), "train_s": seconds}
+            results[name][kind] = metrics
+            models[kind] = model
+            predictions[kind] = predict(model, model_kind, test).to(torch.float64)
+            ratio = metrics["rel_l2"] / results[name]["fno"]["rel_l2"]
+            print(
+                f"  {kind:14s} rel_l2 {metrics['rel_l2']:.3e} (x{ratio:.2f} FNO)"
+                f"  interior {metrics['rel_l2_interior']:.3e}"
+                f"  share L/R {metrics['error_share_left']:.2f}"
+                f"/{metrics['error_share_right']:.2f}"
+                f"  bc f64 {metrics['boundary_error']:.1e}"
+                f"  f32 {metrics['boundary_error_f32']:.1e}  train {seconds:.0f} s",
+                flush=True,
+            )
+        if name == "heat-neumann":
+            shown = {"FNO": predictions["fno"], "BOON": predictions["boon"]}
+            plot_boundary_profiles(problem, test, shown, args.figures / "boon_heat_neumann.png")
+            plot_insulator(problem, test, shown, args.figures / "boon_insulator.png")
+        if name == "heat-neumann" and args.probabilistic:
+            validation = problem.generate(args.n_validation, generator)
+            results["_probabilistic"] = probabilistic_heat(
+                problem,
+                train,
+                validation,
+                test.subset(slice(0, args.n_conserve)),
+                models["boon"],
+                member_config,
+                args.members,
+                args.seed,
+            )
+            print_probabilistic(results["_probabilistic"])
         results[name]["_total_s"] = time.perf_counter() - start
         print(f"  {name}: {results[name]['_total_s']:.0f} s in all", flush=True)
         write_json(args.out, {**results, "_meta": meta})

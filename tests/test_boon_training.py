@@ -160,3 +160,11 @@ def test_insulator_figure_reads_the_neumann_data(heat, tmp_path):
     assert path.stat().st_size > 0
     with pytest.raises(ValueError, match="problem"):
         boundary_derivatives(make_problem("stokes", n_x=17, n_times=2), test.targets)
+
+
+def test_the_overwrite_only_ablation_trains_and_stays_exact(heat):
+    problem, train, test = heat
+    full, _ = train_model("boon", problem, train, TINY, seed=0)
+    ablation, _ = train_model("boon", problem, train, TINY, seed=0, correct_layers=False)
+    assert full.correct_layers and not ablation.correct_layers
+    assert evaluate(ablation, "boon", problem, test)["boundary_error"] < 1e-10

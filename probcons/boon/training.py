@@ -107,8 +107,11 @@ def model_inputs(kind: str, data: OperatorData, in_channels: int | None = None) 
     return torch.cat([data.inputs, boundary_channels(data, data.inputs.shape[-1])], dim=1)
 
 
-def build_model(kind: str, problem: OperatorProblem, config: TrainingConfig) -> nn.Module:
-    """An untrained model of `kind` for `problem` (float32)."""
+def build_model(
+    kind: str, problem: OperatorProblem, config: TrainingConfig, correct_layers: bool = True
+) -> nn.Module:
+    """An untrained model of `kind` for `problem` (float32); correct_layers=False gives BOON
+    without the kernel correction of its layers (the final boundary solve alone, an ablation)."""
     check_kind(kind)
     n_boundary = 2 * problem.n_times if sees_boundary_data(kind, problem) else 0
     operator = FNO1d(
@@ -121,7 +124,9 @@ def build_model(kind: str, problem: OperatorProblem, config: TrainingConfig) -> 
         coordinates=problem.coordinates,
         projection_width=config.projection_width,
     )
-    return BoonFNO1d(operator, problem.condition) if kind == "boon" else operator
+    if kind != "boon":
+        return operator
+    return BoonFNO1d(operator, problem.condition, correct_layers=correct_layers)
 
 
 def predict(model: nn.Module, kind: str, data: OperatorData, batch_size: int = 100) -> torch.Tensor:
@@ -154,8 +159,10 @@ def train_model(
     config: TrainingConfig,
     seed: int = 0,
     callback=None,
+    correct_layers: bool = True,
 ) -> tuple[nn.Module, float]:
     """Train a new model of `kind`; returns (model, seconds). callback(epoch, model) after each epoch.
+    correct_layers: as in `build_model`.
 
     In a process group (torchrun) each mini-batch of config.batch_size samples is split over the
     ranks and the returned model (the same on every rank) is the unwrapped module; the callback
@@ -163,7 +170,7 @@ def train_model(
     """
     current = distributed.world()
     torch.manual_seed(seed)
-    model = build_model(kind, problem, config)
+    model = build_model(kind, problem, config, correct_layers)
     inputs = model_inputs(kind, train, input_channels(model)).float()
     targets = train.targets.float()
     boundary = None if train.boundary is None else train.boundary.float()
