@@ -79,6 +79,39 @@ def test_free_bits_floor_the_penalised_kl(stefan, batch):
     torch.testing.assert_close(floored.loss, expected)
 
 
+def test_kl_capacity_penalises_the_distance_to_the_target(stefan, batch):
+    """loss = nll + |KL - C| / T with KL the batch-mean KL per function (same z draw)."""
+    torch.manual_seed(1)
+    anp = AttentiveNeuralProcess(tiny_config(stefan))
+    n_target = batch.target_u.shape[1]
+    for capacity in (1e-6, 5.0):
+        torch.manual_seed(2)
+        terms = elbo_loss(anp, batch, kl_capacity=capacity)
+        expected = terms.nll + (terms.kl - capacity).abs() / n_target
+        torch.testing.assert_close(terms.loss, expected)
+
+
+def test_beta_nll_gives_every_target_the_squared_error_gradient(stefan, batch):
+    """beta = 1: d loss / d mean_i = (mean_i - u_i) / (mean_j sigma_j^2 B T), whatever sigma_i;
+    beta = 0.5 with all sigma equal is the plain ELBO."""
+    torch.manual_seed(1)
+    anp = AttentiveNeuralProcess(tiny_config(stefan))
+    torch.manual_seed(2)
+    terms = elbo_loss(anp, batch, likelihood_beta=1.0)
+    (gradient,) = torch.autograd.grad(terms.loss, terms.mean)
+    ratio = gradient / (terms.mean - batch.target_u).detach()
+    torch.testing.assert_close(ratio, ratio.flatten()[0].expand_as(ratio), rtol=1e-4, atol=0)
+    uniform = AttentiveNeuralProcess(tiny_config(stefan, min_scale=0.5))
+    with torch.no_grad():  # the decoder's scale output is min_scale + softplus(-inf) = 0.5
+        uniform.network.decoder[-1].weight[1].zero_()
+        uniform.network.decoder[-1].bias[1] = -1e4
+    torch.manual_seed(2)
+    plain = elbo_loss(uniform, batch)
+    torch.manual_seed(2)
+    weighted = elbo_loss(uniform, batch, likelihood_beta=0.5)
+    torch.testing.assert_close(weighted.loss, plain.loss)
+
+
 def test_tiny_anp_loss_falls(stefan, batch):
     torch.manual_seed(0)
     anp = AttentiveNeuralProcess(tiny_config(stefan))
@@ -192,3 +225,18 @@ def test_load_anp_backbone(stefan, tmp_path, monkeypatch):
         shipped.backbone_for(diffusion)
     with pytest.raises(ValueError, match="variant"):
         ShippedANPBackbone(variant="fno")
+
+
+def test_dropped_functions_decode_from_z_and_the_query_alone(stefan, batch):
+    """With drop_deterministic, a function's decoder input ignores its contexts except via z."""
+    torch.manual_seed(4)
+    net = ANPNetwork(tiny_config(stefan))
+    drop = torch.tensor([True, False, True, False])
+    r, q = net.encode_deterministic(batch.context_tx, batch.context_u, batch.target_tx, drop)
+    full, _ = net.encode_deterministic(batch.context_tx, batch.context_u, batch.target_tx)
+    torch.testing.assert_close(r[drop], q[drop], rtol=0, atol=0)
+    torch.testing.assert_close(r[~drop], full[~drop], rtol=0, atol=0)
+    other_u = batch.context_u + 1.0  # other context values change only the kept functions
+    r_other, _ = net.encode_deterministic(batch.context_tx, other_u, batch.target_tx, drop)
+    torch.testing.assert_close(r_other[drop], r[drop], rtol=0, atol=0)
+    assert not torch.allclose(r_other[~drop], r[~drop])

@@ -118,14 +118,21 @@ def _sharded_gradients(directory: str, current) -> None:
 
     results = {"free_bits": free_bits}
     if current.is_main:
-        torch.manual_seed(1)
-        results["single"] = gradients(elbo_loss(anp, batch, 1.0, free_bits).loss)
+        for name, beta in (("single", 0.0), ("single_beta", 1.0)):
+            torch.manual_seed(1)
+            loss = elbo_loss(anp, batch, 1.0, free_bits, likelihood_beta=beta).loss
+            results[name] = gradients(loss)
     rows = distributed.shard(4, current)
-    shard = type(batch)(*(tensor[rows] for tensor in batch))
-    for name, loss_function in (("sharded", sharded_elbo_loss), ("local_floor", elbo_loss)):
+    shard = batch.functions(rows)
+    runs = (
+        ("sharded", sharded_elbo_loss, 0.0),
+        ("local_floor", elbo_loss, 0.0),
+        ("sharded_beta", sharded_elbo_loss, 1.0),
+    )
+    for name, loss_function, beta in runs:
         torch.manual_seed(1)
         with distributed.ShardedNoise(["z"]):  # the single process's z in both
-            grads = gradients(loss_function(anp, shard, 1.0, free_bits).loss)
+            grads = gradients(loss_function(anp, shard, 1.0, free_bits, likelihood_beta=beta).loss)
         for grad in grads:
             dist.all_reduce(grad)
             grad /= current.size
@@ -208,6 +215,9 @@ def test_sharded_elbo_gradient_is_the_global_batch_gradient(two_process_runs):
     saved = torch.load(two_process_runs / "gradients.pt")
     assert saved["free_bits"] > 0
     for sharded, single in zip(saved["sharded"], saved["single"], strict=True):
+        torch.testing.assert_close(sharded, single, **TOLERANCE)
+    # beta-NLL normalises its weights by the global batch's mean, not each rank's
+    for sharded, single in zip(saved["sharded_beta"], saved["single_beta"], strict=True):
         torch.testing.assert_close(sharded, single, **TOLERANCE)
     # the floor on each rank's own batch-mean KL would give another gradient
     differences = [

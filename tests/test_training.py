@@ -92,6 +92,20 @@ def test_resume_with_other_settings_is_refused(stefan, tmp_path):
         )
 
 
+def test_a_run_saved_before_newer_options_existed_resumes(stefan, tmp_path):
+    """Options added later (missing from an older last.pt) take their defaults on resume."""
+    from probcons.checkpoint import save_checkpoint
+
+    train_anp(stefan, tmp_path, tiny(stefan), options(), progress=False, max_steps=1)
+    payload = load_checkpoint(tmp_path / "last.pt")
+    hyper = payload["hyperparameters"]
+    for key in ("likelihood_beta", "kl_capacity", "deterministic_dropout", "min_contexts"):
+        del hyper["training"][key]
+    save_checkpoint(tmp_path / "last.pt", payload["state"], hyper, payload["extra"])
+    result = train_anp(stefan, tmp_path, tiny(stefan), options(), resume=True, progress=False)
+    assert result.steps == options().total_steps
+
+
 def test_best_checkpoint_rebuilds_the_backbone(stefan, tmp_path):
     result = train_anp(stefan, tmp_path, tiny(stefan), options(), progress=False)
     payload = load_checkpoint(result.best_path)
@@ -155,3 +169,31 @@ def test_options_validation():
         TrainingOptions(softc_lambda=-1.0)
     with pytest.raises(ValueError, match="epochs"):
         TrainingOptions(epochs=0)
+    with pytest.raises(ValueError, match="deterministic_dropout"):
+        TrainingOptions(deterministic_dropout=1.0)
+    with pytest.raises(ValueError, match="min_contexts"):
+        TrainingOptions(min_contexts=101)
+    with pytest.raises(ValueError, match="min_contexts"):
+        TrainingOptions(min_contexts=0)
+
+
+def test_training_batches_vary_context_size_and_drop_functions(stefan):
+    """min_contexts keeps a random subset of each function's contexts (sizes vary per batch,
+    points are the function's own); the dropout mask has rate p."""
+    from probcons.training.trainer import training_batch
+
+    opts = options(n_functions=64, batch_size=64, min_contexts=2, deterministic_dropout=0.5)
+    generator = torch.Generator().manual_seed(0)
+    parameters = stefan.sample_parameters(64, generator)
+    sizes, dropped = set(), []
+    for _ in range(20):
+        batch = training_batch(stefan, parameters, generator, opts)
+        sizes.add(batch.context_tx.shape[1])
+        dropped.append(batch.drop_deterministic.float().mean())
+        t, x = batch.context_tx[0, :, 0].double(), batch.context_tx[0, :, 1].double()
+        exact = stefan.solution(t, x, float(parameters[0])).float()
+        torch.testing.assert_close(batch.context_u[0], exact)
+    assert min(sizes) >= 2 and max(sizes) <= 100 and len(sizes) >= 10
+    assert abs(float(torch.stack(dropped).mean()) - 0.5) < 0.05
+    plain = training_batch(stefan, parameters, generator, options(n_functions=64, batch_size=64))
+    assert plain.context_tx.shape[1] == 100 and plain.drop_deterministic is None

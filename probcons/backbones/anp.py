@@ -94,13 +94,19 @@ class ANPConfig:
 class Batch(NamedTuple):
     """A batch of B functions: contexts (B, C, 2) [t, x] and (B, C); targets (B, T, 2), (B, T).
 
-    target_u is None at prediction time.
+    target_u is None at prediction time. drop_deterministic (B,) bool, training only: functions
+    whose decoder gets no deterministic-path representation (only z and the target embedding).
     """
 
     context_tx: torch.Tensor
     context_u: torch.Tensor
     target_tx: torch.Tensor
     target_u: torch.Tensor | None = None
+    drop_deterministic: torch.Tensor | None = None
+
+    def functions(self, index) -> Batch:
+        """The batch of the functions `index` selects (a slice, indices or a mask over B)."""
+        return Batch(*(None if field is None else field[index] for field in self))
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -205,8 +211,12 @@ class ANPNetwork(nn.Module):
         )
         return loc, scale
 
-    def encode_deterministic(self, context_tx, context_u, target_tx):
-        """Deterministic path: (B, C, 2), (B, C), (B, T, 2) -> r (B, T, H) and e(t, x) (B, T, H)."""
+    def encode_deterministic(self, context_tx, context_u, target_tx, drop=None):
+        """Deterministic path: (B, C, 2), (B, C), (B, T, 2) -> r (B, T, H) and e(t, x) (B, T, H).
+
+        drop (B,) bool: r = e(t, x) for those functions, as with no cross-attention, so their
+        decoder must take the function from z (deterministic-path dropout against collapse).
+        """
         r = self.deterministic_embed(
             torch.cat([self.normalize(context_tx), context_u[..., None].to(context_tx.dtype)], -1)
         )
@@ -219,6 +229,8 @@ class ANPNetwork(nn.Module):
             return representation, queries
         for block in self.cross_attention:
             representation = block(representation, keys, r)
+        if drop is not None:
+            representation = torch.where(drop[:, None, None], queries, representation)
         return representation, queries
 
     def decode_hidden(self, representation, queries):
@@ -232,9 +244,9 @@ class ANPNetwork(nn.Module):
             + self.decoder_input.bias
         )
 
-    def mean_at(self, context_tx, context_u, target_tx, z):
+    def mean_at(self, context_tx, context_u, target_tx, z, drop=None):
         """Decoder mean (B, T) at target points (B, T, 2) for latents z (B, d); differentiable."""
-        representation, queries = self.encode_deterministic(context_tx, context_u, target_tx)
+        representation, queries = self.encode_deterministic(context_tx, context_u, target_tx, drop)
         mean, _ = self.decode(self.decode_hidden(representation, queries), z)
         return mean
 
@@ -263,7 +275,7 @@ class AttentiveNeuralProcess:
         net = self.network
         loc, scale = net.encode_latent(batch.context_tx, batch.context_u)
         representation, queries = net.encode_deterministic(
-            batch.context_tx, batch.context_u, batch.target_tx
+            batch.context_tx, batch.context_u, batch.target_tx, batch.drop_deterministic
         )
         hidden = net.decode_hidden(representation, queries)
         with pyro.plate("functions", batch.context_tx.shape[0]):
@@ -302,12 +314,18 @@ def elbo_loss(
     kl_weight: float = 1.0,
     free_bits: float = 0.0,
     batch_mean=None,
+    kl_capacity: float = 0.0,
+    likelihood_beta: float = 0.0,
 ) -> LossTerms:
     """Negative ELBO per target point, one reparametrized draw of z from the guide.
 
     loss = [ -mean_b log p(u_T,b | z_b) + kl_weight * sum_d max(mean_b KL_bd, free_bits) ] / T.
     With kl_weight = 1 and free_bits = 0 this is Pyro's TraceMeanField_ELBO loss / (B T).
-    batch_mean: (B, d) -> (d,) for mean_b KL_bd (default the mean over this batch; data-parallel
+    kl_capacity C > 0 replaces the free-bits term by |sum_d mean_b KL_bd - C| (a capacity target).
+    likelihood_beta > 0 (beta-NLL) weights each target's log-density by w = sigma^(2 beta) / mean w,
+    w without gradient: at beta = 1 every target pulls the mean like a squared error, so a
+    large sigma no longer lets the mean ignore hard regions (the Stefan front).
+    batch_mean: (B, k) -> (k,), the mean over functions (default this batch; data-parallel
     training passes the mean over the global batch).
     """
     if batch.target_u is None:
@@ -315,14 +333,23 @@ def elbo_loss(
     guide_trace = poutine.trace(anp.guide).get_trace(batch)
     model_trace = poutine.trace(poutine.replay(anp.model, trace=guide_trace)).get_trace(batch)
     likelihood = model_trace.nodes["u"]["fn"]
-    log_likelihood = likelihood.log_prob(batch.target_u)  # (B,)
+    pointwise = likelihood.base_dist.log_prob(batch.target_u)  # (B, T)
+    log_likelihood = pointwise.sum(-1)  # (B,)
+    fitted = log_likelihood
+    if likelihood_beta > 0:  # beta-NLL: point weights sigma^(2 beta) (no gradient), mean 1
+        weight = likelihood.base_dist.scale.detach() ** (2 * likelihood_beta)
+        weight_mean = weight.mean() if batch_mean is None else batch_mean(weight.mean(-1, True))
+        fitted = (pointwise * weight / weight_mean).sum(-1)
     posterior = guide_trace.nodes["z"]["fn"].base_dist
     prior = model_trace.nodes["z"]["fn"].base_dist
     kl_per_dim = kl_divergence(posterior, prior)  # (B, d)
     n_target = batch.target_u.shape[-1]
     kl_mean = kl_per_dim.mean(0) if batch_mean is None else batch_mean(kl_per_dim)
-    penalised = torch.clamp(kl_mean, min=free_bits).sum()
-    loss = (-log_likelihood.mean() + kl_weight * penalised) / n_target
+    if kl_capacity > 0:  # capacity target: hold the KL near kl_capacity nats per function
+        penalised = (kl_mean.sum() - kl_capacity).abs()
+    else:
+        penalised = torch.clamp(kl_mean, min=free_bits).sum()
+    loss = (-fitted.mean() + kl_weight * penalised) / n_target
     mean = model_trace.nodes["_RETURN"]["value"][0]
     z = guide_trace.nodes["z"]["value"]
     return LossTerms(loss, -log_likelihood.mean() / n_target, kl_per_dim.sum(-1).mean(), mean, z)

@@ -41,6 +41,30 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--learning-rate", type=float, default=training.learning_rate)
     parser.add_argument("--free-bits", type=float, default=training.free_bits)
     parser.add_argument("--kl-warmup-steps", type=int, default=training.kl_warmup_steps)
+    parser.add_argument(
+        "--likelihood-beta",
+        type=float,
+        default=training.likelihood_beta,
+        help="beta-NLL: weight each target's log-density by sigma^(2 beta) (0 = the ELBO)",
+    )
+    parser.add_argument(
+        "--kl-capacity",
+        type=float,
+        default=training.kl_capacity,
+        help="hold the KL near this many nats per function (0 = free bits instead)",
+    )
+    parser.add_argument(
+        "--deterministic-dropout",
+        type=float,
+        default=training.deterministic_dropout,
+        help="probability per function that the decoder sees z but no deterministic path",
+    )
+    parser.add_argument(
+        "--min-contexts",
+        type=int,
+        default=training.min_contexts,
+        help="keep a random k of the 100 contexts per batch, k from this many to 100 (default 100)",
+    )
     parser.add_argument("--seed", type=int, default=training.seed)
     parser.add_argument("--hidden", type=int, default=anp.hidden)
     parser.add_argument("--heads", type=int, default=anp.heads)
@@ -108,6 +132,10 @@ def train_command(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         free_bits=args.free_bits,
         kl_warmup_steps=args.kl_warmup_steps,
+        likelihood_beta=args.likelihood_beta,
+        kl_capacity=args.kl_capacity,
+        deterministic_dropout=args.deterministic_dropout,
+        min_contexts=args.min_contexts,
         softc_lambda=args.softc_lambda,
         seed=args.seed,
     )

@@ -4,7 +4,8 @@ One step: B functions from a fixed pool of `n_functions` parameters (shuffled ea
 fresh contexts and targets per function, one draw of z from the guide, loss
 
     loss = -ELBO / T  (KL weight annealed 0 -> 1 over `kl_warmup_steps`, free bits per latent
-           dimension)  [+ softc_lambda * mean(r^2) for SoftC, r the PDE residual of the mean]
+           dimension or a capacity target, optionally beta-NLL weights on the targets)
+           [+ softc_lambda * mean(r^2) for SoftC, r the PDE residual of the mean]
 
 and an Adam step with a cosine learning-rate decay. Every `validate_every` steps the
 predictive NLL of held-out functions (z ~ p(z | C), `validation_samples` draws mixed) is
@@ -53,7 +54,12 @@ class TrainingOptions:
     n_target: random target points per function; free_bits: nats per latent dimension
     below which the batch-mean KL is not penalised; kl_warmup_steps: KL annealing length;
     softc_lambda: weight of the SoftC residual penalty (0 = plain ANP), evaluated at the first
-    n_collocation targets of each function.
+    n_collocation targets of each function; likelihood_beta, kl_capacity: see
+    `probcons.backbones.anp.elbo_loss`; deterministic_dropout: probability per function that
+    the decoder gets no deterministic-path representation, so that it must read the function
+    from z; min_contexts: if set, each batch keeps a random subset of k of the n_strata *
+    per_stratum contexts of every function, k uniform in min_contexts..n_strata * per_stratum
+    (sparse context sets leave the function uncertain, which is what the latent is for).
     """
 
     epochs: int = 2
@@ -67,6 +73,10 @@ class TrainingOptions:
     free_bits: float = 0.05
     softc_lambda: float = 0.0
     n_collocation: int = 32
+    deterministic_dropout: float = 0.0
+    kl_capacity: float = 0.0
+    likelihood_beta: float = 0.0
+    min_contexts: int | None = None
     n_validation: int = 64
     validation_samples: int = 8
     validate_every: int = 125
@@ -99,6 +109,23 @@ class TrainingOptions:
         if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
             raise ValueError(f"learning_rate: expected a number > 0, got {self.learning_rate!r}")
         check_nonnegative(self.free_bits, "free_bits")
+        check_nonnegative(self.kl_capacity, "kl_capacity")
+        check_nonnegative(self.likelihood_beta, "likelihood_beta")
+        if not (
+            isinstance(self.deterministic_dropout, int | float)
+            and 0 <= self.deterministic_dropout < 1
+        ):
+            raise ValueError(
+                "deterministic_dropout: expected a probability in [0, 1), got "
+                f"{self.deterministic_dropout!r}"
+            )
+        if self.min_contexts is not None:
+            check_positive_int(self.min_contexts, "min_contexts")
+            if self.min_contexts > self.n_strata * self.per_stratum:
+                raise ValueError(
+                    f"min_contexts: expected at most n_strata * per_stratum = "
+                    f"{self.n_strata * self.per_stratum}, got {self.min_contexts}"
+                )
         check_nonnegative(self.softc_lambda, "softc_lambda")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
@@ -158,14 +185,19 @@ def kl_weight(options: TrainingOptions, step: int) -> float:
 
 
 def sharded_elbo_loss(
-    anp: AttentiveNeuralProcess, batch, kl_weight: float = 1.0, free_bits: float = 0.0
+    anp: AttentiveNeuralProcess,
+    batch,
+    kl_weight: float = 1.0,
+    free_bits: float = 0.0,
+    kl_capacity: float = 0.0,
+    likelihood_beta: float = 0.0,
 ) -> LossTerms:
     """`elbo_loss` on this rank's shard of a global batch, for DDP's gradient averaging.
 
     Per rank r: [ -mean_{b in r} log p(u_b | z_b) + kl_weight * sum_d max(KL_d, free_bits) ] / T
-    with KL_d the global batch-mean KL (`distributed.global_mean`) and z_b the single process's
-    draws (`distributed.ShardedNoise`); the mean over ranks of the gradients is the gradient of
-    `elbo_loss` on the global batch.
+    with KL_d the global batch-mean KL (`distributed.global_mean`; also the mean of the beta-NLL
+    weights) and z_b the single process's draws (`distributed.ShardedNoise`); the mean over
+    ranks of the gradients is the gradient of `elbo_loss` on the global batch.
     """
     with distributed.ShardedNoise(["z"]):
         return elbo_loss(
@@ -174,6 +206,8 @@ def sharded_elbo_loss(
             kl_weight,
             free_bits,
             batch_mean=lambda kl: distributed.global_mean(kl.mean(0)),
+            kl_capacity=kl_capacity,
+            likelihood_beta=likelihood_beta,
         )
 
 
@@ -187,17 +221,45 @@ def training_loss(
     """
     loss_function = sharded_elbo_loss if distributed.world().is_distributed else elbo_loss
     terms = loss_function(
-        anp, batch, kl_weight=kl_weight(options, step), free_bits=options.free_bits
+        anp,
+        batch,
+        kl_weight=kl_weight(options, step),
+        free_bits=options.free_bits,
+        kl_capacity=options.kl_capacity,
+        likelihood_beta=options.likelihood_beta,
     )
     loss = terms.loss
     penalty = torch.zeros(())
     if options.softc_lambda > 0:
         # Collocation points: the first n_collocation targets (uniform random points already).
         tx = batch.target_tx[:, : options.n_collocation].detach().requires_grad_(True)
-        mean = anp.network.mean_at(batch.context_tx, batch.context_u, tx, terms.z)
+        mean = anp.network.mean_at(
+            batch.context_tx, batch.context_u, tx, terms.z, batch.drop_deterministic
+        )
         penalty = softc_penalty(problem, parameters, mean, tx)
         loss = softc_loss(loss, penalty, options.softc_lambda)
     return loss, terms, penalty
+
+
+def training_batch(problem, parameters, generator: torch.Generator, options: TrainingOptions):
+    """One step's `Batch`: stratified contexts (a random subset of k per function if
+    min_contexts is set), targets, and the deterministic-dropout mask (if deterministic_dropout
+    > 0), all from `generator` so that every rank of a process group draws the same global batch."""
+    batch = sample_batch(
+        problem, parameters, generator, options.n_target, options.n_strata, options.per_stratum
+    )
+    n_context = batch.context_u.shape[1]
+    if options.min_contexts is not None and options.min_contexts < n_context:
+        k = int(torch.randint(options.min_contexts, n_context + 1, (), generator=generator))
+        keep = torch.rand(batch.context_u.shape, generator=generator).argsort(-1)[:, :k]
+        batch = batch._replace(
+            context_tx=batch.context_tx.gather(1, keep[..., None].expand(-1, -1, 2)),
+            context_u=batch.context_u.gather(1, keep),
+        )
+    if options.deterministic_dropout > 0:
+        drop = torch.rand(len(parameters), generator=generator) < options.deterministic_dropout
+        batch = batch._replace(drop_deterministic=drop)
+    return batch
 
 
 class TrainingObjective(nn.Module):
@@ -263,8 +325,10 @@ def _clock(wall: float, cpu: float, wall_started: float, cpu_started: float):
 
 
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """The saved run must match the requested one except for the number of epochs."""
-    a = {**saved, "training": {**saved["training"], "epochs": None}}
+    """The saved run must match the requested one except for the number of epochs (options
+    added since the run was saved take their defaults, as when it was trained)."""
+    training = TrainingOptions.from_dict(saved["training"]).to_dict()
+    a = {**saved, "training": {**training, "epochs": None}}
     b = {**current, "training": {**current["training"], "epochs": None}}
     if a != b:
         differing = sorted(
@@ -388,16 +452,9 @@ def train_anp(
             permutation = torch.randperm(options.n_functions, generator=data_generator)
         index = permutation[position * options.batch_size : (position + 1) * options.batch_size]
         parameters = pool[index]
-        batch = sample_batch(
-            problem,
-            parameters,
-            data_generator,
-            options.n_target,
-            options.n_strata,
-            options.per_stratum,
-        )
+        batch = training_batch(problem, parameters, data_generator, options)
         if current.is_distributed:  # every rank drew the global batch; keep this rank's rows
-            batch = type(batch)(*(tensor[rows] for tensor in batch))
+            batch = batch.functions(rows)
             parameters = parameters[rows]
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(options, step)
