@@ -170,8 +170,8 @@ def ensemble_training_seconds(backbone) -> float | None:
 
 def spread_share(prediction) -> float | None:
     """Share of the predictive variance (summed over the grid) carried by the member spread
-    F F^T of an ensemble's LowRankCovariance; None for other covariances."""
-    covariance = prediction.covariance
+    F F^T of an ensemble's LowRankCovariance; None for other covariances and for mixtures."""
+    covariance = getattr(prediction, "covariance", None)
     if not isinstance(covariance, LowRankCovariance):
         return None
     spread = float(covariance.factor.square().sum())
@@ -339,10 +339,12 @@ def table(problem, parameter: str, records: dict[str, dict]) -> str:
     lines = [f"### {problem.name}, {problem.parameter_name} = {parameter}", ""]
     for protocol, members in sorted(protocols.items()):
         p = json.loads(protocol)
-        if p.get("latent_samples") is None:
+        if p.get("latent_samples") is not None:
+            per_function = f"{p['latent_samples']} latent samples per function (ANP)"
+        elif all(METHODS[m][0] in ENSEMBLE_BACKBONES for m in members):
             per_function = "one prediction per parameter value (contexts unused)"
         else:
-            per_function = f"{p['latent_samples']} latent samples per function (ANP)"
+            per_function = "one Gaussian per function, fitted to its contexts"
         lines.append(
             f"Protocol ({', '.join(members)}): {p['n_functions']} test functions, grid "
             f"{p['grid'][0]}x{p['grid'][1]}, {per_function}, {p['draws']} posterior draws, "
