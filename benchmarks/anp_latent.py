@@ -39,7 +39,12 @@ from probcons.backbones.anp import ANPConfig, ANPNetwork
 from probcons.checkpoint import load_checkpoint
 from probcons.io import write_json
 from probcons.problems import get_problem
-from probcons.training.trainer import TrainingOptions, ValidationSet, train_anp
+from probcons.training.trainer import (
+    TrainingOptions,
+    ValidationSet,
+    predictive_scores,
+    train_anp,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpme import machine  # noqa: E402
@@ -68,30 +73,15 @@ def blind_mse(problem, n_parameters: int = 300, n_points: int = 101) -> float:
     return float(((solutions - solutions.mean(0)) ** 2).mean())
 
 
-@torch.no_grad()
 def score(network: ANPNetwork, validation: ValidationSet, k: int, generator) -> dict[str, float]:
-    """Scores with k of each validation function's contexts (see the module docstring)."""
+    """`predictive_scores` with the first k of a random order of each function's contexts."""
     batch = validation.batch
     keep = torch.rand(batch.context_u.shape, generator=generator).argsort(-1)[:, :k]
-    context_tx = batch.context_tx.gather(1, keep[..., None].expand(-1, -1, 2))
-    context_u = batch.context_u.gather(1, keep)
-    loc, scale = network.encode_latent(context_tx, context_u)
-    noise = torch.randn(LATENT_SAMPLES, *loc.shape, generator=generator)
-    representation, queries = network.encode_deterministic(context_tx, context_u, batch.target_tx)
-    mean, std = network.decode(network.decode_hidden(representation, queries), loc + scale * noise)
-    between = mean.var(0, unbiased=False)
-    total = between + (std**2).mean(0)
-    mixture_mean = mean.mean(0)
-    inside = (batch.target_u - mixture_mean).abs() <= 1.6448536269514722 * total.sqrt()
-    log_pdf = torch.distributions.Normal(mean, std).log_prob(batch.target_u)
-    nll = -(torch.logsumexp(log_pdf, 0) - math.log(LATENT_SAMPLES)).mean()
-    return {
-        "k": k,
-        "mse": float(((mixture_mean - batch.target_u) ** 2).mean()),
-        "nll": float(nll),
-        "latent_share": float(between.sum() / total.sum()),
-        "coverage_90": float(inside.float().mean()),
-    }
+    subset = batch._replace(
+        context_tx=batch.context_tx.gather(1, keep[..., None].expand(-1, -1, 2)),
+        context_u=batch.context_u.gather(1, keep),
+    )
+    return {"k": k, **predictive_scores(network, subset, LATENT_SAMPLES, generator)}
 
 
 def score_checkpoint(problem, path: Path) -> list[dict[str, float]]:

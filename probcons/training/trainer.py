@@ -42,6 +42,8 @@ BEST = "best.pt"
 LAST = "last.pt"
 VALIDATION_SEED_OFFSET = 1_000_003
 """Validation functions come from seed + this offset, disjoint from the training stream."""
+Z_90 = 1.6448536269514722
+"""Standard normal quantile at 0.95: the central 90 % interval is mean +- Z_90 sd."""
 FINAL_LEARNING_RATE_FRACTION = 0.1
 """The cosine schedule decays the learning rate to this fraction of its initial value."""
 
@@ -295,27 +297,43 @@ class ValidationSet:
 
     @torch.no_grad()
     def evaluate(self, anp: AttentiveNeuralProcess) -> dict[str, float]:
-        """nll: -mean log (1/S) sum_s N(u | mu_s, sigma_s^2) per target (z_s ~ p(z | C)); mse of the mixture mean."""
+        """val_nll and val_mse of `predictive_scores` on the held-out functions."""
         net = anp.network
         was_training = net.training
         net.eval()
-        batch = self.batch
-        loc, scale = net.encode_latent(batch.context_tx, batch.context_u)
         generator = torch.Generator().manual_seed(self.seed)
-        noise = torch.randn(self.samples, *loc.shape, generator=generator, dtype=loc.dtype)
-        z = loc + scale * noise  # (S, B, d)
-        representation, queries = net.encode_deterministic(
-            batch.context_tx, batch.context_u, batch.target_tx
-        )
-        hidden = net.decode_hidden(representation, queries)
-        mean, std = net.decode(hidden, z)  # (S, B, T)
-        log_pdf = torch.distributions.Normal(mean, std).log_prob(batch.target_u)
-        log_mix = torch.logsumexp(log_pdf, dim=0) - math.log(self.samples)
+        scores = predictive_scores(net, self.batch, self.samples, generator)
         net.train(was_training)
-        return {
-            "val_nll": float(-log_mix.mean()),
-            "val_mse": float(((mean.mean(0) - batch.target_u) ** 2).mean()),
-        }
+        return {"val_nll": scores["nll"], "val_mse": scores["mse"]}
+
+
+@torch.no_grad()
+def predictive_scores(network, batch, samples: int, generator: torch.Generator) -> dict[str, float]:
+    """Scores of the ANP's predictive mixture over `samples` draws z_s ~ p(z | C) at the targets.
+
+    nll: -mean log (1/S) sum_s N(u | mu_s, sigma_s^2) per target; mse: of the mixture mean;
+    latent_share: between-sample variance / total variance, summed over targets; coverage_90:
+    share of targets inside the central 90 % interval of N(mixture mean, total variance).
+    """
+    loc, scale = network.encode_latent(batch.context_tx, batch.context_u)
+    noise = torch.randn(samples, *loc.shape, generator=generator, dtype=loc.dtype)
+    representation, queries = network.encode_deterministic(
+        batch.context_tx, batch.context_u, batch.target_tx
+    )
+    hidden = network.decode_hidden(representation, queries)
+    mean, std = network.decode(hidden, loc + scale * noise)  # (S, B, T)
+    log_pdf = torch.distributions.Normal(mean, std).log_prob(batch.target_u)
+    log_mix = torch.logsumexp(log_pdf, dim=0) - math.log(samples)
+    mixture_mean = mean.mean(0)
+    between = mean.var(0, unbiased=False)
+    total = between + (std**2).mean(0)
+    inside = (batch.target_u - mixture_mean).abs() <= Z_90 * total.sqrt()
+    return {
+        "nll": float(-log_mix.mean()),
+        "mse": float(((mixture_mean - batch.target_u) ** 2).mean()),
+        "latent_share": float(between.sum() / total.sum()),
+        "coverage_90": float(inside.float().mean()),
+    }
 
 
 def _clock(wall: float, cpu: float, wall_started: float, cpu_started: float):
