@@ -19,6 +19,7 @@ is not trained twice). The row boon-overwrite is the ablation: BOON's final boun
 without the kernel correction of the layers (same inputs and initialisation as boon).
 
     python benchmarks/boon.py [--epochs 120] [--problems heat-neumann stokes ...] [--resume]
+    python benchmarks/boon.py --resume --rerun burgers-periodic   # one problem again
     python benchmarks/boon.py --seed 1 --no-probabilistic --out benchmarks/results/boon_seed1.json
     python benchmarks/boon.py --summary benchmarks/results/boon.json benchmarks/results/boon_seed*.json
 """
@@ -117,6 +118,10 @@ def probabilistic_heat(problem, train, validation, test, first, config, members,
     }
 
 
+OPTIONS_BEFORE_RECORDED = {"ablation": True, "probabilistic": True}
+"""Settings of runs whose JSON predates these options (what those runs did)."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", nargs="+", default=list(OPERATOR_PROBLEMS))
@@ -130,6 +135,13 @@ def main() -> None:
     parser.add_argument("--member-epochs", type=int, default=50)
     parser.add_argument("--n-conserve", type=int, default=20)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--rerun",
+        nargs="+",
+        default=[],
+        choices=list(OPERATOR_PROBLEMS),
+        help="with --resume: run these problems again, keep the others from the JSON",
+    )
     parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--probabilistic", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/boon.json")
@@ -155,7 +167,7 @@ def main() -> None:
     settings = {
         key: value
         for key, value in vars(args).items()
-        if key not in ("problems", "resume", "out", "figures")
+        if key not in ("problems", "resume", "rerun", "out", "figures", "summary")
     }
     meta = {
         "machine": machine,
@@ -169,8 +181,13 @@ def main() -> None:
     results: dict = {}
     if args.resume and args.out.exists():
         previous = json.loads(args.out.read_text())
-        if previous.get("_meta", {}).get("sizes") == settings:
-            results = {k: v for k, v in previous.items() if k in args.problems}
+        # runs saved before --ablation / --probabilistic existed ran both
+        saved = {**OPTIONS_BEFORE_RECORDED, **previous.get("_meta", {}).get("sizes", {})}
+        if saved == settings and previous["_meta"].get("config") == config_dict(config):
+            kept = [p for p in args.problems if p in previous and p not in args.rerun]
+            results = {p: previous[p] for p in kept}
+            if "heat-neumann" in kept and "_probabilistic" in previous:
+                results["_probabilistic"] = previous["_probabilistic"]
             print(f"resuming: kept {sorted(results)}")
     for name in args.problems:
         if name in results:

@@ -341,6 +341,15 @@ def table(problem, parameter: str, records: dict[str, dict]) -> str:
         p = json.loads(protocol)
         if p.get("latent_samples") is not None:
             per_function = f"{p['latent_samples']} latent samples per function (ANP)"
+            scales = {
+                METHODS[m][0]: records[m]["variance_scale"]
+                for m in members
+                if records[m].get("variance_scale") is not None
+            }
+            if scales:
+                per_function += ", decoder variance times the held-out calibration s (" + (
+                    ", ".join(f"{name} s = {value:.3g}" for name, value in scales.items()) + ")"
+                )
         elif all(METHODS[m][0] in ENSEMBLE_BACKBONES for m in members):
             per_function = "one prediction per parameter value (contexts unused)"
         else:
@@ -532,6 +541,8 @@ def main(argv=None) -> int:
                 }
                 record = json_record(values, train_cpu_s.get(variant), floor[0], protocol)
                 record.update(checkpoints.get(variant, {}))
+                if hasattr(backbones[variant], "variance_scale"):
+                    record["variance_scale"] = backbones[variant].variance_scale
                 record["machine"] = machine()
                 entry[method] = record
             print(table(problem, key, entry) + "\n", flush=True)

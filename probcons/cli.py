@@ -164,6 +164,22 @@ def _train(args) -> int:
     return train_command(args)
 
 
+def _add_calibrate(subparsers) -> None:
+    from probcons.training.command import add_calibrate_arguments
+
+    parser = subparsers.add_parser(
+        "calibrate", help="fit an ANP checkpoint's variance scale on held-out functions"
+    )
+    add_calibrate_arguments(parser)
+    parser.set_defaults(handler=_calibrate)
+
+
+def _calibrate(args) -> int:
+    from probcons.training.command import calibrate_command
+
+    return calibrate_command(args)
+
+
 def _add_report(subparsers) -> None:
     parser = subparsers.add_parser(
         "report", help="calibration report of one or more run directories"
@@ -216,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run(subparsers)
     _add_train(subparsers)
+    _add_calibrate(subparsers)
     _add_report(subparsers)
     _add_list(subparsers)
     return parser

@@ -137,11 +137,14 @@ def test_dirichlet_features_at_the_boundary_ignore_the_interior_input():
     assert not torch.allclose(before[..., N // 2], after[..., N // 2])
 
 
-def test_periodic_structure_is_exact_before_the_final_average():
-    model = BoonFNO1d(random_operator(7, coordinates="periodic"), periodic())
+@pytest.mark.parametrize("periodic_layers", ["period", "kernel"])
+def test_periodic_structure_is_exact_before_the_final_average(periodic_layers):
+    operator = random_operator(7, coordinates="periodic")
+    model = BoonFNO1d(operator, periodic(), periodic_layers=periodic_layers)
     a = torch.randn(4, 1, N, dtype=torch.float64)
     a[..., -1] = a[..., 0]
-    features = model.features(a)
+    with torch.no_grad():
+        features = model.features(a)
     assert float((features[..., 0] - features[..., -1]).abs().max()) < 1e-13
 
 
@@ -202,3 +205,82 @@ def test_all_modes_kept_including_nyquist_still_eliminates_exactly(condition, le
     coefficients = torch.linalg.lstsq(span.T, difference.T).solution
     assert float(difference.abs().max()) > 1e-6
     assert float((span.T @ coefficients - difference.T).abs().max()) < 1e-11
+
+
+# -- periodic conditions: the FNO on one period ----------------------------------------------------
+def periodic_input(batch: int, dtype=torch.float64) -> torch.Tensor:
+    """Random (batch, 1, N) input with the duplicate end node a[N-1] = a[0]."""
+    a = torch.randn(batch, 1, N, dtype=dtype)
+    a[..., -1] = a[..., 0]
+    return a
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("coordinates", ["periodic", "linear", "none"])
+def test_periodic_boon_on_the_period_has_equal_end_values_exactly(dtype, coordinates):
+    for seed in range(3):
+        operator = random_operator(seed, coordinates=coordinates).to(dtype)
+        with torch.no_grad():  # random weights, not the small initial ones
+            for parameter in operator.parameters():
+                parameter.normal_()
+        model = BoonFNO1d(operator, periodic())
+        assert model.on_period and model.hyperparameters["boundary"]["periodic_layers"] == "period"
+        a = torch.randn(5, 1, N, dtype=dtype)  # end nodes need not agree: node N-1 is not read
+        with torch.no_grad():
+            features, u = model.features(a), model(a)
+        assert u.dtype == dtype and u.shape == (5, 3, N)
+        assert torch.equal(features[..., 0], features[..., -1])
+        assert torch.equal(u[..., 0], u[..., -1])
+        assert torch.equal(u, features)  # the final average changes nothing
+        assert float(periodic().residual(u).abs().max()) == 0.0
+        b = a.clone()
+        b[..., -1] = torch.randn(5, 1, dtype=dtype)
+        with torch.no_grad():
+            assert torch.equal(model(b), u)
+
+
+@pytest.mark.parametrize("shift", [1, 5, N - 2])
+def test_periodic_boon_on_the_period_commutes_with_cyclic_shifts(shift):
+    # every layer maps (N-1)-periodic sequences to (N-1)-periodic ones: rolling the period of the
+    # input rolls the period of the output (no grid features, which would pin absolute positions)
+    for seed in range(2):
+        model = BoonFNO1d(random_operator(seed, coordinates="none"), periodic())
+        a = periodic_input(4)
+        rolled = torch.roll(a[..., :-1], shift, dims=-1)
+        b = torch.cat([rolled, rolled[..., :1]], dim=-1)
+        with torch.no_grad():
+            u, v = model(a), model(b)
+        expected = torch.roll(u[..., :-1], shift, dims=-1)
+        expected = torch.cat([expected, expected[..., :1]], dim=-1)
+        assert float((v - expected).abs().max()) < 1e-12 * max(1.0, float(u.abs().max()))
+        # the padded kernel-corrected path is not shift equivariant (its period is N - 1 + PAD)
+        kernel = BoonFNO1d(model.operator, periodic(), periodic_layers="kernel")
+        with torch.no_grad():
+            u_k, v_k = kernel(a), kernel(b)
+        expected = torch.roll(u_k[..., :-1], shift, dims=-1)
+        assert float((v_k[..., :-1] - expected).abs().max()) > 1e-6
+
+
+def test_periodic_layers_option_is_validated_and_recorded():
+    operator = random_operator(10, coordinates="periodic")
+    for bad in ("padded", None, 1):
+        with pytest.raises(ValueError, match="periodic_layers"):
+            BoonFNO1d(operator, periodic(), periodic_layers=bad)
+    kernel = BoonFNO1d(operator, periodic(), periodic_layers="kernel")
+    assert not kernel.on_period
+    assert not BoonFNO1d(operator, periodic(), correct_layers=False).on_period
+    assert not BoonFNO1d(operator, dirichlet()).on_period
+    a = periodic_input(3)
+    for model in (BoonFNO1d(operator, periodic()), kernel):
+        boundary = model.hyperparameters["boundary"]
+        rebuilt = BoonFNO1d.from_hyperparameters(operator, boundary)
+        assert rebuilt.on_period == model.on_period
+        with torch.no_grad():
+            assert torch.equal(rebuilt(a), model(a))
+    # a checkpoint saved before the option existed rebuilds the kernel-corrected layers
+    legacy = dict(BoonFNO1d(operator, periodic()).hyperparameters["boundary"])
+    del legacy["periodic_layers"]
+    rebuilt = BoonFNO1d.from_hyperparameters(operator, legacy)
+    assert rebuilt.periodic_layers == "kernel" and not rebuilt.on_period
+    with torch.no_grad():
+        assert torch.equal(rebuilt(a), kernel(a))

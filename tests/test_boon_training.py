@@ -168,3 +168,36 @@ def test_the_overwrite_only_ablation_trains_and_stays_exact(heat):
     ablation, _ = train_model("boon", problem, train, TINY, seed=0, correct_layers=False)
     assert full.correct_layers and not ablation.correct_layers
     assert evaluate(ablation, "boon", problem, test)["boundary_error"] < 1e-10
+
+
+def gradient_norms_seen_by_adam(monkeypatch, heat, config):
+    """Global gradient 2-norm at every optimizer step of a BOON training run."""
+    norms = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        grads = [
+            p.grad for group in self.param_groups for p in group["params"] if p.grad is not None
+        ]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return step(self, *args, **kwargs)
+
+    problem, train, _ = heat
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.optim.Adam, "step", recording_step)
+        train_model("boon", problem, train, config, seed=1)
+    return norms
+
+
+def test_gradients_are_clipped_to_the_configured_norm(monkeypatch, heat):
+    from dataclasses import replace
+
+    free = gradient_norms_seen_by_adam(monkeypatch, heat, replace(TINY, grad_clip=None))
+    clip = 0.5 * min(free)
+    clipped = gradient_norms_seen_by_adam(monkeypatch, heat, replace(TINY, grad_clip=clip))
+    assert len(free) == len(clipped) == TINY.epochs * 3
+    assert max(clipped) <= clip * (1 + 1e-5)
+    assert clipped[0] == pytest.approx(clip, rel=1e-5)  # the same first gradient, clipped
+    for bad in (0, -1.0, float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="grad_clip"):
+            replace(TINY, grad_clip=bad)

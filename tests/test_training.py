@@ -7,8 +7,12 @@ import torch
 
 from probcons.backbones.anp import ANPBackbone, ANPConfig
 from probcons.checkpoint import load_checkpoint
-from probcons.problems import get_problem
+from probcons.cli import main
+from probcons.constraints import conservation_constraint
+from probcons.problems import get_problem, sample_contexts
 from probcons.training import TrainingOptions, add_train_arguments, train_anp, train_command
+from probcons.training.calibration import calibrate_checkpoint, fit_variance_scale
+from probcons.training.trainer import mixture_log_likelihood, mixture_scores
 
 
 @pytest.fixture
@@ -156,9 +160,11 @@ def test_train_command(stefan, tmp_path, capsys):
         ]
     )
     assert train_command(args) == 0
-    assert "trained stefan-anp" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "trained stefan-anp" in out and "variance scale" in out
     shipped = load_checkpoint(tmp_path / "shipped.pt")
     assert shipped["extra"]["run_steps"] == 1
+    assert shipped["extra"]["variance_scale"] == shipped["extra"]["calibration"]["variance_scale"]
     assert "optimizer" not in shipped["state"]
 
 
@@ -197,3 +203,92 @@ def test_training_batches_vary_context_size_and_drop_functions(stefan):
     assert abs(float(torch.stack(dropped).mean()) - 0.5) < 0.05
     plain = training_batch(stefan, parameters, generator, options(n_functions=64, batch_size=64))
     assert plain.context_tx.shape[1] == 100 and plain.drop_deterministic is None
+
+
+def test_variance_scale_with_one_sample_is_the_mean_squared_standardised_error():
+    generator = torch.Generator().manual_seed(0)
+    means = torch.randn(1, 50, generator=generator, dtype=torch.float64)
+    stds = torch.rand(1, 50, generator=generator, dtype=torch.float64) + 0.1
+    targets = means[0] + 0.7 * stds[0] * torch.randn(50, generator=generator, dtype=torch.float64)
+    expected = float((((targets - means[0]) / stds[0]) ** 2).mean())
+    assert fit_variance_scale(means, stds, targets) == pytest.approx(expected, rel=1e-5)
+
+
+def test_variance_scale_maximises_the_mixture_likelihood_and_recovers_a_known_scale():
+    generator = torch.Generator().manual_seed(1)
+    samples, points, true_scale = 8, 20_000, 0.3
+    means = 0.1 * torch.randn(samples, points, generator=generator, dtype=torch.float64)
+    stds = torch.rand(samples, points, generator=generator, dtype=torch.float64) + 0.05
+    pick = torch.randint(samples, (points,), generator=generator)
+    columns = torch.arange(points)
+    noise = torch.randn(points, generator=generator, dtype=torch.float64)
+    targets = means[pick, columns] + true_scale**0.5 * stds[pick, columns] * noise
+    fitted = fit_variance_scale(means, stds, targets)
+    best = float(mixture_log_likelihood(means, stds, targets, fitted).sum())
+    for factor in (0.99, 1.01):
+        assert float(mixture_log_likelihood(means, stds, targets, fitted * factor).sum()) < best
+    assert fitted == pytest.approx(true_scale, rel=0.03)
+    with pytest.raises(ValueError, match="means, stds, targets"):
+        fit_variance_scale(means, stds, targets[:-1])
+
+
+def test_scaled_scores_match_their_definitions():
+    generator = torch.Generator().manual_seed(2)
+    means = torch.randn(4, 3, 30, generator=generator, dtype=torch.float64)
+    stds = torch.rand(4, 3, 30, generator=generator, dtype=torch.float64) + 0.2
+    targets = torch.randn(3, 30, generator=generator, dtype=torch.float64)
+    scores = mixture_scores(means, stds, targets, variance_scale=2.5)
+    total = means.var(0, unbiased=False) + 2.5 * (stds**2).mean(0)
+    inside = (targets - means.mean(0)).abs() <= 1.6448536269514722 * total.sqrt()
+    assert scores["coverage_90"] == pytest.approx(float(inside.double().mean()))
+    density = torch.distributions.Normal(means, 2.5**0.5 * stds).log_prob(targets).exp().mean(0)
+    assert scores["nll"] == pytest.approx(float(-density.log().mean()), rel=1e-12)
+
+
+def test_calibration_is_stored_and_scales_the_backbone_variance_only(stefan, tmp_path):
+    result = train_anp(stefan, tmp_path, tiny(stefan), options(), progress=False)
+    untouched = result.best_path.read_bytes()
+    dry = calibrate_checkpoint(result.best_path, n_functions=8, samples=4, write=False)
+    assert result.best_path.read_bytes() == untouched
+    stored = calibrate_checkpoint(result.best_path, n_functions=8, samples=4)
+    assert stored.variance_scale == dry.variance_scale
+    assert stored.after["nll"] <= stored.before["nll"]
+    assert stored.after["mse"] == stored.before["mse"]
+    extra = load_checkpoint(result.best_path)["extra"]
+    assert extra["variance_scale"] == stored.variance_scale
+    assert extra["calibration"]["n_functions"] == 8
+
+    calibrated = ANPBackbone.from_checkpoint(result.best_path, n_samples=3)
+    assert calibrated.variance_scale == stored.variance_scale
+    plain = ANPBackbone.from_checkpoint(result.best_path, n_samples=3, variance_scale=1.0)
+    assert plain.variance_scale == 1.0
+    grid = stefan.grid(5, 7)
+    contexts = sample_contexts(stefan, 0.6, torch.Generator().manual_seed(0))
+    a = plain.predict(stefan, 0.6, contexts, grid, torch.Generator().manual_seed(1))
+    b = calibrated.predict(stefan, 0.6, contexts, grid, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(b.means, a.means, rtol=0, atol=0)
+    torch.testing.assert_close(b.variances, stored.variance_scale * a.variances)
+    # sigma_G = 0: the ProbConserv mean ignores the scale, its variance is scaled with it
+    constraint = conservation_constraint(grid, stefan.mass(grid.t, 0.6))
+    ca, cb = a.condition(constraint), b.condition(constraint)
+    torch.testing.assert_close(cb.means, ca.means, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        cb.variances, stored.variance_scale * ca.variances, rtol=1e-9, atol=1e-15
+    )
+    with pytest.raises(ValueError, match="variance_scale"):
+        ANPBackbone(calibrated.network, variance_scale=0.0)
+
+
+def test_calibrate_command_errors_write_nothing(stefan, tmp_path, capsys):
+    result = train_anp(stefan, tmp_path, tiny(stefan), options(), progress=False)
+    before = result.best_path.read_bytes()
+    assert main(["calibrate", str(result.best_path), "--functions", "0"]) == 2
+    assert main(["calibrate", str(result.best_path), str(tmp_path / "missing.pt")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors[0].startswith("probcons: error: n_functions:")
+    assert errors[1].startswith("probcons: error: checkpoint: no such file")
+    assert result.best_path.read_bytes() == before
+    args = ["calibrate", str(result.best_path), "--functions", "4", "--samples", "2"]
+    assert main(args) == 0
+    assert "variance scale" in capsys.readouterr().out
+    assert load_checkpoint(result.best_path)["extra"]["variance_scale"] > 0

@@ -359,7 +359,9 @@ class ANPBackbone:
     """A trained ANP as a backbone: one Gaussian (diagonal covariance) per latent sample.
 
     predict(...) draws `n_samples` z ~ p(z | C) and returns the `GaussianMixture` of the
-    decoder's N(mu(., z), diag sigma(., z)^2) on the grid, float64, each (n_t, n_x).
+    decoder's N(mu(., z), diag variance_scale * sigma(., z)^2) on the grid, float64, each
+    (n_t, n_x). variance_scale: 1 (the decoder as trained), or the held-out fit that
+    `probcons calibrate` stores in the checkpoint (`probcons.training.calibration`).
     """
 
     def __init__(
@@ -370,7 +372,18 @@ class ANPBackbone:
         problem: str | None = None,
         chunk_points: int = 1_000_000,
         metadata: dict[str, Any] | None = None,
+        variance_scale: float = 1.0,
     ):
+        if not (
+            isinstance(variance_scale, int | float)
+            and not isinstance(variance_scale, bool)
+            and math.isfinite(variance_scale)
+            and variance_scale > 0
+        ):
+            raise ValueError(
+                f"variance_scale: expected a finite number > 0, got {variance_scale!r}"
+            )
+        self.variance_scale = float(variance_scale)
         self.network = network.eval()
         self.n_samples = check_positive_int(n_samples, "n_samples")
         self.name = name
@@ -380,9 +393,17 @@ class ANPBackbone:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, n_samples: int = 100, name: str | None = None
+        cls,
+        path: str | os.PathLike,
+        n_samples: int = 100,
+        name: str | None = None,
+        variance_scale: float | None = None,
     ) -> ANPBackbone:
-        """Rebuild from a checkpoint written by `probcons.training` (weights_only load)."""
+        """Rebuild from a checkpoint written by `probcons.training` (weights_only load).
+
+        variance_scale: None applies the checkpoint's stored scale (from `probcons calibrate`;
+        1 if it has none); a number overrides it (1 = the decoder's variance as trained).
+        """
         payload = load_checkpoint(path)
         hyper = payload["hyperparameters"]
         if "anp" not in hyper:
@@ -398,6 +419,11 @@ class ANPBackbone:
             name=name or default_name,
             problem=hyper.get("problem"),
             metadata={"hyperparameters": hyper, "extra": payload.get("extra", {})},
+            variance_scale=(
+                float(payload.get("extra", {}).get("variance_scale", 1.0))
+                if variance_scale is None
+                else variance_scale
+            ),
         )
 
     @torch.no_grad()
@@ -437,7 +463,7 @@ class ANPBackbone:
                 components.append(
                     GaussianPrediction(
                         m.to(torch.float64).reshape(grid.shape),
-                        DiagonalCovariance(s.to(torch.float64) ** 2),
+                        DiagonalCovariance(self.variance_scale * s.to(torch.float64) ** 2),
                         grid,
                     )
                 )
@@ -451,7 +477,8 @@ class ANPBackbone:
 
     def __repr__(self) -> str:
         return (
-            f"ANPBackbone(name={self.name!r}, problem={self.problem!r}, n_samples={self.n_samples})"
+            f"ANPBackbone(name={self.name!r}, problem={self.problem!r}, n_samples={self.n_samples}, "
+            f"variance_scale={self.variance_scale:.4g})"
         )
 
 

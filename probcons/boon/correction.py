@@ -22,6 +22,15 @@ forward pass: the layer's own rfft and irfft, O(r C^2 K') extra work and one flo
 singular or ill-conditioned M raises BoundaryCorrectionError (checked in eval mode). The
 network output is then made to satisfy R u = g exactly by solving for the anchor nodes
 (`BoundaryCondition.enforce`).
+
+Periodic conditions (default, periodic_layers="period"): no kernel correction is needed. The
+grid x_0..x_{n-1} holds both ends (x_{n-1} = x_0 + period), so the FNO is run on one period:
+the lift is applied on all n nodes (grid features included), then the duplicate node n-1 is
+dropped and there is NO zero padding, v (batch, C, n-1). Every layer sigma(K v + W v) then maps
+(n-1)-periodic sequences to (n-1)-periodic sequences (K is a circular convolution of period
+n-1, W and sigma are pointwise), i.e. commutes with cyclic shifts; the projection's output
+(batch, m, n-1) is completed by u_{n-1} = u_0, so u_0 - u_{n-1} = 0 exactly. The input's node
+n-1 is not read. periodic_layers="kernel" keeps the padded FNO with the corrected layers above.
 """
 
 from __future__ import annotations
@@ -34,6 +43,10 @@ from probcons.operators.fno import FNO1d, FourierLayer
 from probcons.operators.spectral import SpectralConv1d
 
 MAX_CONDITION = 1e10  # largest accepted 2-norm condition number of the boundary block matrix
+# BoonFNO1d's layers for a periodic condition: the FNO on one period, or the padded FNO with
+# kernel-corrected layers (the only path before "period" existed: the default for old checkpoints)
+PERIODIC_LAYERS = ("period", "kernel")
+LEGACY_PERIODIC_LAYERS = "kernel"
 
 
 class BoundaryCorrectionError(ValueError):
@@ -193,6 +206,10 @@ class BoonFNO1d(nn.Module):
     u (batch, out_channels, n) with condition.residual(u, data) = 0 up to round-off.
     correct_layers=False keeps the layers as they are (only the final boundary solve: the
     overwrite-only ablation, which isolates what the kernel correction adds).
+    periodic_layers (periodic conditions with correct_layers only): "period" runs the operator on
+    the n - 1 nodes of one period without padding and appends u_{n-1} = u_0 (every layer maps
+    periodic sequences to periodic ones, so the model commutes with cyclic shifts of a[..., :n-1]
+    when coordinates="none"); "kernel" the padded operator with kernel-corrected layers.
     """
 
     def __init__(
@@ -202,10 +219,15 @@ class BoonFNO1d(nn.Module):
         max_condition: float = MAX_CONDITION,
         check_conditioning: bool = True,
         correct_layers: bool = True,
+        periodic_layers: str = "period",
     ) -> None:
         super().__init__()
         if not isinstance(operator, FNO1d):
             raise ValueError(f"operator: expected an FNO1d, got {type(operator).__name__}")
+        if not isinstance(periodic_layers, str) or periodic_layers not in PERIODIC_LAYERS:
+            raise ValueError(
+                f"periodic_layers: expected one of {PERIODIC_LAYERS}, got {periodic_layers!r}"
+            )
         self.operator = operator
         self.condition = condition
         self.corrected = nn.ModuleList(
@@ -213,6 +235,16 @@ class BoonFNO1d(nn.Module):
             for layer in operator.layers
         )
         self.correct_layers = bool(correct_layers)
+        self.periodic_layers = periodic_layers
+
+    @property
+    def on_period(self) -> bool:
+        """Whether the layers run on one period (periodic condition, periodic_layers="period")."""
+        return (
+            self.correct_layers
+            and self.condition.kind == "periodic"
+            and self.periodic_layers == "period"
+        )
 
     @property
     def hyperparameters(self) -> dict:
@@ -224,8 +256,25 @@ class BoonFNO1d(nn.Module):
                 "step": self.condition.step,
                 "order": self.condition.order,
                 "correct_layers": self.correct_layers,
+                "periodic_layers": self.periodic_layers,
             },
         }
+
+    @classmethod
+    def from_hyperparameters(cls, operator: FNO1d, boundary: dict, **options) -> BoonFNO1d:
+        """The BOON around `operator` described by hyperparameters["boundary"] (as saved in a
+        checkpoint's extra["boundary"]); a dict without "periodic_layers" (saved before that
+        option existed) gives the kernel-corrected periodic layers it was trained with."""
+        condition = BoundaryCondition(
+            boundary["kind"], tuple(boundary["sides"]), boundary["step"], boundary["order"]
+        )
+        return cls(
+            operator,
+            condition,
+            correct_layers=boundary.get("correct_layers", True),
+            periodic_layers=boundary.get("periodic_layers", LEGACY_PERIODIC_LAYERS),
+            **options,
+        )
 
     def features(self, a: torch.Tensor) -> torch.Tensor:
         """Output before the final boundary solve, (batch, out_channels, n)."""
@@ -235,12 +284,28 @@ class BoonFNO1d(nn.Module):
             raise ValueError(
                 f"a: expected at least {self.condition.minimum_nodes()} nodes, got {n}"
             )
+        if self.on_period:
+            return self._features_on_period(a)
         v = self.operator.lift_input(a)
         for index, layer in enumerate(self.corrected):
             v = layer(v, n) if self.correct_layers else layer.layer(v)
             if index < len(self.corrected) - 1:
                 v = self.operator.activation(v)
         return self.operator.project(v, (n,))
+
+    def _features_on_period(self, a: torch.Tensor) -> torch.Tensor:
+        """The operator on nodes 0..n-2 (one period, no padding), node n-1 a copy of node 0."""
+        operator = self.operator
+        n = a.shape[-1]
+        if operator.coordinates_name != "none":  # grid features of the n-node grid, then cut
+            a = torch.cat([a, operator.coordinates(a)], dim=1)
+        v = operator.lift(a)[..., : n - 1]
+        for index, layer in enumerate(operator.layers):
+            v = layer(v)
+            if index < len(operator.layers) - 1:
+                v = operator.activation(v)
+        u = operator.project(v, (n - 1,))
+        return torch.cat([u, u[..., :1]], dim=-1)
 
     def forward(self, a: torch.Tensor, data=None) -> torch.Tensor:
         return self.condition.enforce(self.features(a), data)

@@ -53,6 +53,7 @@ class TrainingConfig2d(TrainingConfig):
     weight_decay: float = 1e-4
     decay_every: int = 3
     decay_factor: float = 0.5
+    grad_clip: float | None = None  # the 2-D benchmark was measured without clipping
 
 
 class IncrementFNO2d(nn.Module):
@@ -195,6 +196,8 @@ def train_model2d(
             loss = distributed.minibatch_loss(errors, weight)
             optimizer.zero_grad()
             loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             total += float(errors.detach().sum()) if weight != 0.0 else 0.0  # this rank's
         schedule.step()

@@ -308,32 +308,54 @@ class ValidationSet:
 
 
 @torch.no_grad()
-def predictive_scores(network, batch, samples: int, generator: torch.Generator) -> dict[str, float]:
-    """Scores of the ANP's predictive mixture over `samples` draws z_s ~ p(z | C) at the targets.
-
-    nll: -mean log (1/S) sum_s N(u | mu_s, sigma_s^2) per target; mse: of the mixture mean;
-    latent_share: between-sample variance / total variance, summed over targets; coverage_90:
-    share of targets inside the central 90 % interval of N(mixture mean, total variance).
-    """
+def predictive_draws(network, batch, samples: int, generator: torch.Generator):
+    """Decoder means and standard deviations at the targets for `samples` draws z_s ~ p(z | C),
+    each (S, B, T) in the network's dtype."""
     loc, scale = network.encode_latent(batch.context_tx, batch.context_u)
     noise = torch.randn(samples, *loc.shape, generator=generator, dtype=loc.dtype)
     representation, queries = network.encode_deterministic(
         batch.context_tx, batch.context_u, batch.target_tx
     )
     hidden = network.decode_hidden(representation, queries)
-    mean, std = network.decode(hidden, loc + scale * noise)  # (S, B, T)
-    log_pdf = torch.distributions.Normal(mean, std).log_prob(batch.target_u)
-    log_mix = torch.logsumexp(log_pdf, dim=0) - math.log(samples)
-    mixture_mean = mean.mean(0)
-    between = mean.var(0, unbiased=False)
-    total = between + (std**2).mean(0)
-    inside = (batch.target_u - mixture_mean).abs() <= Z_90 * total.sqrt()
+    return network.decode(hidden, loc + scale * noise)
+
+
+def mixture_log_likelihood(
+    means: torch.Tensor, stds: torch.Tensor, targets: torch.Tensor, variance_scale: float = 1.0
+) -> torch.Tensor:
+    """log (1/S) sum_s N(targets | means_s, variance_scale * stds_s^2) per target; means, stds
+    (S, *shape), targets (*shape) -> (*shape), in the inputs' dtype."""
+    variance = variance_scale * stds**2
+    log_pdf = -0.5 * ((targets - means) ** 2 / variance + torch.log(2 * math.pi * variance))
+    return torch.logsumexp(log_pdf, dim=0) - math.log(means.shape[0])
+
+
+def mixture_scores(
+    means: torch.Tensor, stds: torch.Tensor, targets: torch.Tensor, variance_scale: float = 1.0
+) -> dict[str, float]:
+    """nll (mean over targets), mse of the mixture mean, latent_share (between-sample variance
+    / total, summed over targets) and coverage_90 (targets inside the central 90 % interval of
+    N(mixture mean, total variance)) of the mixture with decoder variances scaled."""
+    mixture_mean = means.mean(0)
+    between = means.var(0, unbiased=False)
+    total = between + variance_scale * (stds**2).mean(0)
+    inside = (targets - mixture_mean).abs() <= Z_90 * total.sqrt()
+    log_likelihood = mixture_log_likelihood(means, stds, targets, variance_scale)
     return {
-        "nll": float(-log_mix.mean()),
-        "mse": float(((mixture_mean - batch.target_u) ** 2).mean()),
+        "nll": float(-log_likelihood.mean()),
+        "mse": float(((mixture_mean - targets) ** 2).mean()),
         "latent_share": float(between.sum() / total.sum()),
         "coverage_90": float(inside.float().mean()),
     }
+
+
+def predictive_scores(
+    network, batch, samples: int, generator: torch.Generator, variance_scale: float = 1.0
+) -> dict[str, float]:
+    """`mixture_scores` of the ANP's predictive mixture over `samples` draws z_s ~ p(z | C) at
+    the targets (decoder variances times `variance_scale`)."""
+    means, stds = predictive_draws(network, batch, samples, generator)
+    return mixture_scores(means, stds, batch.target_u, variance_scale)
 
 
 def _clock(wall: float, cpu: float, wall_started: float, cpu_started: float):
