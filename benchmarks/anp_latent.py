@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from probcons.backbones.anp import ANPConfig, ANPNetwork
+from probcons.backbones.anp import ANPNetwork, load_anp_network
 from probcons.checkpoint import load_checkpoint
 from probcons.io import write_json
 from probcons.problems import get_problem
@@ -84,12 +84,9 @@ def score(network: ANPNetwork, validation: ValidationSet, k: int, generator) -> 
     return {"k": k, **predictive_scores(network, subset, LATENT_SAMPLES, generator)}
 
 
-def score_checkpoint(problem, path: Path) -> list[dict[str, float]]:
-    """`score` at every k in K_VALUES for the network in a checkpoint (best.pt, last.pt or an
-    exported one), on the validation functions of the default training options."""
-    payload = load_checkpoint(path)
-    network = ANPNetwork(ANPConfig.from_dict(payload["hyperparameters"]["anp"]))
-    network.load_state_dict(payload["state"]["network"])
+def score_network(problem, network: ANPNetwork) -> list[dict[str, float]]:
+    """`score` at every k in K_VALUES, on the validation functions of the default training
+    options."""
     network.eval()
     validation = ValidationSet(problem, TrainingOptions())
     generator = torch.Generator().manual_seed(5)
@@ -108,13 +105,13 @@ def run_variant(problem, name: str, steps: int, folder: Path) -> dict:
         "steps": steps,
         "train_s": seconds,
         "kl": sum(h["kl"] for h in history[-3:]) / len(history[-3:]),
-        "by_contexts": score_checkpoint(problem, result.best_path),
+        "by_contexts": score_network(problem, load_anp_network(result.best_path)[0]),
     }
 
 
 def checkpoint_row(problem, path: Path) -> dict:
     """Scores of a trained checkpoint; KL from its last recorded validation step."""
-    payload = load_checkpoint(path)
+    network, payload = load_anp_network(path)
     history = payload["extra"].get("history") or [{"kl": math.nan}]
     step = payload["extra"].get("step")
     kl = next((h["kl"] for h in history if h.get("step") == step), history[-1]["kl"])
@@ -123,7 +120,7 @@ def checkpoint_row(problem, path: Path) -> dict:
         "step": step,
         "train_s": payload["extra"].get("train_seconds", math.nan),
         "kl": kl,
-        "by_contexts": score_checkpoint(problem, path),
+        "by_contexts": score_network(problem, network),
     }
 
 
@@ -168,6 +165,9 @@ def main(argv=None) -> int:
     missing = [str(path) for path in args.checkpoints or () if not path.is_file()]
     if missing:
         print(f"error: --checkpoints: no such file {missing[0]!r}", file=sys.stderr)
+        return 2
+    if args.threads < 1:
+        print(f"error: --threads: expected a positive integer, got {args.threads}", file=sys.stderr)
         return 2
     if unknown or args.steps < 1:
         print(

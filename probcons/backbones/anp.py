@@ -355,6 +355,17 @@ def elbo_loss(
     return LossTerms(loss, -log_likelihood.mean() / n_target, kl_per_dim.sum(-1).mean(), mean, z)
 
 
+def load_anp_network(path: str | os.PathLike) -> tuple[ANPNetwork, dict[str, Any]]:
+    """The ANPNetwork of a checkpoint written by `probcons.training` (best.pt, last.pt or an
+    export; weights_only load) and the checkpoint's payload."""
+    payload = load_checkpoint(path)
+    if "anp" not in payload["hyperparameters"]:
+        raise ValueError(f"path: {str(path)!r} holds no ANP hyperparameters")
+    network = ANPNetwork(ANPConfig.from_dict(payload["hyperparameters"]["anp"]))
+    network.load_state_dict(payload["state"].get("network", payload["state"]))
+    return network, payload
+
+
 class ANPBackbone:
     """A trained ANP as a backbone: one Gaussian (diagonal covariance) per latent sample.
 
@@ -404,13 +415,8 @@ class ANPBackbone:
         variance_scale: None applies the checkpoint's stored scale (from `probcons calibrate`;
         1 if it has none); a number overrides it (1 = the decoder's variance as trained).
         """
-        payload = load_checkpoint(path)
+        network, payload = load_anp_network(path)
         hyper = payload["hyperparameters"]
-        if "anp" not in hyper:
-            raise ValueError(f"path: {str(path)!r} holds no ANP hyperparameters")
-        network = ANPNetwork(ANPConfig.from_dict(hyper["anp"]))
-        state = payload["state"].get("network", payload["state"])
-        network.load_state_dict(state)
         softc = float(hyper.get("training", {}).get("softc_lambda", 0.0) or 0.0)
         default_name = "softc-anp" if softc > 0 else "anp"
         return cls(

@@ -295,16 +295,11 @@ class BoonFNO1d(nn.Module):
 
     def _features_on_period(self, a: torch.Tensor) -> torch.Tensor:
         """The operator on nodes 0..n-2 (one period, no padding), node n-1 a copy of node 0."""
-        operator = self.operator
         n = a.shape[-1]
-        if operator.coordinates_name != "none":  # grid features of the n-node grid, then cut
-            a = torch.cat([a, operator.coordinates(a)], dim=1)
-        v = operator.lift(a)[..., : n - 1]
-        for index, layer in enumerate(operator.layers):
-            v = layer(v)
-            if index < len(operator.layers) - 1:
-                v = operator.activation(v)
-        u = operator.project(v, (n - 1,))
+        # pointwise lift (grid features of the n-node grid), then keep nodes 0..n-2: the
+        # padding appended after node n-1 goes with it
+        v = self.operator.lift_input(a)[..., : n - 1]
+        u = self.operator.project(self.operator.fourier_layers(v), (n - 1,))
         return torch.cat([u, u[..., :1]], dim=-1)
 
     def forward(self, a: torch.Tensor, data=None) -> torch.Tensor:

@@ -114,15 +114,18 @@ class _FNO(nn.Module):
         index = (slice(None), slice(None)) + tuple(slice(0, n) for n in shape)
         return self.project_out(self.activation(self.project_hidden(v[index])))
 
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        """(batch, in_channels, *grid) -> (batch, out_channels, *grid)."""
-        self._check_input(a)
-        v = self.lift_input(a)
+    def fourier_layers(self, v: torch.Tensor) -> torch.Tensor:
+        """The Fourier layers with the activation between them, (batch, width, *P) -> same."""
         for index, layer in enumerate(self.layers):
             v = layer(v)
             if index < self.n_layers - 1:
                 v = self.activation(v)
-        return self.project(v, tuple(a.shape[2:]))
+        return v
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        """(batch, in_channels, *grid) -> (batch, out_channels, *grid)."""
+        self._check_input(a)
+        return self.project(self.fourier_layers(self.lift_input(a)), tuple(a.shape[2:]))
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:

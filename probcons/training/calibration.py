@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from scipy.optimize import minimize_scalar
 
-from probcons.backbones.anp import ANPConfig, ANPNetwork, Batch
+from probcons.backbones.anp import ANPNetwork, Batch, load_anp_network
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.training.data import sample_batch
 from probcons.training.trainer import (
@@ -124,10 +124,8 @@ def calibrate_checkpoint(
 
     check_positive_int(n_functions, "n_functions")
     check_positive_int(samples, "samples")
-    payload = load_checkpoint(path)
+    network, payload = load_anp_network(path)
     hyper = payload["hyperparameters"]
-    if "anp" not in hyper:
-        raise ValueError(f"path: {str(path)!r} holds no ANP hyperparameters")
     problem = problem if problem is not None else get_problem(hyper["problem"])
     if getattr(problem, "name", None) != hyper.get("problem"):
         raise ValueError(
@@ -135,8 +133,6 @@ def calibrate_checkpoint(
             f"{getattr(problem, 'name', problem)!r}"
         )
     options = TrainingOptions.from_dict(hyper.get("training", {}))
-    network = ANPNetwork(ANPConfig.from_dict(hyper["anp"]))
-    network.load_state_dict(payload["state"].get("network", payload["state"]))
     seed = options.seed + CALIBRATION_SEED_OFFSET
     generator = torch.Generator().manual_seed(seed)
     parameters = problem.sample_parameters(n_functions, generator)
