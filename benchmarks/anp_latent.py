@@ -39,6 +39,7 @@ from probcons.backbones.anp import ANPNetwork, load_anp_network
 from probcons.checkpoint import load_checkpoint
 from probcons.io import write_json
 from probcons.problems import get_problem
+from probcons.training.data import keep_contexts
 from probcons.training.trainer import (
     TrainingOptions,
     ValidationSet,
@@ -75,12 +76,7 @@ def blind_mse(problem, n_parameters: int = 300, n_points: int = 101) -> float:
 
 def score(network: ANPNetwork, validation: ValidationSet, k: int, generator) -> dict[str, float]:
     """`predictive_scores` with the first k of a random order of each function's contexts."""
-    batch = validation.batch
-    keep = torch.rand(batch.context_u.shape, generator=generator).argsort(-1)[:, :k]
-    subset = batch._replace(
-        context_tx=batch.context_tx.gather(1, keep[..., None].expand(-1, -1, 2)),
-        context_u=batch.context_u.gather(1, keep),
-    )
+    subset = keep_contexts(validation.batch, k, generator)
     return {"k": k, **predictive_scores(network, subset, LATENT_SAMPLES, generator)}
 
 

@@ -14,6 +14,16 @@ from probcons.problems import sample_contexts, sample_targets
 from probcons.validation import check_positive_int, describe
 
 
+def keep_contexts(batch: Batch, k: int, generator: torch.Generator) -> Batch:
+    """`batch` with a random k of each function's contexts (a random order per function from
+    `generator`, its first k kept); targets unchanged."""
+    keep = torch.rand(batch.context_u.shape, generator=generator).argsort(-1)[:, :k]
+    return batch._replace(
+        context_tx=batch.context_tx.gather(1, keep[..., None].expand(-1, -1, 2)),
+        context_u=batch.context_u.gather(1, keep),
+    )
+
+
 def sample_batch(
     problem,
     parameters: torch.Tensor,

@@ -35,7 +35,7 @@ from probcons import distributed
 from probcons.backbones.anp import ANPConfig, AttentiveNeuralProcess, LossTerms, elbo_loss
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.softc import softc_loss, softc_penalty
-from probcons.training.data import sample_batch
+from probcons.training.data import keep_contexts, sample_batch
 from probcons.validation import check_nonnegative, check_positive_int
 
 BEST = "best.pt"
@@ -253,11 +253,7 @@ def training_batch(problem, parameters, generator: torch.Generator, options: Tra
     n_context = batch.context_u.shape[1]
     if options.min_contexts is not None and options.min_contexts < n_context:
         k = int(torch.randint(options.min_contexts, n_context + 1, (), generator=generator))
-        keep = torch.rand(batch.context_u.shape, generator=generator).argsort(-1)[:, :k]
-        batch = batch._replace(
-            context_tx=batch.context_tx.gather(1, keep[..., None].expand(-1, -1, 2)),
-            context_u=batch.context_u.gather(1, keep),
-        )
+        batch = keep_contexts(batch, k, generator)
     if options.deterministic_dropout > 0:
         drop = torch.rand(len(parameters), generator=generator) < options.deterministic_dropout
         batch = batch._replace(drop_deterministic=drop)
