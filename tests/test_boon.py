@@ -74,6 +74,19 @@ def test_dirichlet_boundary_rows_have_zero_off_boundary_entries(sides):
     assert float(matrix[:, off][:, :, :, N // 2].abs().max()) > 1e-6
 
 
+@pytest.mark.parametrize("condition", CONDITIONS[:3], ids=lambda c: f"{c.kind}-{'-'.join(c.sides)}")
+def test_correction_strength_interpolates_between_the_layer_and_its_correction(condition):
+    layer = CorrectedFourierLayer(random_operator(6).layers[1], condition)
+    v = torch.randn(4, WIDTH, N + PAD, dtype=torch.float64)
+    with torch.no_grad():
+        plain, full = layer.layer(v), layer(v, N)
+        assert torch.equal(layer(v, N, 1.0), full)
+        assert torch.allclose(layer(v, N, 0.0), plain, atol=1e-13)
+        # delta does not depend on the strength s, so L (v + s Psi delta) is affine in s
+        assert torch.allclose(layer(v, N, 0.3), 0.7 * plain + 0.3 * full, atol=1e-13)
+        assert float((full - plain).abs().max()) > 1e-3
+
+
 def test_corrected_layer_equals_the_layer_with_modified_anchor_inputs():
     condition = dirichlet()
     operator = random_operator(5)

@@ -258,3 +258,11 @@ def test_cli_runs_the_cavity_end_to_end(tmp_path, monkeypatch):
     test = problem.generate(1, seed=1000)  # the run's test trajectory (seed 0 + 1000)
     again, _ = evaluate2d(model, kind, problem, test)
     assert again["rel_l2_per_step"] == pytest.approx(metrics["rel_l2_per_step"], rel=1e-12)
+
+
+def test_the_2d_config_has_no_correction_warmup():
+    from dataclasses import replace
+
+    assert TINY.correction_warmup == 0.0
+    with pytest.raises(ValueError, match="correction_warmup"):
+        replace(TINY, correction_warmup=0.25)

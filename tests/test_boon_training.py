@@ -201,3 +201,42 @@ def test_gradients_are_clipped_to_the_configured_norm(monkeypatch, heat):
     for bad in (0, -1.0, float("inf"), True, "1"):
         with pytest.raises(ValueError, match="grad_clip"):
             replace(TINY, grad_clip=bad)
+
+
+def test_correction_warmup_ramps_the_strength_linearly_then_holds_one():
+    from dataclasses import replace
+
+    config = replace(TINY, epochs=4, correction_warmup=0.5)  # 12 steps, N_w = 6
+    strengths = [config.correction_strength(step, 3) for step in range(12)]
+    assert strengths == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6] + [1.0] * 7)
+    off = replace(config, correction_warmup=0.0)
+    assert [off.correction_strength(step, 3) for step in range(12)] == [1.0] * 12
+    for bad in (-0.1, 1.0, 2, True, "0.2", None):
+        with pytest.raises(ValueError, match="correction_warmup"):
+            replace(TINY, correction_warmup=bad)
+
+
+def test_training_applies_the_warmup_and_returns_the_exact_correction(monkeypatch, heat):
+    from dataclasses import replace
+
+    from probcons.boon.correction import CorrectedFourierLayer
+
+    seen = []
+    forward = CorrectedFourierLayer.forward
+
+    def recording_forward(self, v, n=None, strength=1.0):
+        if self.training:
+            seen.append(strength)
+        return forward(self, v, n, strength)
+
+    problem, train, test = heat
+    config = replace(TINY, correction_warmup=0.5)  # 3 epochs of 3 steps: N_w = 5
+    with monkeypatch.context() as patch:
+        patch.setattr(CorrectedFourierLayer, "forward", recording_forward)
+        model, _ = train_model("boon", problem, train, config, seed=1)
+    assert seen[:: TINY.layers] == seen[1 :: TINY.layers]  # every layer, the same strength
+    seen = seen[:: TINY.layers]
+    assert seen == pytest.approx([config.correction_strength(step, 3) for step in range(9)])
+    assert seen[0] == pytest.approx(0.2) and seen[-1] == 1.0
+    assert model.correction_strength == 1.0
+    assert evaluate(model, "boon", problem, test)["boundary_error"] < 1e-10

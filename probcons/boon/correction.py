@@ -163,8 +163,12 @@ class CorrectedFourierLayer(nn.Module):
             check_conditioning(matrix, self.max_condition, "layer")
         return rows, anchors, pivots, rows_hat, anchor_hat, kernel_part, matrix
 
-    def forward(self, v: torch.Tensor, n: int | None = None) -> torch.Tensor:
-        """(batch, C, P) -> (batch, C, P); the physical nodes are the first n (default P)."""
+    def forward(self, v: torch.Tensor, n: int | None = None, strength: float = 1.0) -> torch.Tensor:
+        """(batch, C, P) -> (batch, C, P); the physical nodes are the first n (default P).
+
+        strength in [0, 1] scales the anchor shift, L (v + strength Psi delta): 1 is the exact
+        correction, 0 the plain layer (a training warm-up ramps it from 0 to 1).
+        """
         length = v.shape[-1]
         n = length if n is None else n
         rows, anchors, pivots, rows_hat, anchor_hat, kernel_part, matrix = self.system(n, length)
@@ -179,6 +183,8 @@ class CorrectedFourierLayer(nn.Module):
             batch, -1
         ).to(torch.float64)
         delta = torch.linalg.solve(matrix, rhs.T).T.reshape(batch, r, -1).to(v.dtype)
+        if strength != 1.0:
+            delta = strength * delta
         shift = torch.einsum("bjc,jm->bcm", delta.to(complex_dtype), anchor_hat.to(complex_dtype))
         spectrum = spectrum + torch.einsum("bcm,com->bom", shift, weight)  # K (v + Psi delta)
         full = spectrum.new_zeros(batch, spectrum.shape[1], length // 2 + 1)
@@ -236,6 +242,7 @@ class BoonFNO1d(nn.Module):
         )
         self.correct_layers = bool(correct_layers)
         self.periodic_layers = periodic_layers
+        self.correction_strength = 1.0  # < 1 only during a training warm-up of the correction
 
     @property
     def on_period(self) -> bool:
@@ -288,7 +295,7 @@ class BoonFNO1d(nn.Module):
             return self._features_on_period(a)
         v = self.operator.lift_input(a)
         for index, layer in enumerate(self.corrected):
-            v = layer(v, n) if self.correct_layers else layer.layer(v)
+            v = layer(v, n, self.correction_strength) if self.correct_layers else layer.layer(v)
             if index < len(self.corrected) - 1:
                 v = self.operator.activation(v)
         return self.operator.project(v, (n,))

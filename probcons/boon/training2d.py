@@ -54,6 +54,15 @@ class TrainingConfig2d(TrainingConfig):
     decay_every: int = 3
     decay_factor: float = 0.5
     grad_clip: float | None = None  # the 2-D benchmark was measured without clipping
+    correction_warmup: float = 0.0  # BoonFNO2d has no warm-up of its layer corrections
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.correction_warmup != 0:
+            raise ValueError(
+                "correction_warmup: the 2-D BOON corrects its layers at full strength from the"
+                f" first step; expected 0, got {self.correction_warmup!r}"
+            )
 
 
 class IncrementFNO2d(nn.Module):
