@@ -60,6 +60,7 @@ VARIANTS = {
     "deterministic-dropout": {"deterministic_dropout": 0.5},
     "sparse-contexts": {"min_contexts": 1},
     "beta-nll": {"likelihood_beta": 1.0},
+    "marginal-likelihood": {"objective": "marginal-likelihood"},
 }
 
 

@@ -1,5 +1,7 @@
 """ANP: Pyro model/guide and ELBO, training signal, backbone predictions, ProbConserv per sample."""
 
+import math
+
 import pyro
 import pytest
 import torch
@@ -11,6 +13,7 @@ from probcons.backbones.anp import (
     ANPNetwork,
     AttentiveNeuralProcess,
     elbo_loss,
+    marginal_likelihood_loss,
 )
 from probcons.constraints import conservation_constraint
 from probcons.mixture import GaussianMixture
@@ -119,6 +122,57 @@ def test_tiny_anp_loss_falls(stefan, batch):
     losses = []
     for _ in range(40):
         terms = elbo_loss(anp, batch)
+        optimizer.zero_grad()
+        terms.loss.backward()
+        optimizer.step()
+        losses.append(float(terms.loss.detach()))
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
+
+
+def test_marginal_likelihood_loss_mixes_the_joint_likelihood_over_prior_draws(stefan, batch):
+    """loss = -mean_b log mean_s exp(sum_t log N(u_bt | mu_bst, sigma_bst^2)) / T for the same
+    draws z_bs = loc_b + scale_b eps_bs; at most the mean over draws of -log p (Jensen); with one
+    draw, equal to it."""
+    torch.manual_seed(1)
+    anp = AttentiveNeuralProcess(tiny_config(stefan))
+    net = anp.network
+    n_functions, n_target = batch.target_u.shape
+    torch.manual_seed(2)
+    terms = marginal_likelihood_loss(anp, batch, 5)
+    torch.manual_seed(2)
+    loc, scale = net.encode_latent(batch.context_tx, batch.context_u)
+    eps = torch.randn(n_functions, 5, loc.shape[1])
+    joint = []
+    representation, queries = net.encode_deterministic(
+        batch.context_tx, batch.context_u, batch.target_tx
+    )
+    for s in range(5):
+        mu, sigma = net.decode(net.decode_hidden(representation, queries), loc + scale * eps[:, s])
+        if s == 0:
+            torch.testing.assert_close(mu, terms.mean)
+        joint.append(torch.distributions.Normal(mu, sigma).log_prob(batch.target_u).sum(-1))
+    joint = torch.stack(joint)  # (S, B)
+    expected = -(torch.logsumexp(joint, 0) - math.log(5)).mean() / n_target
+    torch.testing.assert_close(terms.loss, expected)
+    torch.testing.assert_close(terms.nll, -joint.mean() / n_target)
+    assert float(terms.loss.detach()) <= float(terms.nll.detach()) and float(terms.kl) >= 0
+    torch.manual_seed(2)
+    single = marginal_likelihood_loss(anp, batch, 1)
+    torch.testing.assert_close(single.loss, single.nll)
+    # the prior's encoder is trained by it (the ELBO's KL is not needed for that)
+    (gradient,) = torch.autograd.grad(terms.loss, net.latent_head[-1].weight)
+    assert float(gradient.abs().max()) > 0
+    with pytest.raises(ValueError, match="samples"):
+        marginal_likelihood_loss(anp, batch, 0)
+
+
+def test_tiny_anp_marginal_likelihood_loss_falls(stefan, batch):
+    torch.manual_seed(0)
+    anp = AttentiveNeuralProcess(tiny_config(stefan))
+    optimizer = torch.optim.Adam(anp.network.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        terms = marginal_likelihood_loss(anp, batch, 4)
         optimizer.zero_grad()
         terms.loss.backward()
         optimizer.step()

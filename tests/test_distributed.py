@@ -10,7 +10,12 @@ import torch.multiprocessing as mp
 from torch.distributions import Normal, kl_divergence
 
 from probcons import distributed
-from probcons.backbones.anp import ANPConfig, AttentiveNeuralProcess, elbo_loss
+from probcons.backbones.anp import (
+    ANPConfig,
+    AttentiveNeuralProcess,
+    elbo_loss,
+    marginal_likelihood_loss,
+)
 from probcons.backbones.ensemble import DeepEnsembleTask, EnsembleConfig
 from probcons.backbones.member_training import MemberTrainingOptions, train_members
 from probcons.boon.problems import make_problem
@@ -122,6 +127,8 @@ def _sharded_gradients(directory: str, current) -> None:
             torch.manual_seed(1)
             loss = elbo_loss(anp, batch, 1.0, free_bits, likelihood_beta=beta).loss
             results[name] = gradients(loss)
+        torch.manual_seed(1)
+        results["single_marginal"] = gradients(marginal_likelihood_loss(anp, batch, 3).loss)
     rows = distributed.shard(4, current)
     shard = batch.functions(rows)
     runs = (
@@ -137,6 +144,13 @@ def _sharded_gradients(directory: str, current) -> None:
             dist.all_reduce(grad)
             grad /= current.size
         results[name] = grads
+    torch.manual_seed(1)
+    with distributed.ShardedNoise(["z"]):
+        grads = gradients(marginal_likelihood_loss(anp, shard, 3).loss)
+    for grad in grads:
+        dist.all_reduce(grad)
+        grad /= current.size
+    results["sharded_marginal"] = grads
     if current.is_main:
         torch.save(results, f"{directory}/gradients.pt")
 
@@ -218,6 +232,9 @@ def test_sharded_elbo_gradient_is_the_global_batch_gradient(two_process_runs):
         torch.testing.assert_close(sharded, single, **TOLERANCE)
     # beta-NLL normalises its weights by the global batch's mean, not each rank's
     for sharded, single in zip(saved["sharded_beta"], saved["single_beta"], strict=True):
+        torch.testing.assert_close(sharded, single, **TOLERANCE)
+    # the marginal likelihood: the single process's prior draws on every rank
+    for sharded, single in zip(saved["sharded_marginal"], saved["single_marginal"], strict=True):
         torch.testing.assert_close(sharded, single, **TOLERANCE)
     # the floor on each rank's own batch-mean KL would give another gradient
     differences = [

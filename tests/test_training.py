@@ -66,15 +66,13 @@ def test_same_seed_same_weights(stefan, tmp_path):
     assert any(not torch.equal(value, wc[key]) for key, value in wa.items())
 
 
-def test_resume_reproduces_the_next_step(stefan, tmp_path):
-    whole = train_anp(stefan, tmp_path / "whole", tiny(stefan), options(), progress=False)
-    first = train_anp(
-        stefan, tmp_path / "split", tiny(stefan), options(), progress=False, max_steps=3
-    )
+@pytest.mark.parametrize("objective", ["elbo", "marginal-likelihood"])
+def test_resume_reproduces_the_next_step(stefan, tmp_path, objective):
+    chosen = options(objective=objective)
+    whole = train_anp(stefan, tmp_path / "whole", tiny(stefan), chosen, progress=False)
+    first = train_anp(stefan, tmp_path / "split", tiny(stefan), chosen, progress=False, max_steps=3)
     assert first.steps == 3
-    rest = train_anp(
-        stefan, tmp_path / "split", tiny(stefan), options(), resume=True, progress=False
-    )
+    rest = train_anp(stefan, tmp_path / "split", tiny(stefan), chosen, resume=True, progress=False)
     assert rest.steps == whole.steps == 4
     # the step after the interruption has the same loss, and the final weights agree
     assert rest.history[3]["loss"] == whole.history[3]["loss"]
@@ -181,6 +179,12 @@ def test_options_validation():
         TrainingOptions(min_contexts=101)
     with pytest.raises(ValueError, match="min_contexts"):
         TrainingOptions(min_contexts=0)
+    with pytest.raises(ValueError, match="objective"):
+        TrainingOptions(objective="iwae")
+    with pytest.raises(ValueError, match="marginal_samples"):
+        TrainingOptions(objective="marginal-likelihood", marginal_samples=0)
+    with pytest.raises(ValueError, match="likelihood_beta"):
+        TrainingOptions(objective="marginal-likelihood", likelihood_beta=1.0)
 
 
 def test_training_batches_vary_context_size_and_drop_functions(stefan):

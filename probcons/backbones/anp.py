@@ -10,7 +10,9 @@ Model: z ~ p(z | C) (the latent path on the contexts), u(t, x) ~ N(mu, sigma^2) 
 Guide: z ~ q(z | C u T) (the same latent path on contexts and observed targets).
 The ELBO is E_q[log p(u_T | z, C)] - KL(q(z | C u T) || p(z | C)); `elbo_loss` adds KL
 annealing (a weight on the KL) and free bits (a floor on the batch-mean KL per latent
-dimension) against posterior collapse. The network runs in float32; predictions are float64.
+dimension) against posterior collapse. `marginal_likelihood_loss` is the alternative objective
+log (1/S) sum_s p(u_T | z_s, C), z_s ~ p(z | C): the likelihood the predictive mixture is
+scored on, with no KL term. The network runs in float32; predictions are float64.
 """
 
 from __future__ import annotations
@@ -353,6 +355,47 @@ def elbo_loss(
     mean = model_trace.nodes["_RETURN"]["value"][0]
     z = guide_trace.nodes["z"]["value"]
     return LossTerms(loss, -log_likelihood.mean() / n_target, kl_per_dim.sum(-1).mean(), mean, z)
+
+
+def marginal_likelihood_loss(anp: AttentiveNeuralProcess, batch: Batch, samples: int) -> LossTerms:
+    """Negative log marginal likelihood per target point, S reparametrized draws from the prior.
+
+    loss = -mean_b log (1/S) sum_s prod_t N(u_bt | mu(t, z_bs, C_b), sigma(t, z_bs, C_b)^2) / T
+    with z_bs ~ p(z | C_b) (the Pyro site "z", shape (B, S, d), so `distributed.ShardedNoise`
+    gives every rank the single process's draws). The joint likelihood of a function's targets
+    is mixed over latent draws, so a spread of whole functions across z is rewarded wherever it
+    covers the function better than per-point decoder variance; the ELBO instead pulls
+    p(z | C) onto q(z | C u T), and with many exact contexts both see the same evidence, which
+    lets the latent collapse. Returns LossTerms with nll = -mean_{b,s} log p(u_T,b | z_bs) / T,
+    kl = KL(q(z | C u T) || p(z | C)) per function (a diagnostic without gradient: q is not
+    trained by this objective), mean and z of the first draw.
+    """
+    if batch.target_u is None:
+        raise ValueError("batch.target_u: expected observed targets, got None")
+    check_positive_int(samples, "samples")
+    net = anp.network
+    loc, scale = net.encode_latent(batch.context_tx, batch.context_u)
+    shape = (loc.shape[0], samples, loc.shape[1])
+    z = pyro.sample("z", dist.Normal(loc[:, None].expand(shape), scale[:, None].expand(shape)))
+    representation, queries = net.encode_deterministic(
+        batch.context_tx, batch.context_u, batch.target_tx, batch.drop_deterministic
+    )
+    mean, std = net.decode(net.decode_hidden(representation, queries)[:, None], z)  # (B, S, T)
+    log_likelihood = dist.Normal(mean, std).log_prob(batch.target_u[:, None]).sum(-1)  # (B, S)
+    log_marginal = torch.logsumexp(log_likelihood, dim=1) - math.log(samples)
+    n_target = batch.target_u.shape[-1]
+    with torch.no_grad():
+        tx = torch.cat([batch.context_tx, batch.target_tx], dim=1)
+        u = torch.cat([batch.context_u, batch.target_u], dim=1)
+        posterior = dist.Normal(*net.encode_latent(tx, u))
+        kl = kl_divergence(posterior, dist.Normal(loc, scale)).sum(-1).mean()
+    return LossTerms(
+        -log_marginal.mean() / n_target,
+        -log_likelihood.mean() / n_target,
+        kl,
+        mean[:, 0],
+        z[:, 0],
+    )
 
 
 def load_anp_network(path: str | os.PathLike) -> tuple[ANPNetwork, dict[str, Any]]:

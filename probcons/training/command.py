@@ -66,6 +66,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         default=training.min_contexts,
         help="keep a random k of the 100 contexts per batch, k from this many to 100 (default 100)",
     )
+    parser.add_argument(
+        "--objective",
+        default=training.objective,
+        help="elbo (default) or marginal-likelihood: log mean_s p(u_T | z_s, C), z_s ~ p(z | C)",
+    )
+    parser.add_argument(
+        "--marginal-samples",
+        type=int,
+        default=training.marginal_samples,
+        help="prior draws per function for --objective marginal-likelihood",
+    )
     parser.add_argument("--seed", type=int, default=training.seed)
     parser.add_argument("--hidden", type=int, default=anp.hidden)
     parser.add_argument("--heads", type=int, default=anp.heads)
@@ -137,6 +148,8 @@ def train_command(args: argparse.Namespace) -> int:
         kl_capacity=args.kl_capacity,
         deterministic_dropout=args.deterministic_dropout,
         min_contexts=args.min_contexts,
+        objective=args.objective,
+        marginal_samples=args.marginal_samples,
         softc_lambda=args.softc_lambda,
         seed=args.seed,
     )

@@ -32,7 +32,13 @@ import torch
 from torch import nn
 
 from probcons import distributed
-from probcons.backbones.anp import ANPConfig, AttentiveNeuralProcess, LossTerms, elbo_loss
+from probcons.backbones.anp import (
+    ANPConfig,
+    AttentiveNeuralProcess,
+    LossTerms,
+    elbo_loss,
+    marginal_likelihood_loss,
+)
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.softc import softc_loss, softc_penalty
 from probcons.training.data import keep_contexts, sample_batch
@@ -44,6 +50,7 @@ VALIDATION_SEED_OFFSET = 1_000_003
 """Validation functions come from seed + this offset, disjoint from the training stream."""
 Z_90 = 1.6448536269514722
 """Standard normal quantile at 0.95: the central 90 % interval is mean +- Z_90 sd."""
+OBJECTIVES = ("elbo", "marginal-likelihood")
 FINAL_LEARNING_RATE_FRACTION = 0.1
 """The cosine schedule decays the learning rate to this fraction of its initial value."""
 
@@ -62,6 +69,9 @@ class TrainingOptions:
     from z; min_contexts: if set, each batch keeps a random subset of k of the n_strata *
     per_stratum contexts of every function, k uniform in min_contexts..n_strata * per_stratum
     (sparse context sets leave the function uncertain, which is what the latent is for).
+    objective: "elbo" (`elbo_loss`, with the KL options above) or "marginal-likelihood"
+    (`marginal_likelihood_loss` over marginal_samples prior draws per function; the KL options
+    and likelihood_beta do not apply to it).
     """
 
     epochs: int = 2
@@ -79,6 +89,8 @@ class TrainingOptions:
     kl_capacity: float = 0.0
     likelihood_beta: float = 0.0
     min_contexts: int | None = None
+    objective: str = "elbo"
+    marginal_samples: int = 8
     n_validation: int = 64
     validation_samples: int = 8
     validate_every: int = 125
@@ -96,6 +108,7 @@ class TrainingOptions:
             "n_validation",
             "n_collocation",
             "validation_samples",
+            "marginal_samples",
             "validate_every",
             "checkpoint_every",
         ):
@@ -129,6 +142,13 @@ class TrainingOptions:
                     f"{self.n_strata * self.per_stratum}, got {self.min_contexts}"
                 )
         check_nonnegative(self.softc_lambda, "softc_lambda")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective == "marginal-likelihood" and (self.likelihood_beta or self.kl_capacity):
+            raise ValueError(
+                "likelihood_beta, kl_capacity: expected 0 with objective='marginal-likelihood'"
+                f" (they weight the ELBO), got {self.likelihood_beta!r}, {self.kl_capacity!r}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
         if self.batch_size > self.n_functions:
@@ -216,20 +236,27 @@ def sharded_elbo_loss(
 def training_loss(
     anp: AttentiveNeuralProcess, problem, batch, parameters, options: TrainingOptions, step: int
 ):
-    """(loss, terms): the annealed, free-bits ELBO loss, plus the SoftC penalty when lambda > 0.
+    """(loss, terms): the annealed, free-bits ELBO loss (or the marginal-likelihood loss, by
+    options.objective), plus the SoftC penalty when lambda > 0.
 
     In a process group of several ranks, `batch` and `parameters` are this rank's shard and the
-    ELBO is `sharded_elbo_loss`; the SoftC penalty is a mean over functions already.
+    ELBO is `sharded_elbo_loss`; the marginal likelihood has no batch-wide term, and its draws
+    are the single process's (`distributed.ShardedNoise`); the SoftC penalty is a mean over
+    functions already.
     """
-    loss_function = sharded_elbo_loss if distributed.world().is_distributed else elbo_loss
-    terms = loss_function(
-        anp,
-        batch,
-        kl_weight=kl_weight(options, step),
-        free_bits=options.free_bits,
-        kl_capacity=options.kl_capacity,
-        likelihood_beta=options.likelihood_beta,
-    )
+    if options.objective == "marginal-likelihood":
+        with distributed.ShardedNoise(["z"]):
+            terms = marginal_likelihood_loss(anp, batch, options.marginal_samples)
+    else:
+        loss_function = sharded_elbo_loss if distributed.world().is_distributed else elbo_loss
+        terms = loss_function(
+            anp,
+            batch,
+            kl_weight=kl_weight(options, step),
+            free_bits=options.free_bits,
+            kl_capacity=options.kl_capacity,
+            likelihood_beta=options.likelihood_beta,
+        )
     loss = terms.loss
     penalty = torch.zeros(())
     if options.softc_lambda > 0:
