@@ -289,7 +289,7 @@ def test_calibrate_command_errors_write_nothing(stefan, tmp_path, capsys):
     assert main(["calibrate", str(result.best_path), "--functions", "0"]) == 2
     assert main(["calibrate", str(result.best_path), str(tmp_path / "missing.pt")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert errors[0].startswith("probcons: error: n_functions:")
+    assert errors[0].startswith("probcons: error: functions:")
     assert errors[1].startswith("probcons: error: checkpoint: no such file")
     assert result.best_path.read_bytes() == before
     args = ["calibrate", str(result.best_path), "--functions", "4", "--samples", "2"]

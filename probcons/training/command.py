@@ -19,6 +19,7 @@ from probcons.backbones.anp import ANPConfig
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.training.calibration import calibrate_checkpoint, store_calibration
 from probcons.training.trainer import TrainingOptions, train_anp
+from probcons.validation import check_positive_int
 
 BACKBONES = ("anp",)
 DEFAULT_CHECKPOINT_ROOT = Path("checkpoints")
@@ -206,6 +207,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
     """Fit and store the variance scale of each checkpoint (all are checked before any is written)."""
     if args.threads < 1:
         raise ValueError(f"threads: expected a positive integer, got {args.threads!r}")
+    check_positive_int(args.functions, "functions")  # named as on the command line
     torch.set_num_threads(args.threads)
     fits = [
         calibrate_checkpoint(path, None, args.functions, args.samples, write=False)
