@@ -14,11 +14,17 @@ K_VALUES, and 32 latent draws z ~ p(z | C):
                  validations
 
 A latent that works widens when contexts are few (share falls with k); a collapsed one is flat.
+How wide it should be: the Bayes posterior over the problem's one parameter given the same k
+contexts (uniform prior on the training range, on a grid of ORACLE_GRID values; the contexts
+are exact, read with a Gaussian noise of ORACLE_NOISE so that the grid resolves the posterior)
+gives the oracle spread, E_targets Var_posterior u(t, x; p): the between-function variance an
+ideal latent would carry. `--oracle` prints it beside the networks' between-sample variance.
 
     python benchmarks/anp_latent.py                     # Stefan, 625 steps, ~25 min on 1 core
     python benchmarks/anp_latent.py --variants elbo,beta-nll --steps 200   # quick look
     python benchmarks/anp_latent.py --checkpoints models/checkpoints/stefan-anp.pt \
         checkpoints/stefan-anp/last.pt      # score trained checkpoints instead (no training)
+    python benchmarks/anp_latent.py --oracle --checkpoints models/checkpoints/stefan-anp.pt
 
 Writes benchmarks/results/anp_latent.json.
 """
@@ -43,7 +49,8 @@ from probcons.training.data import keep_contexts
 from probcons.training.trainer import (
     TrainingOptions,
     ValidationSet,
-    predictive_scores,
+    mixture_scores,
+    predictive_draws,
     train_anp,
 )
 
@@ -53,6 +60,8 @@ from gpme import machine  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "anp_latent.json"
 K_VALUES = (1, 3, 10, 100)
 LATENT_SAMPLES = 32
+ORACLE_GRID = 401
+ORACLE_NOISE = 1e-3
 VARIANTS = {
     # name: TrainingOptions overrides (the same as `probcons train` flags)
     "elbo": {},
@@ -75,22 +84,74 @@ def blind_mse(problem, n_parameters: int = 300, n_points: int = 101) -> float:
     return float(((solutions - solutions.mean(0)) ** 2).mean())
 
 
-def score(network: ANPNetwork, validation: ValidationSet, k: int, generator) -> dict[str, float]:
-    """`predictive_scores` with the first k of a random order of each function's contexts."""
-    subset = keep_contexts(validation.batch, k, generator)
-    return {"k": k, **predictive_scores(network, subset, LATENT_SAMPLES, generator)}
+def score(network: ANPNetwork, subset, generator) -> dict[str, float]:
+    """`mixture_scores` of LATENT_SAMPLES draws z ~ p(z | C) on a batch, with the mean
+    between-sample variance (`between`) and total predictive variance (`total`) at its targets."""
+    means, stds = predictive_draws(network, subset, LATENT_SAMPLES, generator)
+    between = means.var(0, unbiased=False)
+    return {
+        **mixture_scores(means, stds, subset.target_u),
+        "between": float(between.mean()),
+        "total": float((between + (stds**2).mean(0)).mean()),
+    }
 
 
-def score_network(problem, network: ANPNetwork) -> list[dict[str, float]]:
-    """`score` at every k in K_VALUES, on the validation functions of the default training
-    options."""
+def score_network(problem, network: ANPNetwork, oracle: bool = False) -> list[dict]:
+    """`score` at every k in K_VALUES on the validation functions of the default training
+    options, with the first k of a random order of each function's contexts (one generator for
+    the orders and the draws: networks of one latent size see the same subsets); with oracle,
+    also `oracle_spread` on the same subsets."""
     network.eval()
     validation = ValidationSet(problem, TrainingOptions())
     generator = torch.Generator().manual_seed(5)
-    return [score(network, validation, k, generator) for k in K_VALUES]
+    rows = []
+    for k in K_VALUES:
+        subset = keep_contexts(validation.batch, k, generator)
+        rows.append({"k": k, **score(network, subset, generator)})
+        if oracle:
+            rows[-1]["oracle"] = oracle_spread(problem, subset)
+    return rows
 
 
-def run_variant(problem, name: str, steps: int, folder: Path) -> dict:
+def oracle_spread(problem, batch) -> dict[str, float]:
+    """Bayes posterior over the parameter p given each function's contexts (uniform prior on
+    train_range, ORACLE_GRID values, contexts read with N(0, ORACLE_NOISE^2) noise):
+    `between` = mean over functions and targets of Var_post u(t, x; p), `mse` of the
+    posterior mean u at the targets."""
+    grid = torch.linspace(*problem.train_range, ORACLE_GRID, dtype=torch.float64)
+    spread, error = [], []
+    for b in range(batch.context_u.shape[0]):
+        tx = torch.cat([batch.context_tx[b], batch.target_tx[b]]).to(torch.float64)
+        values = torch.stack([problem.solution(tx[:, 0], tx[:, 1], float(p)) for p in grid])
+        k = batch.context_u.shape[1]
+        misfit = ((values[:, :k] - batch.context_u[b].to(torch.float64)) ** 2).sum(-1)
+        weights = torch.softmax(-0.5 * misfit / ORACLE_NOISE**2, dim=0)
+        mean = weights @ values[:, k:]
+        spread.append(weights @ (values[:, k:] - mean) ** 2)
+        error.append((mean - batch.target_u[b].to(torch.float64)) ** 2)
+    return {"between": float(torch.stack(spread).mean()), "mse": float(torch.stack(error).mean())}
+
+
+def spread_table(rows: dict[str, dict]) -> str:
+    """Markdown: the oracle's between-function variance and MSE (on the first row's context
+    subsets), and each network's between-sample and total predictive variance and MSE, per k."""
+    oracle = [entry["oracle"] for entry in next(iter(rows.values()))["by_contexts"]]
+    ks = [entry["k"] for entry in next(iter(rows.values()))["by_contexts"]]
+    head = ["row"] + [f"between var k={k}" for k in ks] + [f"total var k={k}" for k in ks]
+    head += [f"MSE k={k}" for k in ks]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells = ["oracle (Bayes posterior over p)"] + [f"{e['between']:.2e}" for e in oracle]
+    cells += ["n/a"] * len(ks) + [f"{e['mse']:.2e}" for e in oracle]
+    lines.append("| " + " | ".join(cells) + " |")
+    for name, row in rows.items():
+        scores = row["by_contexts"]
+        cells = [name] + [f"{e['between']:.2e}" for e in scores]
+        cells += [f"{e['total']:.2e}" for e in scores] + [f"{e['mse']:.2e}" for e in scores]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_variant(problem, name: str, steps: int, folder: Path, oracle: bool = False) -> dict:
     """Train one variant for `steps` steps and score its best checkpoint."""
     options = TrainingOptions(epochs=1, n_functions=16 * steps, **VARIANTS[name])
     started = time.perf_counter()
@@ -102,11 +163,11 @@ def run_variant(problem, name: str, steps: int, folder: Path) -> dict:
         "steps": steps,
         "train_s": seconds,
         "kl": sum(h["kl"] for h in history[-3:]) / len(history[-3:]),
-        "by_contexts": score_network(problem, load_anp_network(result.best_path)[0]),
+        "by_contexts": score_network(problem, load_anp_network(result.best_path)[0], oracle),
     }
 
 
-def checkpoint_row(problem, path: Path) -> dict:
+def checkpoint_row(problem, path: Path, oracle: bool = False) -> dict:
     """Scores of a trained checkpoint; KL from its last recorded validation step."""
     network, payload = load_anp_network(path)
     history = payload["extra"].get("history") or [{"kl": math.nan}]
@@ -117,7 +178,7 @@ def checkpoint_row(problem, path: Path) -> dict:
         "step": step,
         "train_s": payload["extra"].get("train_seconds", math.nan),
         "kl": kl,
-        "by_contexts": score_network(problem, network),
+        "by_contexts": score_network(problem, network, oracle),
     }
 
 
@@ -156,6 +217,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also the Bayes posterior's spread on the first row's context subsets",
+    )
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.variants.split(",") if name.strip()]
     unknown = [name for name in names if name not in VARIANTS]
@@ -180,17 +246,22 @@ def main(argv=None) -> int:
     blind = blind_mse(problem)
     rows = {}
     if args.checkpoints:
-        for path in args.checkpoints:
-            rows[str(path)] = checkpoint_row(problem, path)
+        for index, path in enumerate(args.checkpoints):
+            rows[str(path)] = checkpoint_row(problem, path, args.oracle and index == 0)
     else:
         with tempfile.TemporaryDirectory() as folder:
-            for name in names:
-                rows[name] = run_variant(problem, name, args.steps, Path(folder))
+            for index, name in enumerate(names):
+                oracle = args.oracle and index == 0
+                rows[name] = run_variant(problem, name, args.steps, Path(folder), oracle)
                 print(f"{name}: done in {rows[name]['train_s']:.0f} s", flush=True)
     print(table(problem.name, blind, rows))
+    if args.oracle:
+        print()
+        print(spread_table(rows))
     if not args.no_write:
         stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
         section = "checkpoints" if args.checkpoints else "variants"
+        section += "_oracle" if args.oracle else ""  # kept apart from the rows without it
         entry = stored.setdefault(problem.name, {})
         entry.update({"machine": machine(), "blind_mse": blind})
         entry[section] = rows
