@@ -115,13 +115,17 @@ def test_beta_nll_gives_every_target_the_squared_error_gradient(stefan, batch):
     torch.testing.assert_close(weighted.loss, plain.loss)
 
 
-def test_tiny_anp_loss_falls(stefan, batch):
+@pytest.mark.parametrize("objective", ["elbo", "marginal-likelihood"])
+def test_tiny_anp_loss_falls(stefan, batch, objective):
     torch.manual_seed(0)
     anp = AttentiveNeuralProcess(tiny_config(stefan))
     optimizer = torch.optim.Adam(anp.network.parameters(), lr=1e-2)
     losses = []
     for _ in range(40):
-        terms = elbo_loss(anp, batch)
+        if objective == "elbo":
+            terms = elbo_loss(anp, batch)
+        else:
+            terms = marginal_likelihood_loss(anp, batch, 4)
         optimizer.zero_grad()
         terms.loss.backward()
         optimizer.step()
@@ -164,20 +168,6 @@ def test_marginal_likelihood_loss_mixes_the_joint_likelihood_over_prior_draws(st
     assert float(gradient.abs().max()) > 0
     with pytest.raises(ValueError, match="samples"):
         marginal_likelihood_loss(anp, batch, 0)
-
-
-def test_tiny_anp_marginal_likelihood_loss_falls(stefan, batch):
-    torch.manual_seed(0)
-    anp = AttentiveNeuralProcess(tiny_config(stefan))
-    optimizer = torch.optim.Adam(anp.network.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(40):
-        terms = marginal_likelihood_loss(anp, batch, 4)
-        optimizer.zero_grad()
-        terms.loss.backward()
-        optimizer.step()
-        losses.append(float(terms.loss.detach()))
-    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
 
 
 def test_model_runs_under_pyro_svi(stefan, batch):
