@@ -87,3 +87,26 @@ def check_nonnegative(value: float, name: str) -> float:
     if not number >= 0 or number == float("inf"):
         raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
     return number
+
+
+def check_in_interval(
+    value: Any,
+    name: str,
+    low: float,
+    high: float,
+    include_low: bool = True,
+    include_high: bool = True,
+) -> float:
+    """A real number (bools and NaN rejected) in the interval from low to high, each end
+    included or not (an infinite end is never reached)."""
+    left = "[" if include_low and math.isfinite(low) else "("
+    right = "]" if include_high and math.isfinite(high) else ")"
+    message = f"{name}: expected a number in {left}{low:g}, {high:g}{right}, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(message)
+    number = float(value)
+    above = number >= low if include_low else number > low
+    below = number <= high if include_high else number < high
+    if not (above and below and math.isfinite(number)):
+        raise ValueError(message)
+    return number

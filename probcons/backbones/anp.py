@@ -32,7 +32,7 @@ from torch.distributions import kl_divergence
 
 from probcons.checkpoint import load_checkpoint
 from probcons.grid import Grid
-from probcons.validation import check_positive_int
+from probcons.validation import check_in_interval, check_positive_int
 
 PYRO_MODULE_NAME = "anp"
 
@@ -428,16 +428,9 @@ class ANPBackbone:
         metadata: dict[str, Any] | None = None,
         variance_scale: float = 1.0,
     ):
-        if not (
-            isinstance(variance_scale, int | float)
-            and not isinstance(variance_scale, bool)
-            and math.isfinite(variance_scale)
-            and variance_scale > 0
-        ):
-            raise ValueError(
-                f"variance_scale: expected a finite number > 0, got {variance_scale!r}"
-            )
-        self.variance_scale = float(variance_scale)
+        self.variance_scale = check_in_interval(
+            variance_scale, "variance_scale", 0, math.inf, include_low=False
+        )
         self.network = network.eval()
         self.n_samples = check_positive_int(n_samples, "n_samples")
         self.name = name

@@ -37,7 +37,7 @@ from probcons import distributed
 from probcons.boon.correction import BoonFNO1d
 from probcons.boon.problems import OperatorData, OperatorProblem
 from probcons.operators.fno import FNO1d
-from probcons.validation import check_positive_int
+from probcons.validation import check_in_interval, check_positive_int
 
 MODEL_KINDS = ("fno", "fno-bc", "boon")
 BOUNDARY_BAND = 0.05  # fraction of the domain next to each end used by the band metrics
@@ -88,21 +88,9 @@ class TrainingConfig:
                 "learning_rate, weight_decay, decay_factor: expected > 0, >= 0 and in (0, 1],"
                 f" got {self.learning_rate}, {self.weight_decay}, {self.decay_factor}"
             )
-        if self.grad_clip is not None and not (
-            isinstance(self.grad_clip, int | float)
-            and not isinstance(self.grad_clip, bool)
-            and self.grad_clip > 0
-            and self.grad_clip < float("inf")
-        ):
-            raise ValueError(f"grad_clip: expected None or a number > 0, got {self.grad_clip!r}")
-        if not (
-            isinstance(self.correction_warmup, int | float)
-            and not isinstance(self.correction_warmup, bool)
-            and 0 <= self.correction_warmup < 1
-        ):
-            raise ValueError(
-                f"correction_warmup: expected a number in [0, 1), got {self.correction_warmup!r}"
-            )
+        if self.grad_clip is not None:
+            check_in_interval(self.grad_clip, "grad_clip", 0, math.inf, include_low=False)
+        check_in_interval(self.correction_warmup, "correction_warmup", 0, 1, include_high=False)
 
     def correction_strength(self, step: int, steps_per_epoch: int) -> float:
         """Strength s of BOON's kernel correction at optimizer step `step` (0-based): min(1,

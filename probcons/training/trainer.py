@@ -42,7 +42,7 @@ from probcons.backbones.anp import (
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.softc import softc_loss, softc_penalty
 from probcons.training.data import keep_contexts, sample_batch
-from probcons.validation import check_nonnegative, check_positive_int
+from probcons.validation import check_in_interval, check_nonnegative, check_positive_int
 
 BEST = "best.pt"
 LAST = "last.pt"
@@ -121,19 +121,13 @@ class TrainingOptions:
             raise ValueError(
                 f"kl_warmup_steps: expected an integer >= 0, got {self.kl_warmup_steps!r}"
             )
-        if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate: expected a number > 0, got {self.learning_rate!r}")
+        check_in_interval(self.learning_rate, "learning_rate", 0, math.inf, include_low=False)
         check_nonnegative(self.free_bits, "free_bits")
         check_nonnegative(self.kl_capacity, "kl_capacity")
         check_nonnegative(self.likelihood_beta, "likelihood_beta")
-        if not (
-            isinstance(self.deterministic_dropout, int | float)
-            and 0 <= self.deterministic_dropout < 1
-        ):
-            raise ValueError(
-                "deterministic_dropout: expected a probability in [0, 1), got "
-                f"{self.deterministic_dropout!r}"
-            )
+        check_in_interval(
+            self.deterministic_dropout, "deterministic_dropout", 0, 1, include_high=False
+        )
         if self.min_contexts is not None:
             check_positive_int(self.min_contexts, "min_contexts")
             if self.min_contexts > self.n_strata * self.per_stratum:
