@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from scipy.optimize import minimize_scalar
@@ -84,15 +84,7 @@ class Calibration:
     seed: int
 
     def to_dict(self) -> dict:
-        return {
-            "variance_scale": self.variance_scale,
-            "before": dict(self.before),
-            "after": dict(self.after),
-            "n_functions": self.n_functions,
-            "n_targets": self.n_targets,
-            "samples": self.samples,
-            "seed": self.seed,
-        }
+        return asdict(self)
 
 
 @torch.no_grad()
@@ -142,13 +134,16 @@ def calibrate_checkpoint(
     fitted, before, after = calibrate_network(network, batch, samples, seed)
     calibration = Calibration(fitted, before, after, n_functions, options.n_target, samples, seed)
     if write:
-        store_calibration(path, calibration)
+        store_calibration(path, calibration, payload)
     return calibration
 
 
-def store_calibration(path: str | os.PathLike, calibration: Calibration) -> None:
-    """Rewrite the checkpoint at `path` (atomically) with extra variance_scale and calibration."""
-    payload = load_checkpoint(path)
+def store_calibration(
+    path: str | os.PathLike, calibration: Calibration, payload: dict | None = None
+) -> None:
+    """Rewrite the checkpoint at `path` (atomically) with extra variance_scale and calibration;
+    payload: the checkpoint as already loaded from `path` (read again if None)."""
+    payload = load_checkpoint(path) if payload is None else payload
     extra = {
         **payload["extra"],
         "variance_scale": calibration.variance_scale,
