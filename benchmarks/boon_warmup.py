@@ -27,7 +27,13 @@ from pathlib import Path
 import torch
 
 from probcons.boon.problems import OPERATOR_PROBLEMS, make_problem
-from probcons.boon.training import TrainingConfig, config_dict, evaluate, train_model
+from probcons.boon.training import (
+    TrainingConfig,
+    config_dict,
+    evaluate,
+    sees_boundary_data,
+    train_model,
+)
 from probcons.io import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,8 +44,8 @@ EPOCHS, N_TRAIN, N_TEST, N_X = 120, 200, 100, 65  # benchmarks/boon.py's default
 
 
 def reference_kind(problem) -> str:
-    """fno-bc where the boundary data vary by sample (it then sees information FNO lacks)."""
-    return "fno-bc" if problem.boundary_varies and problem.condition.has_data else "fno"
+    """fno-bc where it sees boundary data (they vary by sample: information FNO lacks)."""
+    return "fno-bc" if sees_boundary_data("fno-bc", problem) else "fno"
 
 
 def run_job(name: str, seed: int, kind: str, fraction: float | None) -> dict:
@@ -104,14 +110,20 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    bad = [f for f in args.fractions if not 0 <= f < 1]
-    if bad or args.workers < 1 or any(seed < 0 for seed in args.seeds):
-        print(
-            f"error: --fractions in [0, 1), --workers >= 1, --seeds >= 0; got {args.fractions},"
-            f" {args.workers}, {args.seeds}",
-            file=sys.stderr,
-        )
-        return 2
+    checks = [
+        (
+            "--fractions",
+            "numbers in [0, 1)",
+            args.fractions,
+            all(0 <= f < 1 for f in args.fractions),
+        ),
+        ("--workers", "an integer >= 1", args.workers, args.workers >= 1),
+        ("--seeds", "integers >= 0", args.seeds, all(seed >= 0 for seed in args.seeds)),
+    ]
+    for flag, allowed, given, ok in checks:
+        if not ok:
+            print(f"error: {flag}: expected {allowed}, got {given}", file=sys.stderr)
+            return 2
     torch.set_num_threads(1)  # what every worker runs with
     config = config_dict(replace(TrainingConfig(), epochs=EPOCHS, decay_every=EPOCHS // 4))
     meta = {"machine": machine(), "config": config, "sizes": [N_TRAIN, N_TEST, N_X]}
