@@ -25,64 +25,57 @@ BACKBONES = ("anp",)
 DEFAULT_CHECKPOINT_ROOT = Path("checkpoints")
 
 
+# TrainingOptions fields exposed as --flags: (field, type, help); defaults are the options'
+TRAINING_FLAGS = (
+    (
+        "softc_lambda",
+        float,
+        "weight of the PDE-residual penalty (SoftC-ANP); 0 trains the plain ANP",
+    ),
+    ("epochs", int, None),
+    ("n_functions", int, None),
+    ("batch_size", int, None),
+    ("n_target", int, None),
+    ("learning_rate", float, None),
+    ("free_bits", float, None),
+    ("kl_warmup_steps", int, None),
+    (
+        "likelihood_beta",
+        float,
+        "beta-NLL: weight each target's log-density by sigma^(2 beta) (0 = the ELBO)",
+    ),
+    ("kl_capacity", float, "hold the KL near this many nats per function (0 = free bits instead)"),
+    (
+        "deterministic_dropout",
+        float,
+        "probability per function that the decoder sees z but no deterministic path",
+    ),
+    (
+        "min_contexts",
+        int,
+        "keep a random k of the 100 contexts per batch, k from this many to 100 (default 100)",
+    ),
+    (
+        "objective",
+        str,
+        "elbo (default) or marginal-likelihood: log mean_s p(u_T | z_s, C), z_s ~ p(z | C)",
+    ),
+    ("marginal_samples", int, "prior draws per function for --objective marginal-likelihood"),
+    ("seed", int, None),
+)
+ANP_FLAGS = ("hidden", "heads", "latent_dim", "decoder_width")  # ANPConfig fields, all int
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `train` arguments to `parser` (defaults are those of the shipped checkpoints)."""
     training, anp = TrainingOptions(), ANPConfig()
     parser.add_argument("problem", help="problem to train on: diffusion, pme or stefan")
     parser.add_argument("--backbone", default="anp", choices=BACKBONES)
-    parser.add_argument(
-        "--softc-lambda",
-        type=float,
-        default=0.0,
-        help="weight of the PDE-residual penalty (SoftC-ANP); 0 trains the plain ANP",
-    )
-    parser.add_argument("--epochs", type=int, default=training.epochs)
-    parser.add_argument("--n-functions", type=int, default=training.n_functions)
-    parser.add_argument("--batch-size", type=int, default=training.batch_size)
-    parser.add_argument("--n-target", type=int, default=training.n_target)
-    parser.add_argument("--learning-rate", type=float, default=training.learning_rate)
-    parser.add_argument("--free-bits", type=float, default=training.free_bits)
-    parser.add_argument("--kl-warmup-steps", type=int, default=training.kl_warmup_steps)
-    parser.add_argument(
-        "--likelihood-beta",
-        type=float,
-        default=training.likelihood_beta,
-        help="beta-NLL: weight each target's log-density by sigma^(2 beta) (0 = the ELBO)",
-    )
-    parser.add_argument(
-        "--kl-capacity",
-        type=float,
-        default=training.kl_capacity,
-        help="hold the KL near this many nats per function (0 = free bits instead)",
-    )
-    parser.add_argument(
-        "--deterministic-dropout",
-        type=float,
-        default=training.deterministic_dropout,
-        help="probability per function that the decoder sees z but no deterministic path",
-    )
-    parser.add_argument(
-        "--min-contexts",
-        type=int,
-        default=training.min_contexts,
-        help="keep a random k of the 100 contexts per batch, k from this many to 100 (default 100)",
-    )
-    parser.add_argument(
-        "--objective",
-        default=training.objective,
-        help="elbo (default) or marginal-likelihood: log mean_s p(u_T | z_s, C), z_s ~ p(z | C)",
-    )
-    parser.add_argument(
-        "--marginal-samples",
-        type=int,
-        default=training.marginal_samples,
-        help="prior draws per function for --objective marginal-likelihood",
-    )
-    parser.add_argument("--seed", type=int, default=training.seed)
-    parser.add_argument("--hidden", type=int, default=anp.hidden)
-    parser.add_argument("--heads", type=int, default=anp.heads)
-    parser.add_argument("--latent-dim", type=int, default=anp.latent_dim)
-    parser.add_argument("--decoder-width", type=int, default=anp.decoder_width)
+    for name, kind, text in TRAINING_FLAGS:
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=kind, default=getattr(training, name), help=text)
+    for name in ANP_FLAGS:
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(anp, name))
     parser.add_argument(
         "--out",
         default=None,
@@ -132,28 +125,9 @@ def train_command(args: argparse.Namespace) -> int:
     config = ANPConfig(
         t_range=problem.t_range,
         x_range=problem.x_range,
-        hidden=args.hidden,
-        heads=args.heads,
-        latent_dim=args.latent_dim,
-        decoder_width=args.decoder_width,
+        **{name: getattr(args, name) for name in ANP_FLAGS},
     )
-    options = TrainingOptions(
-        epochs=args.epochs,
-        n_functions=args.n_functions,
-        batch_size=args.batch_size,
-        n_target=args.n_target,
-        learning_rate=args.learning_rate,
-        free_bits=args.free_bits,
-        kl_warmup_steps=args.kl_warmup_steps,
-        likelihood_beta=args.likelihood_beta,
-        kl_capacity=args.kl_capacity,
-        deterministic_dropout=args.deterministic_dropout,
-        min_contexts=args.min_contexts,
-        objective=args.objective,
-        marginal_samples=args.marginal_samples,
-        softc_lambda=args.softc_lambda,
-        seed=args.seed,
-    )
+    options = TrainingOptions(**{name: getattr(args, name) for name, _, _ in TRAINING_FLAGS})
     out = (
         Path(args.out)
         if args.out
