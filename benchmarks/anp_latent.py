@@ -20,7 +20,7 @@ are exact, read with a Gaussian noise of ORACLE_NOISE so that the grid resolves 
 gives the oracle spread, E_targets Var_posterior u(t, x; p): the between-function variance an
 ideal latent would carry. `--oracle` prints it beside the networks' between-sample variance.
 
-    python benchmarks/anp_latent.py                     # Stefan, 625 steps, ~25 min on 1 core
+    python benchmarks/anp_latent.py --latent-aggregation mean   # Stefan, 625 steps, ~25 min
     python benchmarks/anp_latent.py --variants elbo,beta-nll --steps 200   # quick look
     python benchmarks/anp_latent.py --checkpoints models/checkpoints/stefan-anp.pt \
         checkpoints/stefan-anp/last.pt      # score trained checkpoints instead (no training)
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from probcons.backbones.anp import ANPNetwork, load_anp_network
+from probcons.backbones.anp import LATENT_AGGREGATIONS, ANPConfig, ANPNetwork, load_anp_network
 from probcons.checkpoint import load_checkpoint
 from probcons.io import write_json
 from probcons.problems import get_problem
@@ -151,15 +151,22 @@ def spread_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run_variant(problem, name: str, steps: int, folder: Path, oracle: bool = False) -> dict:
-    """Train one variant for `steps` steps and score its best checkpoint."""
+def run_variant(
+    problem, name: str, steps: int, folder: Path, oracle: bool = False, aggregation: str = "bayes"
+) -> dict:
+    """Train one variant for `steps` steps with the given latent aggregation and score its best
+    checkpoint."""
     options = TrainingOptions(epochs=1, n_functions=16 * steps, **VARIANTS[name])
+    config = ANPConfig(
+        t_range=problem.t_range, x_range=problem.x_range, latent_aggregation=aggregation
+    )
     started = time.perf_counter()
-    result = train_anp(problem, folder / name, options=options, progress=False)
+    result = train_anp(problem, folder / name, config, options, progress=False)
     seconds = time.perf_counter() - started
     history = load_checkpoint(result.last_path)["extra"]["history"]
     return {
         "options": VARIANTS[name],
+        "latent_aggregation": aggregation,
         "steps": steps,
         "train_s": seconds,
         "kl": sum(h["kl"] for h in history[-3:]) / len(history[-3:]),
@@ -215,6 +222,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--checkpoints", nargs="+", type=Path, default=None, help="score these, train nothing"
     )
+    parser.add_argument(
+        "--latent-aggregation",
+        choices=LATENT_AGGREGATIONS,
+        default=ANPConfig().latent_aggregation,
+        help="of the variants trained here (the committed variants table used mean)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument(
@@ -252,7 +265,9 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as folder:
             for index, name in enumerate(names):
                 oracle = args.oracle and index == 0
-                rows[name] = run_variant(problem, name, args.steps, Path(folder), oracle)
+                rows[name] = run_variant(
+                    problem, name, args.steps, Path(folder), oracle, args.latent_aggregation
+                )
                 print(f"{name}: done in {rows[name]['train_s']:.0f} s", flush=True)
     print(table(problem.name, blind, rows))
     if args.oracle:

@@ -12,6 +12,7 @@ from probcons.backbones.anp import (
     ANPConfig,
     ANPNetwork,
     AttentiveNeuralProcess,
+    bayesian_aggregation,
     elbo_loss,
     marginal_likelihood_loss,
 )
@@ -115,10 +116,13 @@ def test_beta_nll_gives_every_target_the_squared_error_gradient(stefan, batch):
     torch.testing.assert_close(weighted.loss, plain.loss)
 
 
-@pytest.mark.parametrize("objective", ["elbo", "marginal-likelihood"])
-def test_tiny_anp_loss_falls(stefan, batch, objective):
+@pytest.mark.parametrize(
+    ("objective", "aggregation"),
+    [("elbo", "mean"), ("marginal-likelihood", "mean"), ("elbo", "bayes")],
+)
+def test_tiny_anp_loss_falls(stefan, batch, objective, aggregation):
     torch.manual_seed(0)
-    anp = AttentiveNeuralProcess(tiny_config(stefan))
+    anp = AttentiveNeuralProcess(tiny_config(stefan, latent_aggregation=aggregation))
     optimizer = torch.optim.Adam(anp.network.parameters(), lr=1e-2)
     losses = []
     for _ in range(40):
@@ -191,8 +195,57 @@ def test_config_validation():
         ANPConfig(hidden=0)
     with pytest.raises(ValueError, match="unknown"):
         ANPConfig.from_dict({"width": 3})
-    config = ANPConfig(t_range=(0.0, 0.1))
+    with pytest.raises(ValueError, match="latent_aggregation: expected one of mean, bayes"):
+        ANPConfig(latent_aggregation="max")
+    assert ANPConfig().latent_aggregation == "bayes"
+    config = ANPConfig(t_range=(0.0, 0.1), latent_aggregation="mean")
     assert ANPConfig.from_dict(config.to_dict()) == config
+    old = ANPConfig().to_dict()
+    del old["latent_aggregation"]  # a checkpoint written before the option: mean pooling
+    assert ANPConfig.from_dict(old).latent_aggregation == "mean"
+
+
+def test_bayesian_aggregation_is_gaussian_conditioning():
+    """loc, scale equal the conditional of z ~ N(0, 1) given r_c = z + e_c, e_c ~ N(0, v_c),
+    computed from the joint covariance by the Schur complement, per dimension."""
+    generator = torch.Generator().manual_seed(0)
+    n, d = 7, 3
+    observation = torch.randn(2, n, d, generator=generator, dtype=torch.float64)
+    noise = 0.05 + torch.rand(2, n, d, generator=generator, dtype=torch.float64)
+    loc, scale = bayesian_aggregation(observation, noise)
+    for b in range(2):
+        for j in range(d):
+            v = noise[b, :, j]
+            cross = torch.ones(n, dtype=torch.float64)  # Cov(z, r) = 1
+            cov_r = torch.ones(n, n, dtype=torch.float64) + torch.diag(v)
+            gain = torch.linalg.solve(cov_r, cross)
+            torch.testing.assert_close(loc[b, j], gain @ observation[b, :, j])
+            torch.testing.assert_close(scale[b, j] ** 2, 1 - gain @ cross)
+
+
+def test_bayes_aggregated_latent_narrows_as_contexts_are_added(stefan, batch):
+    """Without self-attention before pooling, each context adds precision: the scale of
+    p(z | C) shrinks (never grows) as C grows and does not depend on the contexts' order;
+    mean pooling gives a scale that ignores the set's size (here: equal for copies of C)."""
+    torch.manual_seed(5)
+    net = ANPNetwork(tiny_config(stefan, latent_self_attention=0, latent_aggregation="bayes"))
+    scales = [
+        net.encode_latent(batch.context_tx[:, :k], batch.context_u[:, :k])[1] for k in (1, 10, 100)
+    ]
+    assert torch.all(scales[1] < scales[0]) and torch.all(scales[2] < scales[1])
+    order = torch.randperm(100)
+    loc, scale = net.encode_latent(batch.context_tx, batch.context_u)
+    loc_p, scale_p = net.encode_latent(batch.context_tx[:, order], batch.context_u[:, order])
+    torch.testing.assert_close(loc_p, loc)
+    torch.testing.assert_close(scale_p, scale)
+    mean_net = ANPNetwork(tiny_config(stefan, latent_self_attention=0, latent_aggregation="mean"))
+    twice_tx = batch.context_tx.repeat(1, 2, 1)
+    twice_u = batch.context_u.repeat(1, 2)
+    _, once = mean_net.encode_latent(batch.context_tx, batch.context_u)
+    _, doubled = mean_net.encode_latent(twice_tx, twice_u)
+    torch.testing.assert_close(doubled, once)
+    _, bayes_doubled = net.encode_latent(twice_tx, twice_u)
+    assert torch.all(bayes_doubled < scale)
 
 
 @pytest.fixture

@@ -204,10 +204,19 @@ def network(path):
     return load_checkpoint(path)["state"]["network"]
 
 
+# An attention key's bias adds the same q.b to every logit of a query, which softmax ignores:
+# its exact gradient is 0, so Adam moves it on round-off alone (a few 1e-6 here) in any order
+# of summation. It is compared to within the learning rate's scale instead.
+SHIFT_INVARIANT_TOLERANCE = dict(rtol=0.0, atol=1e-4)
+
+
 def assert_same_weights(a, b, **tolerance):
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], **(tolerance or TOLERANCE), msg=key)
+        expected = tolerance or TOLERANCE
+        if not tolerance and key.endswith("attention.key.bias"):
+            expected = SHIFT_INVARIANT_TOLERANCE
+        torch.testing.assert_close(a[key], b[key], **expected, msg=key)
 
 
 def test_two_anp_processes_match_one_with_the_same_global_batch(two_process_runs, tmp_path):
@@ -236,12 +245,13 @@ def test_sharded_elbo_gradient_is_the_global_batch_gradient(two_process_runs):
     # the marginal likelihood: the single process's prior draws on every rank
     for sharded, single in zip(saved["sharded_marginal"], saved["single_marginal"], strict=True):
         torch.testing.assert_close(sharded, single, **TOLERANCE)
-    # the floor on each rank's own batch-mean KL would give another gradient
+    # the floor on each rank's own batch-mean KL would give another gradient, one that the
+    # comparisons above reject by far more than their tolerance
     differences = [
         float((local - single).abs().max())
         for local, single in zip(saved["local_floor"], saved["single"], strict=True)
     ]
-    assert max(differences) > 1e-3
+    assert max(differences) > 100 * TOLERANCE["atol"]
 
 
 def test_a_resumed_distributed_run_equals_an_uninterrupted_one(two_process_runs):

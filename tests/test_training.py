@@ -150,6 +150,8 @@ def test_train_command(stefan, tmp_path, capsys):
             "2",
             "--decoder-width",
             "8",
+            "--latent-aggregation",
+            "mean",
             "--out",
             str(tmp_path / "run"),
             "--export",
@@ -162,6 +164,7 @@ def test_train_command(stefan, tmp_path, capsys):
     assert "trained stefan-anp" in out and "variance scale" in out
     shipped = load_checkpoint(tmp_path / "shipped.pt")
     assert shipped["extra"]["run_steps"] == 1
+    assert shipped["hyperparameters"]["anp"]["latent_aggregation"] == "mean"
     assert shipped["extra"]["variance_scale"] == shipped["extra"]["calibration"]["variance_scale"]
     assert "optimizer" not in shipped["state"]
 

@@ -3,6 +3,8 @@
 Given a context set C = {(t_c, x_c, u_c)} and target points T = {(t, x)}:
 
     latent path        s_c = SelfAttn^L(MLP(t_c, x_c, u_c)),  z ~ N(mu(mean_c s_c), sigma(...))
+                       or, with latent_aggregation="bayes", (r_c, v_c) = MLP(s_c) and
+                       z ~ N(m, diag w): 1/w = 1 + sum_c 1/v_c,  m = w * sum_c r_c / v_c
     deterministic path r_c = SelfAttn^D(MLP(t_c, x_c, u_c)),  r(t, x) = CrossAttn(q(t, x), k_c, r_c)
     decoder            (mu, sigma)(t, x) = MLP(r(t, x), z, e(t, x)),  sigma = softplus + min_scale
 
@@ -35,6 +37,7 @@ from probcons.grid import Grid
 from probcons.validation import check_in_interval, check_positive_int
 
 PYRO_MODULE_NAME = "anp"
+LATENT_AGGREGATIONS = ("mean", "bayes")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,12 @@ class ANPConfig:
     """Hyperparameters of the ANP (the reference used hidden 128, 4 heads, decoder 3 x 384).
 
     t_range, x_range: the problem's domain, mapped to [-1, 1] inside the network.
-    min_scale: floor of the decoder's standard deviation; latent_min_scale: of the latent's.
+    min_scale: floor of the decoder's standard deviation; latent_min_scale: of the latent's
+    (with "bayes" aggregation: of each set element's observation noise sqrt(v_c)).
+    latent_aggregation: "bayes" (default) treats each element as a Gaussian observation
+    r_c ~ N(z, diag v_c) of z ~ N(0, I), so z's posterior narrows as elements are added
+    (Bayesian context aggregation); "mean" pools the set by its mean, as the reference ANP
+    does, and then the spread of z cannot depend on how many contexts there are.
     """
 
     t_range: tuple[float, float] = (0.0, 1.0)
@@ -57,6 +65,7 @@ class ANPConfig:
     decoder_width: int = 64
     min_scale: float = 1e-3
     latent_min_scale: float = 1e-2
+    latent_aggregation: str = "bayes"
 
     def __post_init__(self) -> None:
         for name in ("hidden", "heads", "latent_dim", "decoder_layers", "decoder_width"):
@@ -77,6 +86,11 @@ class ANPConfig:
         for name in ("min_scale", "latent_min_scale"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name}: expected a number > 0, got {getattr(self, name)!r}")
+        if self.latent_aggregation not in LATENT_AGGREGATIONS:
+            raise ValueError(
+                f"latent_aggregation: expected one of {', '.join(LATENT_AGGREGATIONS)}, "
+                f"got {self.latent_aggregation!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for a checkpoint (tuples as lists)."""
@@ -84,12 +98,14 @@ class ANPConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ANPConfig:
-        """Inverse of `to_dict`; unknown keys are rejected."""
+        """Inverse of `to_dict`; unknown keys are rejected. A checkpoint written before
+        latent_aggregation existed used mean pooling."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"hyperparameters: unknown ANP keys {unknown}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        values.setdefault("latent_aggregation", "mean")
         return cls(**values)
 
 
@@ -164,6 +180,17 @@ class AttentionBlock(nn.Module):
         return self.norm2(hidden + self.feedforward(hidden))
 
 
+def bayesian_aggregation(observation: torch.Tensor, noise: torch.Tensor):
+    """Posterior of z ~ N(0, I) given r_c ~ N(z, diag v_c), c = 1..n, per latent dimension.
+
+    observation r, noise v: (B, n, d) -> loc, scale (B, d), with
+    1/w = 1 + sum_c 1/v_c,  loc = w sum_c r_c / v_c,  scale = sqrt(w).
+    """
+    precision = 1 + (1 / noise).sum(dim=-2)
+    variance = 1 / precision
+    return variance * (observation / noise).sum(dim=-2), variance.sqrt()
+
+
 class ANPNetwork(nn.Module):
     """The ANP's encoders and decoder (no sampling here; see `AttentiveNeuralProcess`)."""
 
@@ -207,6 +234,10 @@ class ANPNetwork(nn.Module):
         s = self.latent_embed(torch.cat([self.normalize(tx), u[..., None].to(tx.dtype)], -1))
         for block in self.latent_attention:
             s = block(s, s, s)
+        if self.config.latent_aggregation == "bayes":
+            observation, raw = self.latent_head(s).chunk(2, dim=-1)
+            noise = self.config.latent_min_scale**2 + nn.functional.softplus(raw)
+            return bayesian_aggregation(observation, noise)
         loc, raw = self.latent_head(s.mean(dim=1)).chunk(2, dim=-1)
         scale = self.config.latent_min_scale + (1 - self.config.latent_min_scale) * torch.sigmoid(
             raw

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from probcons import distributed
-from probcons.backbones.anp import ANPConfig
+from probcons.backbones.anp import LATENT_AGGREGATIONS, ANPConfig
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.training.calibration import calibrate_checkpoint, store_calibration
 from probcons.training.trainer import TrainingOptions, train_anp
@@ -63,7 +63,14 @@ TRAINING_FLAGS = (
     ("marginal_samples", int, "prior draws per function for --objective marginal-likelihood"),
     ("seed", int, None),
 )
-ANP_FLAGS = ("hidden", "heads", "latent_dim", "decoder_width")  # ANPConfig fields, all int
+# ANPConfig fields exposed as --flags: (field, type, choices or None)
+ANP_FLAGS = (
+    ("hidden", int, None),
+    ("heads", int, None),
+    ("latent_dim", int, None),
+    ("decoder_width", int, None),
+    ("latent_aggregation", str, LATENT_AGGREGATIONS),
+)
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -74,8 +81,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     for name, kind, text in TRAINING_FLAGS:
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=kind, default=getattr(training, name), help=text)
-    for name in ANP_FLAGS:
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(anp, name))
+    for name, kind, choices in ANP_FLAGS:
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=kind, choices=choices, default=getattr(anp, name)
+        )
     parser.add_argument(
         "--out",
         default=None,
@@ -125,7 +134,7 @@ def train_command(args: argparse.Namespace) -> int:
     config = ANPConfig(
         t_range=problem.t_range,
         x_range=problem.x_range,
-        **{name: getattr(args, name) for name in ANP_FLAGS},
+        **{name: getattr(args, name) for name, _, _ in ANP_FLAGS},
     )
     options = TrainingOptions(**{name: getattr(args, name) for name, _, _ in TRAINING_FLAGS})
     out = (
