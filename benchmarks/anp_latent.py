@@ -152,7 +152,12 @@ def spread_table(rows: dict[str, dict]) -> str:
 
 
 def run_variant(
-    problem, name: str, steps: int, folder: Path, oracle: bool = False, aggregation: str = "bayes"
+    problem,
+    name: str,
+    steps: int,
+    folder: Path,
+    oracle: bool = False,
+    aggregation: str = ANPConfig.latent_aggregation,
 ) -> dict:
     """Train one variant for `steps` steps with the given latent aggregation and score its best
     checkpoint."""
