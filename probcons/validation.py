@@ -78,6 +78,13 @@ def check_positive_int(value: Any, name: str) -> int:
     return value
 
 
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (compared with ==)."""
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def check_nonnegative(value: float, name: str) -> float:
     """A finite number >= 0."""
     try:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from probcons.validation import check_in_interval
+from probcons.validation import check_choice, check_in_interval
 
 
 def test_interval_check_accepts_the_interval_and_its_included_ends():
@@ -33,3 +33,11 @@ def test_interval_check_rejects_with_the_name_interval_and_value(
     with pytest.raises(ValueError, match=r"^rate: expected a number in [\[(].*got") as error:
         check_in_interval(value, "rate", low, high, include_low, include_high)
     assert repr(value) in str(error.value)
+
+
+def test_check_choice_names_the_argument_and_the_choices():
+    assert check_choice("b", "mode", ("a", "b")) == "b"
+    with pytest.raises(ValueError, match=r"^mode: expected one of a, b, got 'c'$"):
+        check_choice("c", "mode", ("a", "b"))
+    with pytest.raises(ValueError, match="mode: expected one of a, b, got None"):
+        check_choice(None, "mode", ("a", "b"))

@@ -34,7 +34,7 @@ from torch.distributions import kl_divergence
 
 from probcons.checkpoint import load_checkpoint
 from probcons.grid import Grid
-from probcons.validation import check_in_interval, check_positive_int
+from probcons.validation import check_choice, check_in_interval, check_positive_int
 
 PYRO_MODULE_NAME = "anp"
 LATENT_AGGREGATIONS = ("mean", "bayes")
@@ -86,11 +86,7 @@ class ANPConfig:
         for name in ("min_scale", "latent_min_scale"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name}: expected a number > 0, got {getattr(self, name)!r}")
-        if self.latent_aggregation not in LATENT_AGGREGATIONS:
-            raise ValueError(
-                f"latent_aggregation: expected one of {', '.join(LATENT_AGGREGATIONS)}, "
-                f"got {self.latent_aggregation!r}"
-            )
+        check_choice(self.latent_aggregation, "latent_aggregation", LATENT_AGGREGATIONS)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for a checkpoint (tuples as lists)."""

@@ -42,7 +42,12 @@ from probcons.backbones.anp import (
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.softc import softc_loss, softc_penalty
 from probcons.training.data import keep_contexts, sample_batch
-from probcons.validation import check_in_interval, check_nonnegative, check_positive_int
+from probcons.validation import (
+    check_choice,
+    check_in_interval,
+    check_nonnegative,
+    check_positive_int,
+)
 
 BEST = "best.pt"
 LAST = "last.pt"
@@ -136,8 +141,7 @@ class TrainingOptions:
                     f"{self.n_strata * self.per_stratum}, got {self.min_contexts}"
                 )
         check_nonnegative(self.softc_lambda, "softc_lambda")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
+        check_choice(self.objective, "objective", OBJECTIVES)
         if self.objective == "marginal-likelihood" and (self.likelihood_beta or self.kl_capacity):
             raise ValueError(
                 "likelihood_beta, kl_capacity: expected 0 with objective='marginal-likelihood'"
