@@ -1,0 +1,177 @@
+"""Choosing an ANP's training settings by what ProbConserv does with it, on validation functions.
+
+ProbConserv moves each latent sample's mean by Sigma G^T (G Sigma G^T)^-1 (b - G mu): the mass
+defect goes where the decoder variance is. A checkpoint with the better unconstrained mean can
+still give the worse ProbConserv mean when its variance is not where its error is. This script
+scores trained checkpoints of one problem side by side on `n_functions` validation functions:
+parameters drawn from the training range with their own seed (VALIDATION_SEED), never the
+benchmark's test values, 100 contexts each (their own seeds), the 201 x 201 grid, `latent_samples`
+latent draws mixed by the law of total variance. Per checkpoint it prints and stores
+
+    val NLL        the training run's best validation NLL (from the checkpoint)
+    MSE            of the ANP, HardC-ANP and ProbConserv-ANP means against the exact field
+    LL             mean pointwise Gaussian log-density of the truth, ANP and ProbConserv-ANP
+    corr(|e|, sd)  correlation over the grid of the ANP's absolute error and predictive sd
+
+each the mean over the functions, with its standard error (`_se`; shown for ProbConserv's MSE),
+and ProbConserv's MSE against the first checkpoint listed, function by function: the geometric
+mean of the ratio and the share of functions where it is below 1.
+
+    python benchmarks/anp_selection.py --problem pme DIR_A/best.pt DIR_B/best.pt ...
+
+Writes benchmarks/results/anp_selection.json ({problem: {"protocol": ..., "checkpoints": {path:
+scores}}}, merged by checkpoint path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from probcons import metrics
+from probcons.backbones.anp import ANPBackbone
+from probcons.checkpoint import load_checkpoint
+from probcons.io import write_json
+from probcons.problems import get_problem, sample_contexts
+from probcons.runner import apply_method, load_model, model_constraint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpme import machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "anp_selection.json"
+VALIDATION_SEED = 977
+CONTEXT_SEED = 5_000_000
+METHODS = ("unconstrained", "hardc", "probconserv")
+
+
+def checkpoint_label(path: Path) -> str:
+    """A short name for a checkpoint: its training settings that this comparison varies."""
+    hyperparameters = load_checkpoint(path)["hyperparameters"]
+    training, anp = hyperparameters["training"], hyperparameters["anp"]
+    return (
+        f"beta {training.get('likelihood_beta', 0.0):g}, epochs {training['epochs']}, "
+        f"{anp.get('latent_aggregation', 'mean')} aggregation, softc {training['softc_lambda']:g}"
+    )
+
+
+def score_checkpoint(path: Path, problem, parameters, n_t, n_x, latent_samples) -> dict:
+    """Mean over the validation functions of each score (module docstring) of one checkpoint."""
+    backbone = ANPBackbone.from_checkpoint(path, n_samples=latent_samples)
+    model = load_model(ROOT / "models" / f"{problem.name}.py")
+    grid = problem.grid(n_t, n_x)
+    times, positions = grid.mesh()
+    rows: dict[str, list[float]] = {}
+    for index, parameter in enumerate(parameters):
+        truth = problem.solution(times, positions, parameter)
+        contexts = sample_contexts(
+            problem, parameter, torch.Generator().manual_seed(CONTEXT_SEED + index)
+        )
+        prediction = backbone.predict(
+            problem, parameter, contexts, grid, torch.Generator().manual_seed(index)
+        )
+        constraint = model_constraint(model, prediction, problem, parameter, 0.0)
+        for method in METHODS:
+            posterior = apply_method(method, prediction, model, constraint, problem, parameter, 0.0)
+            rows.setdefault(f"mse_{method}", []).append(metrics.mse(posterior.mean, truth))
+            if method != "hardc":
+                log_density = metrics.gaussian_log_likelihood(
+                    posterior.mean, posterior.variance, truth
+                )
+                rows.setdefault(f"ll_{method}", []).append(float(log_density.mean()))
+        error = (truth - prediction.mean).abs().flatten()
+        spread = prediction.variance.sqrt().flatten()
+        rows.setdefault("corr_error_sd", []).append(float(np.corrcoef(error, spread)[0, 1]))
+    scores = {}
+    for key, values in rows.items():
+        scores[key], scores[f"{key}_se"] = metrics.mean_and_standard_error(values)
+    scores["mse_probconserv_per_function"] = rows["mse_probconserv"]
+    scores["val_nll"] = float(load_checkpoint(path)["extra"]["val_nll"])
+    scores["label"] = checkpoint_label(path)
+    return scores
+
+
+def paired_ratio(values, reference) -> tuple[float, float]:
+    """Geometric mean over functions of values / reference, and the share of functions where
+    values < reference (the same functions, so the comparison is paired)."""
+    ratio = np.asarray(values) / np.asarray(reference)
+    return float(np.exp(np.log(ratio).mean())), float((ratio < 1).mean())
+
+
+def table(problem_name: str, results: dict[str, dict]) -> str:
+    """Markdown table of `results` ({path: scores}); the paired ratio is against the first row."""
+    lines = [
+        f"{problem_name}: validation functions (module docstring)",
+        "",
+        "| checkpoint | settings | val NLL | MSE ANP | MSE HardC | MSE ProbConserv "
+        "| ProbConserv / first row (paired; share better) | LL ANP | LL ProbConserv "
+        "| corr(abs e, sd) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    reference = next(iter(results.values()))["mse_probconserv_per_function"]
+    for path, s in results.items():
+        ratio, better = paired_ratio(s["mse_probconserv_per_function"], reference)
+        lines.append(
+            f"| {path} | {s['label']} | {s['val_nll']:.3f} | {s['mse_unconstrained']:.3e} "
+            f"| {s['mse_hardc']:.3e} | {s['mse_probconserv']:.3e} ± {s['mse_probconserv_se']:.1e} "
+            f"| {ratio:.2f} ({better:.0%}) | {s['ll_unconstrained']:.2f} "
+            f"| {s['ll_probconserv']:.2f} | {s['corr_error_sd']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--problem", required=True, choices=("diffusion", "pme", "stefan"))
+    parser.add_argument("--n-functions", type=int, default=48)
+    parser.add_argument("--latent-samples", type=int, default=32)
+    parser.add_argument("--n-t", type=int, default=201)
+    parser.add_argument("--n-x", type=int, default=201)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    arguments = parser.parse_args(argv)
+    for name in ("n_functions", "latent_samples", "n_t", "n_x", "threads"):
+        if getattr(arguments, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: expected at least 1")
+    for path in arguments.checkpoints:
+        if not path.is_file():
+            parser.error(f"checkpoints: {str(path)!r} is not a file")
+    return arguments
+
+
+def main(argv=None) -> None:
+    arguments = parse_arguments(argv)
+    torch.set_num_threads(arguments.threads)
+    problem = get_problem(arguments.problem)
+    generator = torch.Generator().manual_seed(VALIDATION_SEED)
+    parameters = problem.sample_parameters(arguments.n_functions, generator).tolist()
+    results = {}
+    for path in arguments.checkpoints:
+        results[str(path)] = score_checkpoint(
+            path, problem, parameters, arguments.n_t, arguments.n_x, arguments.latent_samples
+        )
+    print(f"machine: {machine()}")
+    print(table(arguments.problem, results))
+    if not arguments.no_write:
+        stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        section = stored.setdefault(arguments.problem, {"checkpoints": {}})
+        section["checkpoints"].update(results)
+        section["protocol"] = {
+            "n_functions": arguments.n_functions,
+            "latent_samples": arguments.latent_samples,
+            "grid": [arguments.n_t, arguments.n_x],
+            "validation_seed": VALIDATION_SEED,
+            "parameters": parameters,
+            "machine": machine(),
+        }
+        write_json(RESULTS, stored)
+
+
+if __name__ == "__main__":
+    main()
