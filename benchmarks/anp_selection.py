@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from probcons import metrics
 from probcons.backbones.anp import ANPBackbone
@@ -67,7 +68,7 @@ def score_checkpoint(path: Path, problem, parameters, n_t, n_x, latent_samples) 
     grid = problem.grid(n_t, n_x)
     times, positions = grid.mesh()
     rows: dict[str, list[float]] = {}
-    for index, parameter in enumerate(parameters):
+    for index, parameter in enumerate(tqdm(parameters, desc=Path(path).name, leave=False)):
         truth = problem.solution(times, positions, parameter)
         contexts = sample_contexts(
             problem, parameter, torch.Generator().manual_seed(CONTEXT_SEED + index)
@@ -114,12 +115,13 @@ def table(problem_name: str, results: dict[str, dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     reference = next(iter(results.values()))["mse_probconserv_per_function"]
-    for path, s in results.items():
+    for row, (path, s) in enumerate(results.items()):
         ratio, better = paired_ratio(s["mse_probconserv_per_function"], reference)
+        paired = "reference" if row == 0 else f"{ratio:.2f} ({better:.0%})"
         lines.append(
             f"| {path} | {s['label']} | {s['val_nll']:.3f} | {s['mse_unconstrained']:.3e} "
             f"| {s['mse_hardc']:.3e} | {s['mse_probconserv']:.3e} ± {s['mse_probconserv_se']:.1e} "
-            f"| {ratio:.2f} ({better:.0%}) | {s['ll_unconstrained']:.2f} "
+            f"| {paired} | {s['ll_unconstrained']:.2f} "
             f"| {s['ll_probconserv']:.2f} | {s['corr_error_sd']:.2f} |"
         )
     return "\n".join(lines)
