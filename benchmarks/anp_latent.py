@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--latent-aggregation",
         choices=LATENT_AGGREGATIONS,
-        default=ANPConfig().latent_aggregation,
+        default=ANPConfig.latent_aggregation,
         help="of the variants trained here (the committed variants table used mean)",
     )
     parser.add_argument("--threads", type=int, default=1)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,6 @@ from tqdm.auto import tqdm
 
 from probcons import metrics
 from probcons.backbones.anp import ANPBackbone
-from probcons.checkpoint import load_checkpoint
 from probcons.io import write_json
 from probcons.problems import get_problem, sample_contexts
 from probcons.runner import apply_method, load_model, model_constraint
@@ -51,9 +51,26 @@ CONTEXT_SEED = 5_000_000
 METHODS = ("unconstrained", "hardc", "probconserv")
 
 
-def checkpoint_label(path: Path) -> str:
+def load_candidate(path: Path, problem_name: str, latent_samples: int) -> ANPBackbone:
+    """The ANP of checkpoint `path`; ValueError naming `checkpoints` if it is not an ANP
+    checkpoint of `problem_name`."""
+    try:
+        backbone = ANPBackbone.from_checkpoint(path, n_samples=latent_samples)
+    except Exception as error:  # not a probcons ANP checkpoint: say which file, not a traceback
+        raise ValueError(
+            f"checkpoints: {str(path)!r} is not an ANP checkpoint ({error})"
+        ) from error
+    if backbone.problem != problem_name:
+        raise ValueError(
+            f"checkpoints: {str(path)!r} was trained on {backbone.problem!r}, "
+            f"expected --problem {problem_name!r}"
+        )
+    return backbone
+
+
+def checkpoint_label(backbone: ANPBackbone) -> str:
     """A short name for a checkpoint: its training settings that this comparison varies."""
-    hyperparameters = load_checkpoint(path)["hyperparameters"]
+    hyperparameters = backbone.metadata["hyperparameters"]
     training, anp = hyperparameters["training"], hyperparameters["anp"]
     return (
         f"beta {training.get('likelihood_beta', 0.0):g}, epochs {training['epochs']}, "
@@ -61,18 +78,42 @@ def checkpoint_label(path: Path) -> str:
     )
 
 
-def score_checkpoint(path: Path, problem, parameters, n_t, n_x, latent_samples) -> dict:
+@dataclass
+class ValidationFunctions:
+    """The functions every checkpoint is scored on: parameters, their contexts and exact fields
+    (n_t, n_x) on `grid`, and the problem's Pyro model."""
+
+    problem: object
+    grid: object
+    model: object
+    parameters: list[float]
+    contexts: list
+    truths: list[torch.Tensor]
+
+    @classmethod
+    def build(cls, problem, n_functions: int, n_t: int, n_x: int) -> ValidationFunctions:
+        """Draw the parameters (VALIDATION_SEED) and contexts, solve each exactly, once."""
+        generator = torch.Generator().manual_seed(VALIDATION_SEED)
+        parameters = problem.sample_parameters(n_functions, generator).tolist()
+        grid = problem.grid(n_t, n_x)
+        times, positions = grid.mesh()
+        contexts = [
+            sample_contexts(problem, p, torch.Generator().manual_seed(CONTEXT_SEED + index))
+            for index, p in enumerate(parameters)
+        ]
+        truths = [problem.solution(times, positions, p) for p in parameters]
+        model = load_model(ROOT / "models" / f"{problem.name}.py")
+        return cls(problem, grid, model, parameters, contexts, truths)
+
+
+def score_checkpoint(backbone: ANPBackbone, functions: ValidationFunctions, name: str) -> dict:
     """Mean over the validation functions of each score (module docstring) of one checkpoint."""
-    backbone = ANPBackbone.from_checkpoint(path, n_samples=latent_samples)
-    model = load_model(ROOT / "models" / f"{problem.name}.py")
-    grid = problem.grid(n_t, n_x)
-    times, positions = grid.mesh()
+    problem, grid, model = functions.problem, functions.grid, functions.model
     rows: dict[str, list[float]] = {}
-    for index, parameter in enumerate(tqdm(parameters, desc=Path(path).name, leave=False)):
-        truth = problem.solution(times, positions, parameter)
-        contexts = sample_contexts(
-            problem, parameter, torch.Generator().manual_seed(CONTEXT_SEED + index)
-        )
+    cases = zip(functions.parameters, functions.contexts, functions.truths, strict=True)
+    for index, (parameter, contexts, truth) in enumerate(
+        tqdm(cases, total=len(functions.parameters), desc=name, leave=False)
+    ):
         prediction = backbone.predict(
             problem, parameter, contexts, grid, torch.Generator().manual_seed(index)
         )
@@ -92,8 +133,8 @@ def score_checkpoint(path: Path, problem, parameters, n_t, n_x, latent_samples) 
     for key, values in rows.items():
         scores[key], scores[f"{key}_se"] = metrics.mean_and_standard_error(values)
     scores["mse_probconserv_per_function"] = rows["mse_probconserv"]
-    scores["val_nll"] = float(load_checkpoint(path)["extra"]["val_nll"])
-    scores["label"] = checkpoint_label(path)
+    scores["val_nll"] = float(backbone.metadata["extra"]["val_nll"])
+    scores["label"] = checkpoint_label(backbone)
     return scores
 
 
@@ -150,14 +191,22 @@ def parse_arguments(argv=None):
 def main(argv=None) -> None:
     arguments = parse_arguments(argv)
     torch.set_num_threads(arguments.threads)
+    try:
+        backbones = {
+            str(path): load_candidate(path, arguments.problem, arguments.latent_samples)
+            for path in arguments.checkpoints
+        }
+    except ValueError as error:
+        print(f"anp_selection.py: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     problem = get_problem(arguments.problem)
-    generator = torch.Generator().manual_seed(VALIDATION_SEED)
-    parameters = problem.sample_parameters(arguments.n_functions, generator).tolist()
-    results = {}
-    for path in arguments.checkpoints:
-        results[str(path)] = score_checkpoint(
-            path, problem, parameters, arguments.n_t, arguments.n_x, arguments.latent_samples
-        )
+    functions = ValidationFunctions.build(
+        problem, arguments.n_functions, arguments.n_t, arguments.n_x
+    )
+    results = {
+        path: score_checkpoint(backbone, functions, Path(path).name)
+        for path, backbone in backbones.items()
+    }
     print(f"machine: {machine()}")
     print(table(arguments.problem, results))
     if not arguments.no_write:
@@ -169,7 +218,7 @@ def main(argv=None) -> None:
             "latent_samples": arguments.latent_samples,
             "grid": [arguments.n_t, arguments.n_x],
             "validation_seed": VALIDATION_SEED,
-            "parameters": parameters,
+            "parameters": functions.parameters,
             "machine": machine(),
         }
         write_json(RESULTS, stored)

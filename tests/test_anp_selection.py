@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,17 +21,18 @@ def selection():
     path = ROOT / "benchmarks" / "anp_selection.py"
     spec = importlib.util.spec_from_file_location("anp_selection_benchmark", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
 def test_scores_of_a_shipped_checkpoint(selection):
-    problem = get_problem("pme")
-    parameters = [2.0, 4.5]
-    scores = selection.score_checkpoint(CHECKPOINT, problem, parameters, 21, 17, 2)
+    functions = selection.ValidationFunctions.build(get_problem("pme"), 2, 21, 17)
+    backbone = selection.load_candidate(CHECKPOINT, "pme", 2)
+    scores = selection.score_checkpoint(backbone, functions, CHECKPOINT.name)
     hyperparameters = load_checkpoint(CHECKPOINT)["hyperparameters"]
     beta = hyperparameters["training"]["likelihood_beta"]
-    assert len(scores["mse_probconserv_per_function"]) == len(parameters)
+    assert len(scores["mse_probconserv_per_function"]) == len(functions.parameters)
     assert scores["label"].startswith(f"beta {beta:g}, ")
     assert scores["val_nll"] == pytest.approx(load_checkpoint(CHECKPOINT)["extra"]["val_nll"])
     assert -1 <= scores["corr_error_sd"] <= 1
@@ -60,3 +62,21 @@ def test_paired_ratio_is_a_geometric_mean_with_the_share_better(selection):
     ratio, better = selection.paired_ratio([1.0, 4.0, 2.0], [2.0, 1.0, 2.0])
     assert ratio == pytest.approx((0.5 * 4.0 * 1.0) ** (1 / 3))
     assert better == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("case", ["other problem", "not a checkpoint"])
+def test_a_checkpoint_that_does_not_fit_names_the_argument(selection, tmp_path, capsys, case):
+    if case == "other problem":
+        arguments = ["--problem", "stefan", str(CHECKPOINT)]
+        expected = "was trained on 'pme', expected --problem 'stefan'"
+    else:
+        path = tmp_path / "notes.pt"
+        path.write_text("not a checkpoint")
+        arguments = ["--problem", "pme", str(path)]
+        expected = "is not an ANP checkpoint"
+    with pytest.raises(SystemExit) as exit_info:
+        selection.main([*arguments, "--no-write"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("anp_selection.py: error: checkpoints: ") and expected in error
+    assert error.count("\n") == 1 and "Traceback" not in error
