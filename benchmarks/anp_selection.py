@@ -168,20 +168,33 @@ def table(problem_name: str, results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+COUNT_OPTIONS = ("n_functions", "latent_samples", "n_t", "n_x", "threads")
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser, grid: int) -> None:
+    """Options of the validation protocol (COUNT_OPTIONS, --no-write); grid: default n_t, n_x."""
+    parser.add_argument("--n-functions", type=int, default=48)
+    parser.add_argument("--latent-samples", type=int, default=32)
+    parser.add_argument("--n-t", type=int, default=grid)
+    parser.add_argument("--n-x", type=int, default=grid)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+
+
+def check_protocol_arguments(parser: argparse.ArgumentParser, arguments) -> None:
+    """Exit 2 with one line naming the first of COUNT_OPTIONS below 1."""
+    for name in COUNT_OPTIONS:
+        if getattr(arguments, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: expected at least 1")
+
+
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--problem", required=True, choices=("diffusion", "pme", "stefan"))
-    parser.add_argument("--n-functions", type=int, default=48)
-    parser.add_argument("--latent-samples", type=int, default=32)
-    parser.add_argument("--n-t", type=int, default=201)
-    parser.add_argument("--n-x", type=int, default=201)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-write", action="store_true", help="print only")
+    add_protocol_arguments(parser, grid=201)
     arguments = parser.parse_args(argv)
-    for name in ("n_functions", "latent_samples", "n_t", "n_x", "threads"):
-        if getattr(arguments, name) < 1:
-            parser.error(f"--{name.replace('_', '-')}: expected at least 1")
+    check_protocol_arguments(parser, arguments)
     for path in arguments.checkpoints:
         if not path.is_file():
             parser.error(f"checkpoints: {str(path)!r} is not a file")

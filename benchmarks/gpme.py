@@ -342,13 +342,19 @@ def table(problem, parameter: str, records: dict[str, dict]) -> str:
         if p.get("latent_samples") is not None:
             per_function = f"{p['latent_samples']} latent samples per function (ANP)"
             scales = {
-                METHODS[m][0]: records[m]["variance_scale"]
+                METHODS[m][0]: (records[m]["variance_scale"], records[m].get("context_exponent", 0))
                 for m in members
                 if records[m].get("variance_scale") is not None
             }
             if scales:
-                per_function += ", decoder variance times the held-out calibration s (" + (
-                    ", ".join(f"{name} s = {value:.3g}" for name, value in scales.items()) + ")"
+                per_function += (
+                    ", decoder variance times the held-out calibration s0 f^gamma, f the fit to "
+                    "the function's contexts ("
+                    + ", ".join(
+                        f"{name} s0 = {scale:.3g}, gamma = {exponent:.3g}"
+                        for name, (scale, exponent) in scales.items()
+                    )
+                    + ")"
                 )
         elif all(METHODS[m][0] in ENSEMBLE_BACKBONES for m in members):
             per_function = "one prediction per parameter value (contexts unused)"
@@ -545,6 +551,7 @@ def main(argv=None) -> int:
                 record.update(checkpoints.get(variant, {}))
                 if hasattr(backbones[variant], "variance_scale"):
                     record["variance_scale"] = backbones[variant].variance_scale
+                    record["context_exponent"] = backbones[variant].context_exponent
                 record["machine"] = machine()
                 entry[method] = record
             print(table(problem, key, entry) + "\n", flush=True)

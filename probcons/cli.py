@@ -168,7 +168,9 @@ def _add_calibrate(subparsers) -> None:
     from probcons.training.command import add_calibrate_arguments
 
     parser = subparsers.add_parser(
-        "calibrate", help="fit an ANP checkpoint's variance scale on held-out functions"
+        "calibrate",
+        help="fit an ANP checkpoint's variance calibration (scale, context exponent) on held-out "
+        "functions",
     )
     add_calibrate_arguments(parser)
     parser.set_defaults(handler=_calibrate)

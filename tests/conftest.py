@@ -1,4 +1,8 @@
-"""Shared fixtures: small grids and random structured covariances."""
+"""Shared fixtures: small grids, random structured covariances, benchmark scripts."""
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +19,22 @@ from probcons.grid import Grid
 @pytest.fixture(autouse=True)
 def _single_thread():
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """load(name): benchmarks/<name>.py as a module, registered in sys.modules (dataclasses
+    look their module up there)."""
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture

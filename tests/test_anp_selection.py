@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,13 +15,8 @@ CHECKPOINT = ROOT / "models" / "checkpoints" / "pme-anp.pt"
 
 
 @pytest.fixture(scope="module")
-def selection():
-    path = ROOT / "benchmarks" / "anp_selection.py"
-    spec = importlib.util.spec_from_file_location("anp_selection_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def selection(benchmark_script):
+    return benchmark_script("anp_selection")
 
 
 def test_scores_of_a_shipped_checkpoint(selection):

@@ -6,12 +6,17 @@ import pytest
 import torch
 
 from probcons.backbones.anp import ANPBackbone, ANPConfig
+from probcons.backbones.context_scale import context_scale_factor
 from probcons.checkpoint import load_checkpoint
 from probcons.cli import main
 from probcons.constraints import conservation_constraint
 from probcons.problems import get_problem, sample_contexts
 from probcons.training import TrainingOptions, add_train_arguments, train_anp, train_command
-from probcons.training.calibration import calibrate_checkpoint, fit_variance_scale
+from probcons.training.calibration import (
+    calibrate_checkpoint,
+    fit_context_calibration,
+    fit_variance_scale,
+)
 from probcons.training.trainer import mixture_log_likelihood, mixture_scores
 
 
@@ -239,6 +244,35 @@ def test_variance_scale_maximises_the_mixture_likelihood_and_recovers_a_known_sc
         fit_variance_scale(means, stds, targets[:-1])
 
 
+def test_context_calibration_recovers_a_known_scale_and_exponent():
+    """Targets drawn with variance 0.4 f^0.7 sigma^2 per function: the fit finds (0.4, 0.7) and
+    beats one scalar; factors that carry no information give exponent 0 and the scalar."""
+    generator = torch.Generator().manual_seed(4)
+    samples, functions, points = 2, 60, 400
+    means = 0.1 * torch.randn(samples, functions, points, generator=generator, dtype=torch.float64)
+    stds = torch.rand(samples, functions, points, generator=generator, dtype=torch.float64) + 0.05
+    factors = torch.exp(torch.randn(functions, generator=generator, dtype=torch.float64))
+    pick = torch.randint(samples, (functions, points), generator=generator)
+    chosen_mean = means.gather(0, pick[None])[0]
+    chosen_std = stds.gather(0, pick[None])[0]
+    noise = torch.randn(functions, points, generator=generator, dtype=torch.float64)
+    targets = chosen_mean + (0.4 * factors[:, None] ** 0.7).sqrt() * chosen_std * noise
+    scale, exponent = fit_context_calibration(means, stds, targets, factors)
+    assert scale == pytest.approx(0.4, rel=0.05)
+    assert exponent == pytest.approx(0.7, abs=0.03)
+    scalar = fit_variance_scale(means, stds, targets)
+    fitted = mixture_log_likelihood(means, stds, targets, scale * factors[:, None] ** exponent)
+    assert float(fitted.sum()) > float(mixture_log_likelihood(means, stds, targets, scalar).sum())
+
+    flat = chosen_mean + 0.4**0.5 * chosen_std * noise  # the factors say nothing here
+    scale, exponent = fit_context_calibration(means, stds, flat, factors)
+    assert exponent < 0.05
+    with pytest.raises(ValueError, match="means, factors"):
+        fit_context_calibration(means, stds, targets, factors[:-1])
+    with pytest.raises(ValueError, match="factors"):
+        fit_context_calibration(means, stds, targets, 0 * factors)
+
+
 def test_scaled_scores_match_their_definitions():
     generator = torch.Generator().manual_seed(2)
     means = torch.randn(4, 3, 30, generator=generator, dtype=torch.float64)
@@ -261,29 +295,58 @@ def test_calibration_is_stored_and_scales_the_backbone_variance_only(stefan, tmp
     assert stored.variance_scale == dry.variance_scale
     assert stored.after["nll"] <= stored.before["nll"]
     assert stored.after["mse"] == stored.before["mse"]
+    assert stored.after["nll"] <= stored.scalar["nll"] + 1e-6  # float32 draws
+    scalar = calibrate_checkpoint(
+        result.best_path, n_functions=8, samples=4, write=False, context=False
+    )
+    assert (scalar.variance_scale, scalar.context_exponent) == (stored.scalar_scale, 0.0)
+    assert scalar.after == pytest.approx(stored.scalar, rel=1e-6)
+    # the context fit is made and stored either way
+    fit = (stored.context_scale, stored.context_fit_exponent)
+    assert (scalar.context_scale, scalar.context_fit_exponent) == fit
+    assert (stored.variance_scale, stored.context_exponent) == fit
+    assert stored.scalar["nll"] <= stored.before["nll"]
     extra = load_checkpoint(result.best_path)["extra"]
     assert extra["variance_scale"] == stored.variance_scale
+    assert extra["context_exponent"] == stored.context_exponent
     assert extra["calibration"]["n_functions"] == 8
 
     calibrated = ANPBackbone.from_checkpoint(result.best_path, n_samples=3)
     assert calibrated.variance_scale == stored.variance_scale
-    plain = ANPBackbone.from_checkpoint(result.best_path, n_samples=3, variance_scale=1.0)
-    assert plain.variance_scale == 1.0
+    assert calibrated.context_exponent == stored.context_exponent
+    plain = ANPBackbone.from_checkpoint(
+        result.best_path, n_samples=3, variance_scale=1.0, context_exponent=0.0
+    )
+    assert (plain.variance_scale, plain.context_exponent) == (1.0, 0.0)
+    scaled = ANPBackbone.from_checkpoint(
+        result.best_path, n_samples=3, variance_scale=0.5, context_exponent=1.5
+    )
     grid = stefan.grid(5, 7)
     contexts = sample_contexts(stefan, 0.6, torch.Generator().manual_seed(0))
     a = plain.predict(stefan, 0.6, contexts, grid, torch.Generator().manual_seed(1))
-    b = calibrated.predict(stefan, 0.6, contexts, grid, torch.Generator().manual_seed(1))
+    b = scaled.predict(stefan, 0.6, contexts, grid, torch.Generator().manual_seed(1))
     torch.testing.assert_close(b.means, a.means, rtol=0, atol=0)
-    torch.testing.assert_close(b.variances, stored.variance_scale * a.variances)
+    # the factor, computed here from the same latent draws z at the contexts
+    net = plain.network
+    tx = torch.stack([contexts.t, contexts.x], dim=-1).float()[None]
+    u = contexts.u.float()[None]
+    loc, spread = net.encode_latent(tx, u)
+    z = loc + spread * torch.randn(3, loc.shape[-1], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        mean, std = net.decode(net.decode_hidden(*net.encode_deterministic(tx, u, tx))[0], z)
+    factor = float(context_scale_factor(mean.double(), std.double(), contexts.u.double()))
+    assert factor != pytest.approx(1.0)
+    scale = 0.5 * factor**1.5
+    torch.testing.assert_close(b.variances, scale * a.variances)
     # sigma_G = 0: the ProbConserv mean ignores the scale, its variance is scaled with it
     constraint = conservation_constraint(grid, stefan.mass(grid.t, 0.6))
     ca, cb = a.condition(constraint), b.condition(constraint)
     torch.testing.assert_close(cb.means, ca.means, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(
-        cb.variances, stored.variance_scale * ca.variances, rtol=1e-9, atol=1e-15
-    )
+    torch.testing.assert_close(cb.variances, scale * ca.variances, rtol=1e-6, atol=1e-15)
     with pytest.raises(ValueError, match="variance_scale"):
         ANPBackbone(calibrated.network, variance_scale=0.0)
+    with pytest.raises(ValueError, match="context_exponent"):
+        ANPBackbone(calibrated.network, context_exponent=-1.0)
 
 
 def test_calibrate_command_errors_write_nothing(stefan, tmp_path, capsys):
@@ -298,4 +361,7 @@ def test_calibrate_command_errors_write_nothing(stefan, tmp_path, capsys):
     args = ["calibrate", str(result.best_path), "--functions", "4", "--samples", "2"]
     assert main(args) == 0
     assert "variance scale" in capsys.readouterr().out
+    assert main([*args, "--no-context"]) == 0
+    assert "(context factor)^0 " in capsys.readouterr().out
+    assert load_checkpoint(result.best_path)["extra"]["context_exponent"] == 0.0
     assert load_checkpoint(result.best_path)["extra"]["variance_scale"] > 0

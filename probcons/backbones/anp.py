@@ -32,6 +32,7 @@ from pyro import poutine
 from torch import nn
 from torch.distributions import kl_divergence
 
+from probcons.backbones.context_scale import context_scale_factor
 from probcons.checkpoint import load_checkpoint
 from probcons.grid import Grid
 from probcons.validation import check_choice, check_in_interval, check_positive_int
@@ -440,9 +441,11 @@ class ANPBackbone:
     """A trained ANP as a backbone: one Gaussian (diagonal covariance) per latent sample.
 
     predict(...) draws `n_samples` z ~ p(z | C) and returns the `GaussianMixture` of the
-    decoder's N(mu(., z), diag variance_scale * sigma(., z)^2) on the grid, float64, each
-    (n_t, n_x). variance_scale: 1 (the decoder as trained), or the held-out fit that
-    `probcons calibrate` stores in the checkpoint (`probcons.training.calibration`).
+    decoder's N(mu(., z), diag variance_scale * f^context_exponent * sigma(., z)^2) on the
+    grid, float64, each (n_t, n_x); f is the prediction's fit to its own contexts
+    (`probcons.backbones.context_scale`). variance_scale = 1 and context_exponent = 0: the
+    decoder as trained; the held-out fit that `probcons calibrate` stores in the checkpoint
+    otherwise (`probcons.training.calibration`).
     """
 
     def __init__(
@@ -454,10 +457,12 @@ class ANPBackbone:
         chunk_points: int = 1_000_000,
         metadata: dict[str, Any] | None = None,
         variance_scale: float = 1.0,
+        context_exponent: float = 0.0,
     ):
         self.variance_scale = check_in_interval(
             variance_scale, "variance_scale", 0, math.inf, include_low=False
         )
+        self.context_exponent = check_in_interval(context_exponent, "context_exponent", 0, math.inf)
         self.network = network.eval()
         self.n_samples = check_positive_int(n_samples, "n_samples")
         self.name = name
@@ -472,14 +477,17 @@ class ANPBackbone:
         n_samples: int = 100,
         name: str | None = None,
         variance_scale: float | None = None,
+        context_exponent: float | None = None,
     ) -> ANPBackbone:
         """Rebuild from a checkpoint written by `probcons.training` (weights_only load).
 
-        variance_scale: None applies the checkpoint's stored scale (from `probcons calibrate`;
-        1 if it has none); a number overrides it (1 = the decoder's variance as trained).
+        variance_scale, context_exponent: None applies the checkpoint's stored calibration
+        (from `probcons calibrate`; 1 and 0 if it has none); a number overrides it
+        (1 and 0 = the decoder's variance as trained).
         """
         network, payload = load_anp_network(path)
         hyper = payload["hyperparameters"]
+        extra = payload.get("extra", {})
         softc = float(hyper.get("training", {}).get("softc_lambda", 0.0) or 0.0)
         default_name = "softc-anp" if softc > 0 else "anp"
         return cls(
@@ -487,11 +495,16 @@ class ANPBackbone:
             n_samples=n_samples,
             name=name or default_name,
             problem=hyper.get("problem"),
-            metadata={"hyperparameters": hyper, "extra": payload.get("extra", {})},
+            metadata={"hyperparameters": hyper, "extra": extra},
             variance_scale=(
-                float(payload.get("extra", {}).get("variance_scale", 1.0))
+                float(extra.get("variance_scale", 1.0))
                 if variance_scale is None
                 else variance_scale
+            ),
+            context_exponent=(
+                float(extra.get("context_exponent", 0.0))
+                if context_exponent is None
+                else context_exponent
             ),
         )
 
@@ -522,6 +535,10 @@ class ANPBackbone:
         loc, scale = net.encode_latent(context_tx, context_u)
         noise = torch.randn(self.n_samples, loc.shape[-1], generator=generator, dtype=dtype)
         z = loc + scale * noise  # (S, d)
+        variance_scale = self.variance_scale
+        if self.context_exponent > 0:
+            factor = self.context_factor(context_tx, context_u, z)
+            variance_scale = variance_scale * factor**self.context_exponent
         representation, queries = net.encode_deterministic(context_tx, context_u, target_tx)
         hidden = net.decode_hidden(representation, queries)[0]  # (N, width)
         per_chunk = max(1, self.chunk_points // grid.size)
@@ -532,11 +549,19 @@ class ANPBackbone:
                 components.append(
                     GaussianPrediction(
                         m.to(torch.float64).reshape(grid.shape),
-                        DiagonalCovariance(self.variance_scale * s.to(torch.float64) ** 2),
+                        DiagonalCovariance(variance_scale * s.to(torch.float64) ** 2),
                         grid,
                     )
                 )
         return GaussianMixture(components)
+
+    def context_factor(self, context_tx, context_u, z) -> float:
+        """f of `context_scale_factor`: the decoder's fit at the contexts (1, k, 2), (1, k)
+        for the latent draws z (S, d) of this prediction."""
+        net = self.network
+        representation, queries = net.encode_deterministic(context_tx, context_u, context_tx)
+        mean, std = net.decode(net.decode_hidden(representation, queries)[0], z)  # (S, k)
+        return float(context_scale_factor(mean.double(), std.double(), context_u[0].double()))
 
     def latent_variance_share(self, mixture) -> float:
         """Share of the mixture's total variance that is between latent samples (grid mean)."""
@@ -547,7 +572,8 @@ class ANPBackbone:
     def __repr__(self) -> str:
         return (
             f"ANPBackbone(name={self.name!r}, problem={self.problem!r}, n_samples={self.n_samples}, "
-            f"variance_scale={self.variance_scale:.4g})"
+            f"variance_scale={self.variance_scale:.4g}, "
+            f"context_exponent={self.context_exponent:.4g})"
         )
 
 

@@ -1,18 +1,21 @@
-"""Held-out variance calibration of a trained ANP: one scalar s on the decoder's variance.
+"""Held-out variance calibration of a trained ANP: a scale s0 and a context exponent gamma.
 
 The ANP's predictive is the mixture (1/S) sum_s N(mu_s, sigma_s^2) over latent draws
 z_s ~ p(z | C). Its decoder variance sigma^2 is fitted to the training functions and comes out
 too wide or too narrow on new ones (see the README's coverage columns), so the calibrated
 predictive is
 
-    p_s(u | C) = (1/S) sum_s N(u | mu_s, s sigma_s^2),
+    p(u | C) = (1/S) sum_s N(u | mu_s, s0 f^gamma sigma_s^2),
 
-s the maximiser of sum_i log p_s(u_i | C) over the targets u_i of held-out functions: new
-parameters of the training range, drawn from their own seed (the checkpoint's training seed
-+ CALIBRATION_SEED_OFFSET, disjoint from the training and validation streams), contexts and
-targets as in training. One scalar cannot move the mean; and with sigma_G = 0 the ProbConserv
-mean of each latent sample, mu + Sigma G^T (G Sigma G^T)^-1 (b - G mu), does not change when
-Sigma is scaled, so calibration changes uncertainty only.
+f the function's own fit to its contexts (`probcons.backbones.context_scale`: the mean squared
+standardised error at the contexts, shrunk to 1), and (s0, gamma >= 0) the maximiser of
+sum_i log p(u_i | C) over the targets u_i of held-out functions: new parameters of the training
+range, drawn from their own seed (the checkpoint's training seed + CALIBRATION_SEED_OFFSET,
+disjoint from the training and validation streams), contexts and targets as in training.
+gamma = 0 is one scalar for every function. A positive scale per function cannot move the
+mean; and with sigma_G = 0 the ProbConserv mean of each latent sample,
+mu + Sigma G^T (G Sigma G^T)^-1 (b - G mu), does not change when Sigma is scaled, so
+calibration changes uncertainty only.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from scipy.optimize import minimize_scalar
 
 from probcons.backbones.anp import ANPNetwork, Batch, load_anp_network
+from probcons.backbones.context_scale import context_scale_factor
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.training.data import sample_batch
 from probcons.training.trainer import (
@@ -39,6 +43,8 @@ CALIBRATION_SEED_OFFSET = 2_000_029
 """Calibration functions come from the training seed + this offset (not training, not validation)."""
 SCALE_BOUNDS = (1e-4, 1e4)
 """Search interval of s: four decades either way of the trained variance."""
+EXPONENT_BOUNDS = (0.0, 2.0)
+"""Search interval of gamma: from one scalar (0) to twice the contexts' own misfit (2)."""
 
 
 def fit_variance_scale(
@@ -70,13 +76,64 @@ def fit_variance_scale(
     return math.exp(float(result.x))
 
 
+def fit_context_calibration(
+    means: torch.Tensor,
+    stds: torch.Tensor,
+    targets: torch.Tensor,
+    factors: torch.Tensor,
+    bounds: tuple[float, float] = EXPONENT_BOUNDS,
+) -> tuple[float, float]:
+    """(s0, gamma): argmax of sum `mixture_log_likelihood` with variance s0 f^gamma sigma^2.
+
+    means, stds (S, B, T) per latent sample, targets (B, T), factors f (B,) one per function.
+    For each gamma, s0 is `fit_variance_scale` of the sds times f^(gamma/2); gamma is a bounded
+    search on `bounds`.
+    """
+    if means.dim() != 3 or factors.shape != means.shape[1:2]:
+        raise ValueError(
+            "means, factors: expected (S, B, T) and (B,), got "
+            f"{describe(means)} and {describe(factors)}"
+        )
+    if not bool((factors > 0).all()):
+        raise ValueError("factors: expected every factor > 0")
+    factors = factors.to(torch.float64)[:, None]
+
+    def best(exponent: float) -> tuple[float, float]:
+        scaled = stds.to(torch.float64) * factors ** (exponent / 2)
+        scale = fit_variance_scale(means, scaled, targets)
+        return scale, float(
+            mixture_log_likelihood(means.double(), scaled, targets.double(), scale).sum()
+        )
+
+    result = minimize_scalar(
+        lambda exponent: -best(exponent)[1],
+        bounds=bounds,
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
+    exponent = float(result.x)
+    if best(0.0)[1] >= best(exponent)[1]:  # the bounded search never reports the end itself
+        exponent = 0.0
+    return best(exponent)[0], exponent
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """The fitted scale and the held-out scores (nll, mse, latent_share, coverage_90) before
-    and after; n_functions functions of n_targets targets each, `samples` latent draws."""
+    """What `calibrate_checkpoint` fitted and stores. variance_scale, context_exponent: the
+    calibration applied (s0 f^gamma); scalar_scale: the best single scalar (gamma = 0);
+    context_scale, context_fit_exponent: the best (s0, gamma), whether applied or not. Held-out
+    scores (nll, mse, latent_share, coverage_90): before (the decoder as trained), scalar,
+    context, and after (the applied calibration); n_functions functions of n_targets targets
+    each, `samples` latent draws."""
 
     variance_scale: float
+    context_exponent: float
+    scalar_scale: float
+    context_scale: float
+    context_fit_exponent: float
     before: dict[str, float]
+    scalar: dict[str, float]
+    context: dict[str, float]
     after: dict[str, float]
     n_functions: int
     n_targets: int
@@ -89,15 +146,37 @@ class Calibration:
 
 @torch.no_grad()
 def calibrate_network(
-    network: ANPNetwork, batch: Batch, samples: int, seed: int
-) -> tuple[float, dict[str, float], dict[str, float]]:
-    """(scale, scores before, scores after) of `network` on the held-out `batch`."""
+    network: ANPNetwork, batch: Batch, samples: int, seed: int, context: bool = True
+) -> dict:
+    """Fits and scores of `network` on the held-out `batch`: the keyword arguments of
+    `Calibration` from variance_scale to after. context=False applies the single scalar
+    (gamma = 0); the context fit is made and reported either way."""
     network.eval()
     means, stds = predictive_draws(network, batch, samples, torch.Generator().manual_seed(seed))
-    fitted = fit_variance_scale(means, stds, batch.target_u)
-    before = mixture_scores(means, stds, batch.target_u)
-    after = mixture_scores(means, stds, batch.target_u, variance_scale=fitted)
-    return fitted, before, after
+    at_contexts = batch._replace(target_tx=batch.context_tx, target_u=batch.context_u)
+    context_means, context_stds = predictive_draws(  # the same draws z: the same seed
+        network, at_contexts, samples, torch.Generator().manual_seed(seed)
+    )
+    factors = context_scale_factor(
+        context_means.double(), context_stds.double(), batch.context_u.double()
+    )
+    scalar_scale = fit_variance_scale(means, stds, batch.target_u)
+    context_scale, exponent = fit_context_calibration(means, stds, batch.target_u, factors)
+    scalar = mixture_scores(means, stds, batch.target_u, variance_scale=scalar_scale)
+    fitted = mixture_scores(
+        means, stds, batch.target_u, variance_scale=context_scale * factors[:, None] ** exponent
+    )
+    return {
+        "variance_scale": context_scale if context else scalar_scale,
+        "context_exponent": exponent if context else 0.0,
+        "scalar_scale": scalar_scale,
+        "context_scale": context_scale,
+        "context_fit_exponent": exponent,
+        "before": mixture_scores(means, stds, batch.target_u),
+        "scalar": scalar,
+        "context": fitted,
+        "after": fitted if context else scalar,
+    }
 
 
 def calibrate_checkpoint(
@@ -106,8 +185,10 @@ def calibrate_checkpoint(
     n_functions: int = 128,
     samples: int = 32,
     write: bool = True,
+    context: bool = True,
 ) -> Calibration:
-    """Fit the variance scale of the ANP checkpoint at `path` and (write=True) store it there.
+    """Fit the variance calibration of the ANP checkpoint at `path` (s0 and gamma; one scalar
+    with context=False) and (write=True) store it there.
 
     The checkpoint's extra gets variance_scale and calibration (`Calibration.to_dict`); the file
     is rewritten atomically. problem: the checkpoint's problem by default.
@@ -131,8 +212,10 @@ def calibrate_checkpoint(
     batch = sample_batch(
         problem, parameters, generator, options.n_target, options.n_strata, options.per_stratum
     )
-    fitted, before, after = calibrate_network(network, batch, samples, seed)
-    calibration = Calibration(fitted, before, after, n_functions, options.n_target, samples, seed)
+    fits = calibrate_network(network, batch, samples, seed, context)
+    calibration = Calibration(
+        **fits, n_functions=n_functions, n_targets=options.n_target, samples=samples, seed=seed
+    )
     if write:
         store_calibration(path, calibration, payload)
     return calibration
@@ -141,12 +224,14 @@ def calibrate_checkpoint(
 def store_calibration(
     path: str | os.PathLike, calibration: Calibration, payload: dict | None = None
 ) -> None:
-    """Rewrite the checkpoint at `path` (atomically) with extra variance_scale and calibration;
-    payload: the checkpoint as already loaded from `path` (read again if None)."""
+    """Rewrite the checkpoint at `path` (atomically) with extra variance_scale,
+    context_exponent and calibration; payload: the checkpoint as already loaded from `path`
+    (read again if None)."""
     payload = load_checkpoint(path) if payload is None else payload
     extra = {
         **payload["extra"],
         "variance_scale": calibration.variance_scale,
+        "context_exponent": calibration.context_exponent,
         "calibration": calibration.to_dict(),
     }
     save_checkpoint(path, payload["state"], payload["hyperparameters"], extra)
@@ -154,9 +239,11 @@ def store_calibration(
 
 __all__ = [
     "CALIBRATION_SEED_OFFSET",
+    "EXPONENT_BOUNDS",
     "Calibration",
     "calibrate_checkpoint",
     "calibrate_network",
+    "fit_context_calibration",
     "fit_variance_scale",
     "store_calibration",
 ]

@@ -170,19 +170,30 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument(
         "--samples", type=int, default=32, help="latent draws per function (default 32)"
     )
+    parser.add_argument(
+        "--no-context",
+        action="store_true",
+        help="fit one scalar for every function (gamma = 0), not the context factor",
+    )
     parser.add_argument("--dry-run", action="store_true", help="fit and print, write nothing")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     return parser
 
 
 def report_calibration(path, calibration) -> None:
-    """Print the fitted scale and the held-out NLL and 90 % coverage before and after."""
-    before, after = calibration.before, calibration.after
+    """Print the stored calibration, the two fits, and the held-out NLL and 90 % coverage as
+    trained, with one scalar and with the context fit."""
+    scores = (calibration.before, calibration.scalar, calibration.context)
     print(
-        f"calibrated {path}: variance scale {calibration.variance_scale:.4g} on "
-        f"{calibration.n_functions} held-out functions; NLL {before['nll']:.4f} -> "
-        f"{after['nll']:.4f}, 90 % coverage {before['coverage_90']:.3f} -> "
-        f"{after['coverage_90']:.3f}"
+        f"calibrated {path}: variance scale {calibration.variance_scale:.4g} x (context "
+        f"factor)^{calibration.context_exponent:.3g} stored (one scalar: "
+        f"{calibration.scalar_scale:.4g}; context fit: {calibration.context_scale:.4g} x "
+        f"f^{calibration.context_fit_exponent:.3g}) on {calibration.n_functions} held-out "
+        "functions; NLL "
+        + " -> ".join(f"{s['nll']:.4f}" for s in scores)
+        + ", 90 % coverage "
+        + " -> ".join(f"{s['coverage_90']:.3f}" for s in scores)
+        + " (as trained -> one scalar -> context fit)"
     )
 
 
@@ -193,7 +204,9 @@ def calibrate_command(args: argparse.Namespace) -> int:
     check_positive_int(args.functions, "functions")  # named as on the command line
     torch.set_num_threads(args.threads)
     fits = [
-        calibrate_checkpoint(path, None, args.functions, args.samples, write=False)
+        calibrate_checkpoint(
+            path, None, args.functions, args.samples, write=False, context=not args.no_context
+        )
         for path in args.checkpoints
     ]
     for path, calibration in zip(args.checkpoints, fits, strict=True):

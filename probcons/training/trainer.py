@@ -342,17 +342,24 @@ def predictive_draws(network, batch, samples: int, generator: torch.Generator):
 
 
 def mixture_log_likelihood(
-    means: torch.Tensor, stds: torch.Tensor, targets: torch.Tensor, variance_scale: float = 1.0
+    means: torch.Tensor,
+    stds: torch.Tensor,
+    targets: torch.Tensor,
+    variance_scale: float | torch.Tensor = 1.0,
 ) -> torch.Tensor:
     """log (1/S) sum_s N(targets | means_s, variance_scale * stds_s^2) per target; means, stds
-    (S, *shape), targets (*shape) -> (*shape), in the inputs' dtype."""
+    (S, *shape), targets (*shape) -> (*shape), in the inputs' dtype; variance_scale a number or
+    a tensor that broadcasts against targets (one scale per function: (B, 1))."""
     variance = variance_scale * stds**2
     log_pdf = -0.5 * ((targets - means) ** 2 / variance + torch.log(2 * math.pi * variance))
     return torch.logsumexp(log_pdf, dim=0) - math.log(means.shape[0])
 
 
 def mixture_scores(
-    means: torch.Tensor, stds: torch.Tensor, targets: torch.Tensor, variance_scale: float = 1.0
+    means: torch.Tensor,
+    stds: torch.Tensor,
+    targets: torch.Tensor,
+    variance_scale: float | torch.Tensor = 1.0,
 ) -> dict[str, float]:
     """nll (mean over targets), mse of the mixture mean, latent_share (between-sample variance
     / total, summed over targets) and coverage_90 (targets inside the central 90 % interval of
