@@ -94,7 +94,7 @@ def third(parameter: float, train_range: tuple[float, float]) -> str:
 
 
 def score_models(backbones: dict[str, ANPBackbone], functions: ValidationFunctions) -> dict:
-    """{model: {subset: {ll_<method>, coverage_90_<method>, each with _se, n}}}."""
+    """{model: {subset: {ll_<method>, coverage_90_<method>, crps_<method>, each with _se, n}}}."""
     problem, grid, model_file = functions.problem, functions.grid, functions.model
     rows: dict[str, dict[str, list[float]]] = {model: {} for model in backbones}
     subsets = []
