@@ -47,6 +47,7 @@ from anp_selection import (  # noqa: E402
     ValidationFunctions,
     add_protocol_arguments,
     check_protocol_arguments,
+    summarize,
 )
 from gpme import machine  # noqa: E402
 
@@ -126,12 +127,7 @@ def score_models(backbones: dict[str, ANPBackbone], functions: ValidationFunctio
         scores[model] = {}
         for subset in SUBSETS:
             chosen = [i for i, s in enumerate(subsets) if subset == "all" or s == subset]
-            entry: dict[str, float] = {"n": len(chosen)}
-            for key, series in values.items():
-                entry[key], entry[f"{key}_se"] = metrics.mean_and_standard_error(
-                    [series[i] for i in chosen]
-                )
-            scores[model][subset] = entry
+            scores[model][subset] = {"n": len(chosen), **summarize(values, chosen)}
     return scores
 
 

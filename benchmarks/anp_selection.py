@@ -106,6 +106,15 @@ class ValidationFunctions:
         return cls(problem, grid, model, parameters, contexts, truths)
 
 
+def summarize(rows: dict[str, list[float]], chosen: list[int] | None = None) -> dict:
+    """{key: mean, key_se: its standard error} over the functions `chosen` (all by default)."""
+    scores = {}
+    for key, values in rows.items():
+        picked = values if chosen is None else [values[i] for i in chosen]
+        scores[key], scores[f"{key}_se"] = metrics.mean_and_standard_error(picked)
+    return scores
+
+
 def score_checkpoint(backbone: ANPBackbone, functions: ValidationFunctions, name: str) -> dict:
     """Mean over the validation functions of each score (module docstring) of one checkpoint."""
     problem, grid, model = functions.problem, functions.grid, functions.model
@@ -129,9 +138,7 @@ def score_checkpoint(backbone: ANPBackbone, functions: ValidationFunctions, name
         error = (truth - prediction.mean).abs().flatten()
         spread = prediction.variance.sqrt().flatten()
         rows.setdefault("corr_error_sd", []).append(float(np.corrcoef(error, spread)[0, 1]))
-    scores = {}
-    for key, values in rows.items():
-        scores[key], scores[f"{key}_se"] = metrics.mean_and_standard_error(values)
+    scores = summarize(rows)
     scores["mse_probconserv_per_function"] = rows["mse_probconserv"]
     scores["val_nll"] = float(backbone.metadata["extra"]["val_nll"])
     scores["label"] = checkpoint_label(backbone)

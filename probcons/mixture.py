@@ -21,6 +21,17 @@ from probcons.grid import Grid
 from probcons.validation import check_positive_int, describe
 
 
+def mixture_moments(
+    means: torch.Tensor, stds: torch.Tensor, variance_scale: float | torch.Tensor = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean, between_variance, variance) of the equal-weight mixture of N(means_k,
+    variance_scale * stds_k^2): means, stds (K, *shape) -> each (*shape); variance_scale a
+    number or a tensor that broadcasts against *shape."""
+    mean = means.mean(0)
+    between = means.var(0, unbiased=False)
+    return mean, between, between + variance_scale * (stds**2).mean(0)
+
+
 class GaussianMixture:
     """Equal-weight mixture of `GaussianPrediction`s on one grid; moments are (n_t, n_x) float64."""
 

@@ -535,12 +535,17 @@ class ANPBackbone:
         loc, scale = net.encode_latent(context_tx, context_u)
         noise = torch.randn(self.n_samples, loc.shape[-1], generator=generator, dtype=dtype)
         z = loc + scale * noise  # (S, d)
+        n_points = target_tx.shape[1]
+        if self.context_exponent > 0:  # decode the contexts too, in the same pass
+            target_tx = torch.cat([target_tx, context_tx], dim=1)
+        representation, queries = net.encode_deterministic(context_tx, context_u, target_tx)
+        hidden = net.decode_hidden(representation, queries)[0]  # (N [+ k], width)
+        hidden, context_hidden = hidden[:n_points], hidden[n_points:]
         variance_scale = self.variance_scale
         if self.context_exponent > 0:
-            factor = self.context_factor(context_tx, context_u, z)
-            variance_scale = variance_scale * factor**self.context_exponent
-        representation, queries = net.encode_deterministic(context_tx, context_u, target_tx)
-        hidden = net.decode_hidden(representation, queries)[0]  # (N, width)
+            mean, std = net.decode(context_hidden, z)  # (S, k)
+            factor = context_scale_factor(mean.double(), std.double(), context_u[0].double())
+            variance_scale = variance_scale * float(factor) ** self.context_exponent
         per_chunk = max(1, self.chunk_points // grid.size)
         components = []
         for start in range(0, self.n_samples, per_chunk):
@@ -554,14 +559,6 @@ class ANPBackbone:
                     )
                 )
         return GaussianMixture(components)
-
-    def context_factor(self, context_tx, context_u, z) -> float:
-        """f of `context_scale_factor`: the decoder's fit at the contexts (1, k, 2), (1, k)
-        for the latent draws z (S, d) of this prediction."""
-        net = self.network
-        representation, queries = net.encode_deterministic(context_tx, context_u, context_tx)
-        mean, std = net.decode(net.decode_hidden(representation, queries)[0], z)  # (S, k)
-        return float(context_scale_factor(mean.double(), std.double(), context_u[0].double()))
 
     def latent_variance_share(self, mixture) -> float:
         """Share of the mixture's total variance that is between latent samples (grid mean)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from probcons.mixture import mixture_moments
 from probcons.validation import check_in_interval, describe
 
 PRIOR_CONTEXTS = 10.0
@@ -41,8 +42,8 @@ def context_scale_factor(
             f"got {describe(means)}, {describe(stds)} and {describe(context_u)}"
         )
     check_in_interval(prior_contexts, "prior_contexts", 0.0, float("inf"), include_low=False)
-    total = means.var(0, unbiased=False) + (stds**2).mean(0)
-    squared = (context_u - means.mean(0)) ** 2 / total
+    mean, _, total = mixture_moments(means, stds)
+    squared = (context_u - mean) ** 2 / total
     return (prior_contexts + squared.sum(-1)) / (prior_contexts + context_u.shape[-1])
 
 

@@ -99,6 +99,7 @@ def fit_context_calibration(
     factors = factors.to(torch.float64)[:, None]
 
     def best(exponent: float) -> tuple[float, float]:
+        """(s0, log-likelihood) of the best s0 for this exponent."""
         scaled = stds.to(torch.float64) * factors ** (exponent / 2)
         scale = fit_variance_scale(means, scaled, targets)
         return scale, float(
@@ -111,10 +112,12 @@ def fit_context_calibration(
         method="bounded",
         options={"xatol": 1e-4},
     )
-    exponent = float(result.x)
-    if best(0.0)[1] >= best(exponent)[1]:  # the bounded search never reports the end itself
-        exponent = 0.0
-    return best(exponent)[0], exponent
+    searched = float(result.x)
+    scale, likelihood = best(searched)
+    scale_at_zero, likelihood_at_zero = best(0.0)  # the search never evaluates gamma = 0 itself
+    if likelihood_at_zero >= likelihood:
+        return scale_at_zero, 0.0
+    return scale, searched
 
 
 @dataclass(frozen=True)
@@ -152,13 +155,16 @@ def calibrate_network(
     `Calibration` from variance_scale to after. context=False applies the single scalar
     (gamma = 0); the context fit is made and reported either way."""
     network.eval()
-    means, stds = predictive_draws(network, batch, samples, torch.Generator().manual_seed(seed))
-    at_contexts = batch._replace(target_tx=batch.context_tx, target_u=batch.context_u)
-    context_means, context_stds = predictive_draws(  # the same draws z: the same seed
-        network, at_contexts, samples, torch.Generator().manual_seed(seed)
-    )
+    n_targets = batch.target_tx.shape[1]
+    both = batch._replace(target_tx=torch.cat([batch.target_tx, batch.context_tx], dim=1))
+    draws_mean, draws_std = predictive_draws(
+        network, both, samples, torch.Generator().manual_seed(seed)
+    )  # the same draws z at the targets and at the contexts
+    means, stds = draws_mean[..., :n_targets], draws_std[..., :n_targets]
     factors = context_scale_factor(
-        context_means.double(), context_stds.double(), batch.context_u.double()
+        draws_mean[..., n_targets:].double(),
+        draws_std[..., n_targets:].double(),
+        batch.context_u.double(),
     )
     scalar_scale = fit_variance_scale(means, stds, batch.target_u)
     context_scale, exponent = fit_context_calibration(means, stds, batch.target_u, factors)

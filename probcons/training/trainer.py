@@ -40,6 +40,7 @@ from probcons.backbones.anp import (
     marginal_likelihood_loss,
 )
 from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.mixture import mixture_moments
 from probcons.softc import softc_loss, softc_penalty
 from probcons.training.data import keep_contexts, sample_batch
 from probcons.validation import (
@@ -364,9 +365,7 @@ def mixture_scores(
     """nll (mean over targets), mse of the mixture mean, latent_share (between-sample variance
     / total, summed over targets) and coverage_90 (targets inside the central 90 % interval of
     N(mixture mean, total variance)) of the mixture with decoder variances scaled."""
-    mixture_mean = means.mean(0)
-    between = means.var(0, unbiased=False)
-    total = between + variance_scale * (stds**2).mean(0)
+    mixture_mean, between, total = mixture_moments(means, stds, variance_scale)
     inside = (targets - mixture_mean).abs() <= Z_90 * total.sqrt()
     log_likelihood = mixture_log_likelihood(means, stds, targets, variance_scale)
     return {
