@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -60,31 +61,31 @@ SUBSETS = ("all", "low third", "middle third", "high third")
 METHODS = ("unconstrained", "probconserv")
 
 
-def variance_models(path: Path, latent_samples: int) -> dict[str, ANPBackbone]:
-    """The checkpoint's network under each variance model of MODELS."""
-    shipped = ANPBackbone.from_checkpoint(path, n_samples=latent_samples)
-    calibration = shipped.metadata["extra"].get("calibration", {})
-    if "context_scale" not in calibration:
-        raise ValueError(
-            f"checkpoint: {str(path)!r} has no context calibration; run `probcons calibrate` on it"
+@dataclass
+class VarianceModels:
+    """A checkpoint's network (variance as trained) and, per model of MODELS, the (scale s0,
+    exponent gamma) of its variance s0 f^gamma sigma^2."""
+
+    backbone: ANPBackbone
+    settings: dict[str, tuple[float, float]]
+
+    @classmethod
+    def load(cls, path: Path, latent_samples: int) -> VarianceModels:
+        backbone = ANPBackbone.from_checkpoint(
+            path, n_samples=latent_samples, variance_scale=1.0, context_exponent=0.0
         )
-    settings = {
-        "as trained": (1.0, 0.0),
-        "scalar": (calibration["scalar_scale"], 0.0),
-        "context": (calibration["context_scale"], calibration["context_fit_exponent"]),
-    }
-    return {
-        model: ANPBackbone(
-            shipped.network,
-            n_samples=latent_samples,
-            name=shipped.name,
-            problem=shipped.problem,
-            metadata=shipped.metadata,
-            variance_scale=scale,
-            context_exponent=exponent,
-        )
-        for model, (scale, exponent) in settings.items()
-    }
+        calibration = backbone.metadata["extra"].get("calibration", {})
+        if "context_scale" not in calibration:
+            raise ValueError(
+                f"checkpoint: {str(path)!r} has no context calibration; run `probcons calibrate` "
+                "on it"
+            )
+        settings = {
+            "as trained": (1.0, 0.0),
+            "scalar": (calibration["scalar_scale"], 0.0),
+            "context": (calibration["context_scale"], calibration["context_fit_exponent"]),
+        }
+        return cls(backbone, settings)
 
 
 def third(parameter: float, train_range: tuple[float, float]) -> str:
@@ -94,20 +95,22 @@ def third(parameter: float, train_range: tuple[float, float]) -> str:
     return SUBSETS[1 + index]
 
 
-def score_models(backbones: dict[str, ANPBackbone], functions: ValidationFunctions) -> dict:
-    """{model: {subset: {ll_<method>, coverage_90_<method>, crps_<method>, each with _se, n}}}."""
+def score_models(models: VarianceModels, functions: ValidationFunctions) -> dict:
+    """{model: {subset: {ll_<method>, coverage_90_<method>, crps_<method>, each with _se, n}}};
+    one decoder pass per function, rescaled for each variance model."""
     problem, grid, model_file = functions.problem, functions.grid, functions.model
-    rows: dict[str, dict[str, list[float]]] = {model: {} for model in backbones}
+    rows: dict[str, dict[str, list[float]]] = {model: {} for model in models.settings}
     subsets = []
     cases = zip(functions.parameters, functions.contexts, functions.truths, strict=True)
     for index, (parameter, contexts, truth) in enumerate(
         tqdm(cases, total=len(functions.parameters), desc=problem.name, leave=False)
     ):
         subsets.append(third(parameter, problem.train_range))
-        for model, backbone in backbones.items():
-            prediction = backbone.predict(
-                problem, parameter, contexts, grid, torch.Generator().manual_seed(index)
-            )
+        draws = models.backbone.decoder_draws(
+            problem, parameter, contexts, grid, torch.Generator().manual_seed(index)
+        )
+        for model, (scale, exponent) in models.settings.items():
+            prediction = draws.mixture(scale * draws.context_factor**exponent)
             constraint = model_constraint(model_file, prediction, problem, parameter, 0.0)
             for method in METHODS:
                 posterior = apply_method(
@@ -179,7 +182,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(arguments.threads)
     try:
         backbones = {
-            (name, variant): variance_models(
+            (name, variant): VarianceModels.load(
                 default_checkpoint(name, variant), arguments.latent_samples
             )
             for name in arguments.problems

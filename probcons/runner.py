@@ -124,15 +124,29 @@ def check_output_directory(out: Path, overwrite: bool) -> None:
         raise ValueError(
             f"out: {str(out)!r} exists and is not empty; pass --overwrite to replace it"
         )
-    ancestor = out.resolve().parent
+    check_writable_location(out, "out")
+
+
+def check_writable_location(path: Path, name: str) -> None:
+    """Refuse `path` when its nearest existing ancestor is not a directory this process can
+    create a file in (probed with a temporary file, which works for root too; nothing stays)."""
+    ancestor = Path(path).resolve().parent
     while not ancestor.exists():
         ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ValueError(f"out: cannot write under {str(ancestor)!r}")
+    if ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK):
+        try:
+            with tempfile.TemporaryFile(dir=ancestor):
+                return
+        except OSError:
+            pass
+    raise ValueError(f"{name}: cannot write under {str(ancestor)!r}")
 
 
-def load_model(path: Path) -> Callable:
+def load_model(path: str | os.PathLike) -> Callable:
     """The `model` function of a Pyro model file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model: expected a Pyro model file, got {str(path)!r} (no such file)")
     spec = importlib.util.spec_from_file_location(f"probcons_model_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:

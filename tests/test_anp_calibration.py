@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
+from probcons.backbones.anp import ANPBackbone
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.problems import get_problem
 
@@ -19,10 +21,10 @@ def calibration(benchmark_script):
 
 
 def test_variance_models_take_the_stored_calibration(calibration):
-    models = calibration.variance_models(CHECKPOINT, 2)
+    models = calibration.VarianceModels.load(CHECKPOINT, 2)
     extra = load_checkpoint(CHECKPOINT)["extra"]
-    settings = {name: (b.variance_scale, b.context_exponent) for name, b in models.items()}
-    assert settings == {
+    assert (models.backbone.variance_scale, models.backbone.context_exponent) == (1.0, 0.0)
+    assert models.settings == {
         "as trained": (1.0, 0.0),
         "scalar": (extra["calibration"]["scalar_scale"], 0.0),
         "context": (
@@ -35,7 +37,7 @@ def test_variance_models_take_the_stored_calibration(calibration):
 def test_scores_per_model_and_third(calibration):
     problem = get_problem("pme")
     functions = calibration.ValidationFunctions.build(problem, 3, 21, 17)
-    scores = calibration.score_models(calibration.variance_models(CHECKPOINT, 2), functions)
+    scores = calibration.score_models(calibration.VarianceModels.load(CHECKPOINT, 2), functions)
     assert set(scores) == set(calibration.MODELS)
     for subsets in scores.values():
         assert subsets["all"]["n"] == 3
@@ -47,6 +49,25 @@ def test_scores_per_model_and_third(calibration):
     )
     table = calibration.table("pme", {"anp": scores})
     assert table.count("| anp |") == len(calibration.MODELS)
+
+
+@pytest.mark.parametrize("model", ["scalar", "context"])
+def test_one_decoder_pass_rescaled_is_the_calibrated_backbone(calibration, model):
+    """The script scores each variance model from one decoder pass: that must be exactly the
+    prediction of a backbone built with the model's (s0, gamma)."""
+    models = calibration.VarianceModels.load(CHECKPOINT, 3)
+    scale, exponent = models.settings[model]
+    problem = get_problem("pme")
+    functions = calibration.ValidationFunctions.build(problem, 1, 9, 11)
+    arguments = (problem, functions.parameters[0], functions.contexts[0], functions.grid)
+    draws = models.backbone.decoder_draws(*arguments, torch.Generator().manual_seed(4))
+    rescaled = draws.mixture(scale * draws.context_factor**exponent)
+    calibrated = ANPBackbone(
+        models.backbone.network, n_samples=3, variance_scale=scale, context_exponent=exponent
+    ).predict(*arguments, torch.Generator().manual_seed(4))
+    assert torch.equal(rescaled.means, calibrated.means)
+    assert torch.equal(rescaled.variances, calibrated.variances)
+    assert not torch.allclose(rescaled.variances, draws.mixture().variances)
 
 
 def test_thirds_of_the_training_range(calibration):
@@ -62,7 +83,7 @@ def test_a_checkpoint_without_context_calibration_is_named(calibration, tmp_path
     old = tmp_path / "old.pt"
     save_checkpoint(old, payload["state"], payload["hyperparameters"], extra)
     with pytest.raises(ValueError, match="checkpoint: .*no context calibration"):
-        calibration.variance_models(old, 2)
+        calibration.VarianceModels.load(old, 2)
 
 
 def test_an_unknown_problem_names_the_argument(calibration, capsys):

@@ -25,12 +25,11 @@ from probcons.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from probcons.cli import main
 from probcons.io import atomic_write, write_json
 from probcons.problems import PROBLEMS
-from probcons.runner import METHODS
+from probcons.runner import METHODS, load_model
 
 SMALL = ["--grid", "5x5", "--n-functions", "1", "--draws", "5", "--quiet"]
-SHIPPED_CHECKPOINT = (
-    Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "stefan-anp.pt"
-)
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_CHECKPOINT = ROOT / "models" / "checkpoints" / "stefan-anp.pt"
 CHILD_TIMEOUT = 120
 """Seconds a child process may take before the test kills it and fails."""
 ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -149,6 +148,13 @@ def test_bad_input_matrix(arguments, fragments, tmp_path, capsys):
     status, error = run_cli(["run", *SMALL, *arguments, "--out", str(out)], capsys)
     assert_one_line_error(status, error, *fragments)
     assert set(tmp_path.iterdir()) == before  # no run directory, no staging folder
+
+
+def test_load_model_takes_a_string_path_and_names_a_missing_file(tmp_path):
+    model = load_model(str(ROOT / "models" / "stefan.py"))
+    assert callable(model) and model.__name__ == "model"
+    with pytest.raises(ValueError, match=r"model: expected a Pyro model file, got .*none\.py"):
+        load_model(str(tmp_path / "none.py"))
 
 
 def test_unknown_command_and_no_command(capsys):

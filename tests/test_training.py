@@ -193,6 +193,31 @@ def test_options_validation():
         TrainingOptions(objective="marginal-likelihood", marginal_samples=0)
     with pytest.raises(ValueError, match="likelihood_beta"):
         TrainingOptions(objective="marginal-likelihood", likelihood_beta=1.0)
+    with pytest.raises(ValueError, match=r"likelihood_beta: expected a number in \[0, 1\]"):
+        TrainingOptions(likelihood_beta=1.5)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--out", "{file}"], "out: expected a directory, got the file"),
+        (["--out", "/proc/probcons-run"], "out: cannot write under '/proc'"),
+        (["--export", "{tmp}/best.pth"], "export: expected a path ending in .pt"),
+        (["--export", "/proc/probcons/best.pt"], "export: cannot write under '/proc'"),
+        (["--likelihood-beta", "2"], "likelihood_beta: expected a number in [0, 1], got 2.0"),
+    ],
+)
+def test_train_command_refuses_bad_paths_before_training(flags, message, tmp_path, capsys):
+    """One line on stderr, exit 2, and no run folder: nothing trains first."""
+    file = tmp_path / "a-file"
+    file.write_text("")
+    flags = [flag.format(file=file, tmp=tmp_path) for flag in flags]
+    if "--out" not in flags:
+        flags += ["--out", str(tmp_path / "run")]
+    assert main(["train", "stefan", "--epochs", "1", "--no-progress", *flags]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_training_batches_vary_context_size_and_drop_functions(stefan):

@@ -437,6 +437,29 @@ def load_anp_network(path: str | os.PathLike) -> tuple[ANPNetwork, dict[str, Any
     return network, payload
 
 
+class DecoderDraws(NamedTuple):
+    """One prediction's decoder output before calibration: means, stds (S, n_t, n_x) float64,
+    one row per latent draw, the grid, and the context factor f (None if not computed)."""
+
+    means: torch.Tensor
+    stds: torch.Tensor
+    grid: Grid
+    context_factor: float | None
+
+    def mixture(self, variance_multiplier: float = 1.0):
+        """GaussianMixture of N(means[s], diag variance_multiplier * stds[s]^2) over s."""
+        from probcons.covariance import DiagonalCovariance
+        from probcons.mixture import GaussianMixture
+        from probcons.prediction import GaussianPrediction
+
+        return GaussianMixture(
+            [
+                GaussianPrediction(m, DiagonalCovariance(variance_multiplier * s**2), self.grid)
+                for m, s in zip(self.means, self.stds, strict=True)
+            ]
+        )
+
+
 class ANPBackbone:
     """A trained ANP as a backbone: one Gaussian (diagonal covariance) per latent sample.
 
@@ -511,10 +534,25 @@ class ANPBackbone:
     @torch.no_grad()
     def predict(self, problem, parameter, contexts, grid: Grid, generator=None):
         """Mixture over `n_samples` latent draws of the ANP's prediction on `grid`."""
-        from probcons.covariance import DiagonalCovariance
-        from probcons.mixture import GaussianMixture
-        from probcons.prediction import GaussianPrediction
+        draws = self.decoder_draws(
+            problem, parameter, contexts, grid, generator, with_factor=self.context_exponent > 0
+        )
+        return draws.mixture(self.variance_multiplier(draws.context_factor))
 
+    def variance_multiplier(self, context_factor: float | None) -> float:
+        """variance_scale * f^context_exponent, the calibrated decoder variance over sigma^2."""
+        if self.context_exponent == 0:
+            return self.variance_scale
+        if context_factor is None:
+            raise ValueError("context_factor: expected a number when context_exponent > 0")
+        return self.variance_scale * float(context_factor) ** self.context_exponent
+
+    @torch.no_grad()
+    def decoder_draws(
+        self, problem, parameter, contexts, grid: Grid, generator=None, with_factor: bool = True
+    ) -> DecoderDraws:
+        """The decoder's mean and sd as trained for `n_samples` z ~ p(z | C) on `grid`, and
+        (with_factor) the context factor f, decoding the contexts in the same pass."""
         if self.problem is not None and getattr(problem, "name", None) != self.problem:
             raise ValueError(
                 f"problem: this ANP was trained on {self.problem!r}, got "
@@ -536,29 +574,22 @@ class ANPBackbone:
         noise = torch.randn(self.n_samples, loc.shape[-1], generator=generator, dtype=dtype)
         z = loc + scale * noise  # (S, d)
         n_points = target_tx.shape[1]
-        if self.context_exponent > 0:  # decode the contexts too, in the same pass
+        if with_factor:  # decode the contexts too, in the same pass
             target_tx = torch.cat([target_tx, context_tx], dim=1)
         representation, queries = net.encode_deterministic(context_tx, context_u, target_tx)
         hidden = net.decode_hidden(representation, queries)[0]  # (N [+ k], width)
         hidden, context_hidden = hidden[:n_points], hidden[n_points:]
-        variance_scale = self.variance_scale
-        if self.context_exponent > 0:
+        factor = None
+        if with_factor:
             mean, std = net.decode(context_hidden, z)  # (S, k)
-            factor = context_scale_factor(mean.double(), std.double(), context_u[0].double())
-            variance_scale = variance_scale * float(factor) ** self.context_exponent
+            factor = float(context_scale_factor(mean.double(), std.double(), context_u[0].double()))
         per_chunk = max(1, self.chunk_points // grid.size)
-        components = []
+        means, stds = [], []
         for start in range(0, self.n_samples, per_chunk):
             mean, std = net.decode(hidden, z[start : start + per_chunk])
-            for m, s in zip(mean, std, strict=True):
-                components.append(
-                    GaussianPrediction(
-                        m.to(torch.float64).reshape(grid.shape),
-                        DiagonalCovariance(variance_scale * s.to(torch.float64) ** 2),
-                        grid,
-                    )
-                )
-        return GaussianMixture(components)
+            means.append(mean.to(torch.float64).reshape(-1, *grid.shape))
+            stds.append(std.to(torch.float64).reshape(-1, *grid.shape))
+        return DecoderDraws(torch.cat(means), torch.cat(stds), grid, factor)
 
     def latent_variance_share(self, mixture) -> float:
         """Share of the mixture's total variance that is between latent samples (grid mean)."""

@@ -17,6 +17,7 @@ import torch
 from probcons import distributed
 from probcons.backbones.anp import LATENT_AGGREGATIONS, ANPConfig
 from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.runner import check_writable_location
 from probcons.training.calibration import calibrate_checkpoint, store_calibration
 from probcons.training.trainer import TrainingOptions, train_anp
 from probcons.validation import check_positive_int
@@ -42,7 +43,7 @@ TRAINING_FLAGS = (
     (
         "likelihood_beta",
         float,
-        "beta-NLL: weight each target's log-density by sigma^(2 beta) (0 = the ELBO)",
+        "beta-NLL, beta in [0, 1]: weight each target's log-density by sigma^(2 beta) (0 = the ELBO)",
     ),
     ("kl_capacity", float, "hold the KL near this many nats per function (0 = free bits instead)"),
     (
@@ -122,6 +123,18 @@ def export_checkpoint(best_path: Path, export_path: Path, last_path: Path | None
     save_checkpoint(export_path, payload["state"], payload["hyperparameters"], extra)
 
 
+def check_run_paths(out: Path, export: str | None) -> None:
+    """Before any training: `out` must be (or become) a folder this process can write, and
+    `export` a writable .pt path."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: expected a directory, got the file {str(out)!r}")
+    check_writable_location(out, "out")
+    if export is not None:
+        if Path(export).suffix != ".pt":
+            raise ValueError(f"export: expected a path ending in .pt, got {str(export)!r}")
+        check_writable_location(Path(export), "export")
+
+
 def train_command(args: argparse.Namespace) -> int:
     """Train the ANP (or SoftC-ANP) on args.problem; print where the checkpoints are."""
     from probcons.problems import get_problem
@@ -142,6 +155,7 @@ def train_command(args: argparse.Namespace) -> int:
         if args.out
         else DEFAULT_CHECKPOINT_ROOT / run_name(problem.name, options.softc_lambda)
     )
+    check_run_paths(out, args.export)
     result = train_anp(
         problem, out, config, options, resume=args.resume, progress=not args.no_progress
     )

@@ -130,7 +130,7 @@ class TrainingOptions:
         check_in_interval(self.learning_rate, "learning_rate", 0, math.inf, include_low=False)
         check_nonnegative(self.free_bits, "free_bits")
         check_nonnegative(self.kl_capacity, "kl_capacity")
-        check_nonnegative(self.likelihood_beta, "likelihood_beta")
+        check_in_interval(self.likelihood_beta, "likelihood_beta", 0, 1)
         check_in_interval(
             self.deterministic_dropout, "deterministic_dropout", 0, 1, include_high=False
         )
