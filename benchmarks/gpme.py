@@ -87,6 +87,7 @@ JSON_METRICS = ("mse", "mse_t", "ce", "ll", "crps", "coverage_90", "shock_positi
 SHOCK_METHODS = ("anp", "softc-anp", "hardc-anp", "probconserv-anp")
 SHOCK_DRAWS = 1000
 SHOCK_CHUNK = 100
+SHOCK_SEED = 12345
 PUBLISHED_DIFFUSION = {
     # method: (CE x1e-3, LL, MSE x1e-4 at t = 0.5), REFERENCE section 3 (paper, Table 1)
     "anp": ("4.68 (0.10)", "2.72 (0.02)", "1.71 (0.41)"),
@@ -236,7 +237,7 @@ def evaluate(problem, parameter, backbones, methods, args, model, train_s, shock
                 if shock_store is not None and function == 0 and method in SHOCK_METHODS:
                     threshold = problem.front_threshold(parameter)
                     profiles = []
-                    shock_generator = torch.Generator().manual_seed(12345)
+                    shock_generator = torch.Generator().manual_seed(SHOCK_SEED)
                     for _ in range(SHOCK_DRAWS // SHOCK_CHUNK):
                         profiles.append(posterior.sample(SHOCK_CHUNK, shock_generator)[:, index])
                     shock_store[method] = metrics.front_positions(

@@ -45,13 +45,11 @@ from probcons.problems import get_problem, sample_contexts
 from probcons.runner import apply_method, load_model, model_constraint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpme import SHOCK_CHUNK, SHOCK_DRAWS, machine  # noqa: E402
+from gpme import SHOCK_CHUNK, SHOCK_DRAWS, SHOCK_SEED, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "stefan_front.json"
 METHODS = {"anp": "unconstrained", "hardc-anp": "hardc", "probconserv-anp": "probconserv"}
-SHOCK_SEED = 12345
-"""The draw seed of gpme.py's shock figure."""
 
 
 def front_decomposition(
