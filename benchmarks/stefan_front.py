@@ -16,7 +16,7 @@ the shock figure; `--n-functions` of them, u* = `--param`):
                    mass would move it (0 for HardC and ProbConserv, which conserve exactly)
 
 and over the functions the mean absolute errors (with standard errors), the mean of
-|mean front - mass shift| (the part of the front error that the mass at t cannot see), the
+|mean front - mass shift| (the part of the front error that the mass at t does not show), the
 share of the ANP's mean-front error that each method removes (1 - sum |e_method| / sum |e_ANP|),
 and the correlation over functions of ProbConserv's signed mean-front error with the ANP's, and
 with the ANP's mean front error minus its mass shift.
