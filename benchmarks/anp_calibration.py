@@ -50,7 +50,7 @@ from anp_selection import (  # noqa: E402
     check_protocol_arguments,
     summarize,
 )
-from gpme import machine  # noqa: E402
+from gpme import machine, one_line_errors  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "anp_calibration.json"
@@ -180,7 +180,7 @@ def parse_arguments(argv=None):
 def main(argv=None) -> None:
     arguments = parse_arguments(argv)
     torch.set_num_threads(arguments.threads)
-    try:
+    with one_line_errors("anp_calibration.py"):
         backbones = {
             (name, variant): VarianceModels.load(
                 default_checkpoint(name, variant), arguments.latent_samples
@@ -188,9 +188,6 @@ def main(argv=None) -> None:
             for name in arguments.problems
             for variant in VARIANTS
         }
-    except ValueError as error:
-        print(f"anp_calibration.py: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"machine: {machine()}")
     stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for name in arguments.problems:

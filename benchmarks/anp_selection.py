@@ -42,7 +42,7 @@ from probcons.problems import get_problem, sample_contexts
 from probcons.runner import apply_method, load_model, model_constraint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpme import machine  # noqa: E402
+from gpme import machine, one_line_errors  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "anp_selection.json"
@@ -211,14 +211,11 @@ def parse_arguments(argv=None):
 def main(argv=None) -> None:
     arguments = parse_arguments(argv)
     torch.set_num_threads(arguments.threads)
-    try:
+    with one_line_errors("anp_selection.py"):
         backbones = {
             str(path): load_candidate(path, arguments.problem, arguments.latent_samples)
             for path in arguments.checkpoints
         }
-    except ValueError as error:
-        print(f"anp_selection.py: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
     problem = get_problem(arguments.problem)
     functions = ValidationFunctions.build(
         problem, arguments.n_functions, arguments.n_t, arguments.n_x

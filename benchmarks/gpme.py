@@ -25,6 +25,7 @@ figure. Ensembles come from models/checkpoints/<problem>-{ensemble,fno-ensemble}
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -95,6 +96,17 @@ PUBLISHED_DIFFUSION = {
     "hardc-anp": ("0", "3.08 (0.04)", "1.37 (0.33)"),
     "probconserv-anp": ("0", "2.74 (0.02)", "1.55 (0.33)"),
 }
+
+
+@contextlib.contextmanager
+def one_line_errors(script: str):
+    """Turn a ValueError (bad input) inside the block into `script: error: ...` on stderr and
+    exit status 2, with no traceback."""
+    try:
+        yield
+    except ValueError as error:
+        print(f"{script}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def machine() -> str:

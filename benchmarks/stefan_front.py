@@ -45,7 +45,8 @@ from probcons.problems import get_problem, sample_contexts
 from probcons.runner import apply_method, load_model, model_constraint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpme import SHOCK_CHUNK, SHOCK_DRAWS, SHOCK_SEED, machine  # noqa: E402
+from anp_selection import check_protocol_arguments  # noqa: E402
+from gpme import SHOCK_CHUNK, SHOCK_DRAWS, SHOCK_SEED, machine, one_line_errors  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "stefan_front.json"
@@ -209,9 +210,7 @@ def parse_arguments(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="print only")
     arguments = parser.parse_args(argv)
-    for name in ("n_functions", "latent_samples", "n_t", "n_x", "threads"):
-        if getattr(arguments, name) < 1:
-            parser.error(f"--{name.replace('_', '-')}: expected at least 1")
+    check_protocol_arguments(parser, arguments)
     arguments.checkpoint = arguments.checkpoint or default_checkpoint("stefan")
     if not arguments.checkpoint.is_file():
         parser.error(f"--checkpoint: {str(arguments.checkpoint)!r} is not a file")
@@ -222,11 +221,8 @@ def main(argv=None) -> None:
     arguments = parse_arguments(argv)
     torch.set_num_threads(arguments.threads)
     print(f"machine: {machine()}")
-    try:
+    with one_line_errors("stefan_front.py"):
         result = evaluate(arguments)
-    except ValueError as error:
-        print(f"stefan_front.py: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(table(result))
     if not arguments.no_write:
         stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}

@@ -1,6 +1,5 @@
 """Conditioning at scale: O(N) memory at N = 1e6, closed form at scale, the dense reference."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -23,11 +22,9 @@ LINEAR_ARRAYS_PER_ROW = 8
 """Peak memory allowed: this many float64 arrays of length N per (1 + rows + rank)."""
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("conditioning_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def benchmark(benchmark_script):
+    return benchmark_script("conditioning")
 
 
 PEAK_CHILD = """
@@ -85,9 +82,8 @@ def test_diagonal_update_matches_closed_form_at_one_million_points():
 
 
 @pytest.mark.parametrize("constraints", ["conservation", "conservation+dirichlet"])
-def test_dense_reference_of_the_benchmark_matches_the_library(constraints):
+def test_dense_reference_of_the_benchmark_matches_the_library(constraints, benchmark):
     """The benchmark's baseline computes the same posterior (diagonal prior, per slice)."""
-    benchmark = load_benchmark()
     prior, constraint = benchmark.build_case(6, 9, "diagonal", constraints, 1, 0)
     posterior = condition(prior, constraint)
     mean, covariances, variance = benchmark.dense_reference(
@@ -105,9 +101,8 @@ def test_dense_reference_of_the_benchmark_matches_the_library(constraints):
         np.testing.assert_allclose(covariances[j], blocks[j, :, j, :], atol=1e-10)
 
 
-def test_dense_reference_with_a_low_rank_prior_on_one_slice():
+def test_dense_reference_with_a_low_rank_prior_on_one_slice(benchmark):
     """With one time slice the per-slice dense form is the full dense update."""
-    benchmark = load_benchmark()
     prior, constraint = benchmark.build_case(1, 40, "lowrank", "conservation+dirichlet", 5, 0)
     posterior = condition(prior, constraint)
     mean, covariances, _ = benchmark.dense_reference(
@@ -123,8 +118,7 @@ def test_dense_reference_with_a_low_rank_prior_on_one_slice():
 
 
 @pytest.mark.skipif(not HAS_PEAK_RSS, reason="needs Linux /proc/self/clear_refs and VmHWM")
-def test_benchmark_measurement_of_one_small_case():
-    benchmark = load_benchmark()
+def test_benchmark_measurement_of_one_small_case(benchmark):
     code = (  # a fresh process: here, memory freed by earlier tests may be reused unseen
         f"import sys; sys.path.insert(0, {str(SCRIPT.parent)!r}); import numpy as np\n"
         "from conditioning import PeakMemory\n"
@@ -140,14 +134,13 @@ def test_benchmark_measurement_of_one_small_case():
 
 
 @pytest.mark.parametrize("side", [60, 201])
-def test_diagonal_update_allocates_only_its_outputs(side):
+def test_diagonal_update_allocates_only_its_outputs(side, benchmark):
     """Mean and variance (2 N float64) and O(n_t) more: no temporary or stored array of size N.
 
     The profiler counts every tensor allocation, so unlike RSS this is exact at any size.
     """
     from torch.profiler import ProfilerActivity, profile
 
-    benchmark = load_benchmark()
     prior, constraint = benchmark.build_case(side, side, "diagonal", "conservation", 1, 0)
     warm = condition(prior, constraint)  # first-call allocations of the library, not counted
     assert warm.variance.shape == (side, side)

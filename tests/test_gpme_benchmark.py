@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from argparse import Namespace
 from pathlib import Path
@@ -20,16 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ENSEMBLE_METHODS = ("ensemble", "hardc-ensemble", "probconserv-ensemble")
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("gpme_benchmark", ROOT / "benchmarks" / "gpme.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def gpme():
-    return load_benchmark()
+def gpme(benchmark_script):
+    return benchmark_script("gpme")
 
 
 @pytest.fixture(scope="module")

@@ -97,14 +97,16 @@ def fit_context_calibration(
     if not bool((factors > 0).all()):
         raise ValueError("factors: expected every factor > 0")
     factors = factors.to(torch.float64)[:, None]
+    fitted: dict[float, tuple[float, float]] = {}
 
     def best(exponent: float) -> tuple[float, float]:
-        """(s0, log-likelihood) of the best s0 for this exponent."""
-        scaled = stds.to(torch.float64) * factors ** (exponent / 2)
-        scale = fit_variance_scale(means, scaled, targets)
-        return scale, float(
-            mixture_log_likelihood(means.double(), scaled, targets.double(), scale).sum()
-        )
+        """(s0, log-likelihood) of the best s0 for this exponent (each exponent fitted once)."""
+        if exponent not in fitted:
+            scaled = stds.to(torch.float64) * factors ** (exponent / 2)
+            scale = fit_variance_scale(means, scaled, targets)
+            likelihood = mixture_log_likelihood(means.double(), scaled, targets.double(), scale)
+            fitted[exponent] = scale, float(likelihood.sum())
+        return fitted[exponent]
 
     result = minimize_scalar(
         lambda exponent: -best(exponent)[1],

@@ -17,7 +17,7 @@ import torch
 from probcons import distributed
 from probcons.backbones.anp import LATENT_AGGREGATIONS, ANPConfig
 from probcons.checkpoint import load_checkpoint, save_checkpoint
-from probcons.runner import check_writable_location
+from probcons.runner import check_output_directory, check_writable_location
 from probcons.training.calibration import calibrate_checkpoint, store_calibration
 from probcons.training.trainer import TrainingOptions, train_anp
 from probcons.validation import check_positive_int
@@ -124,11 +124,9 @@ def export_checkpoint(best_path: Path, export_path: Path, last_path: Path | None
 
 
 def check_run_paths(out: Path, export: str | None) -> None:
-    """Before any training: `out` must be (or become) a folder this process can write, and
-    `export` a writable .pt path."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: expected a directory, got the file {str(out)!r}")
-    check_writable_location(out, "out")
+    """Before any training: `out` must be (or become) a folder this process can write (it may
+    hold a run to resume), and `export` a writable .pt path."""
+    check_output_directory(out, overwrite=True)
     if export is not None:
         if Path(export).suffix != ".pt":
             raise ValueError(f"export: expected a path ending in .pt, got {str(export)!r}")
