@@ -38,9 +38,10 @@ from tqdm.auto import tqdm
 
 from probcons import metrics
 from probcons.backbones.anp import ANPBackbone, default_checkpoint
+from probcons.inference import ExactConditioning
 from probcons.io import write_json
 from probcons.problems import get_problem
-from probcons.runner import apply_method, model_constraint
+from probcons.runner import collect_sites
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anp_selection import (  # noqa: E402
@@ -111,11 +112,11 @@ def score_models(models: VarianceModels, functions: ValidationFunctions) -> dict
         )
         for model, (scale, exponent) in models.settings.items():
             prediction = draws.mixture(scale * draws.context_factor**exponent)
-            constraint = model_constraint(model_file, prediction, problem, parameter, 0.0)
+            constraint = collect_sites(
+                ExactConditioning(model_file), prediction, problem, parameter, 0.0
+            )
             for method in METHODS:
-                posterior = apply_method(
-                    method, prediction, model_file, constraint, problem, parameter, 0.0
-                )
+                posterior = constraint.posterior(method)
                 mean, variance = posterior.mean, posterior.variance
                 log_density = metrics.gaussian_log_likelihood(mean, variance, truth)
                 inside = metrics.gaussian_interval_coverage(mean, variance, truth, 0.9)

@@ -37,9 +37,10 @@ from tqdm.auto import tqdm
 
 from probcons import metrics
 from probcons.backbones.anp import ANPBackbone
+from probcons.inference import ExactConditioning
 from probcons.io import write_json
 from probcons.problems import get_problem, sample_contexts
-from probcons.runner import apply_method, load_model, model_constraint
+from probcons.runner import collect_sites, load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpme import machine, one_line_errors  # noqa: E402
@@ -126,9 +127,9 @@ def score_checkpoint(backbone: ANPBackbone, functions: ValidationFunctions, name
         prediction = backbone.predict(
             problem, parameter, contexts, grid, torch.Generator().manual_seed(index)
         )
-        constraint = model_constraint(model, prediction, problem, parameter, 0.0)
+        constraint = collect_sites(ExactConditioning(model), prediction, problem, parameter, 0.0)
         for method in METHODS:
-            posterior = apply_method(method, prediction, model, constraint, problem, parameter, 0.0)
+            posterior = constraint.posterior(method)
             rows.setdefault(f"mse_{method}", []).append(metrics.mse(posterior.mean, truth))
             if method != "hardc":
                 log_density = metrics.gaussian_log_likelihood(

@@ -44,10 +44,11 @@ from probcons.backbones.gp import GPBackbone
 from probcons.backbones.member_training import load_or_train_ensemble
 from probcons.checkpoint import load_checkpoint
 from probcons.covariance import LowRankCovariance
+from probcons.inference import ExactConditioning
 from probcons.io import write_json, write_text
 from probcons.machine import cpu_name
 from probcons.problems import get_problem, sample_contexts
-from probcons.runner import apply_method, load_model, model_constraint, score_function
+from probcons.runner import collect_sites, load_model, score_function
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "gpme.json"
@@ -221,7 +222,7 @@ def evaluate(problem, parameter, backbones, methods, args, model, train_s, shock
                 prediction = backbone.predict(
                     problem, parameter, contexts, grid, torch.Generator().manual_seed(function)
                 )
-                constraint = model_constraint(model, prediction, *model_args)
+                constraint = collect_sites(ExactConditioning(model), prediction, *model_args)
                 posteriors = {}
                 if isinstance(backbone, CONTEXT_FREE):
                     cached[name] = (prediction, constraint, posteriors)
@@ -231,9 +232,7 @@ def evaluate(problem, parameter, backbones, methods, args, model, train_s, shock
                 if backbone_name != name or method not in methods:
                     continue
                 if method not in posteriors:
-                    posteriors[method] = apply_method(
-                        runner_method, prediction, model, constraint, *model_args
-                    )
+                    posteriors[method] = constraint.posterior(runner_method)
                 posterior = posteriors[method]
                 if name not in cached:
                     del posteriors[method]

@@ -40,9 +40,10 @@ from tqdm.auto import tqdm
 
 from probcons import metrics
 from probcons.backbones.anp import ANPBackbone, default_checkpoint
+from probcons.inference import ExactConditioning
 from probcons.io import write_json
 from probcons.problems import get_problem, sample_contexts
-from probcons.runner import apply_method, load_model, model_constraint
+from probcons.runner import collect_sites, load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anp_selection import check_protocol_arguments  # noqa: E402
@@ -105,11 +106,12 @@ def evaluate(arguments) -> dict:
         prediction = backbone.predict(
             problem, parameter, contexts, grid, torch.Generator().manual_seed(function)
         )
-        constraint = model_constraint(model, prediction, problem, parameter, 0.0)
+        sites = collect_sites(ExactConditioning(model), prediction, problem, parameter, 0.0)
+        constraint = sites.constraint
         mass_row = (constraint.weights[index, 0], float(constraint.values[index, 0]), parameter)
         row = {}
         for name, method in METHODS.items():
-            posterior = apply_method(method, prediction, model, constraint, problem, parameter, 0.0)
+            posterior = sites.posterior(method)
             row[name] = front_decomposition(
                 posterior, grid, index, threshold, truth, truth_grid, mass_row
             )

@@ -1,3 +1,65 @@
-"""probcons: exact physics constraints on calibrated probabilistic predictions of PDE solutions."""
+"""probcons: exact physics constraints on calibrated probabilistic predictions of PDE solutions.
+
+The user API, importable from the top level (loaded on first use, so `import probcons` and
+`probcons --help` stay fast):
+
+- data types: `Grid`, `Posterior` (the abstract prediction), `GaussianPrediction`,
+  `GaussianMixture`, and the covariance structures `DiagonalCovariance`, `LowRankCovariance`,
+  `BlockCovariance`, `DenseCovariance`;
+- constraints: `LinearConstraint`, `conservation_constraint`, `dirichlet_constraint`,
+  `neumann_constraint`, `periodic_constraint`, `dense_constraint`;
+- the update: `condition` (ProbConserv), `project` (HardC);
+- Pyro: `GaussianField`, `observe_constraint`, `ExactConditioning`, `exact_posterior`,
+  `ConstrainedPredictive`;
+- errors: `ProbconsError`, `UsageError`, `SingularConstraintError`, `ModelError`.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Grid": "probcons.grid",
+    "Posterior": "probcons.posterior",
+    "GaussianPrediction": "probcons.prediction",
+    "GaussianMixture": "probcons.mixture",
+    "Covariance": "probcons.covariance",
+    "DiagonalCovariance": "probcons.covariance",
+    "LowRankCovariance": "probcons.covariance",
+    "BlockCovariance": "probcons.covariance",
+    "DenseCovariance": "probcons.covariance",
+    "LinearConstraint": "probcons.constraints",
+    "conservation_constraint": "probcons.constraints",
+    "dirichlet_constraint": "probcons.constraints",
+    "neumann_constraint": "probcons.constraints",
+    "periodic_constraint": "probcons.constraints",
+    "dense_constraint": "probcons.constraints",
+    "condition": "probcons.conditioning",
+    "project": "probcons.conditioning",
+    "GaussianField": "probcons.inference",
+    "observe_constraint": "probcons.inference",
+    "ExactConditioning": "probcons.inference",
+    "exact_posterior": "probcons.inference",
+    "ConstrainedPredictive": "probcons.inference",
+    "ProbconsError": "probcons.errors",
+    "UsageError": "probcons.errors",
+    "SingularConstraintError": "probcons.errors",
+    "ModelError": "probcons.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Import the public names lazily (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'probcons' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -24,7 +24,8 @@ from probcons.covariance import (
     LowRankCovariance,
     psd_root,
 )
-from probcons.prediction import GaussianPrediction
+from probcons.errors import SingularConstraintError, UsageError
+from probcons.posterior import Posterior, check_posterior
 
 RCOND = 1e-13
 """A pivot of S below rcond times S's largest diagonal entry marks S as singular."""
@@ -46,12 +47,12 @@ CONSISTENCY_TOLERANCE = 1e-8
 def _check_singular(singular) -> str:
     if not isinstance(singular, str) or singular not in SINGULAR_OPTIONS:
         allowed = ", ".join(repr(option) for option in SINGULAR_OPTIONS)
-        raise ValueError(f"singular: expected one of {allowed}, got {singular!r}")
+        raise UsageError(f"singular: expected one of {allowed}, got {singular!r}")
     return singular
 
 
-def _singular_error(what: str, where: int) -> ValueError:
-    return ValueError(
+def _singular_error(what: str, where: int) -> SingularConstraintError:
+    return SingularConstraintError(
         f"constraint: G Sigma G^T + R is singular ({what} {where}): constraint rows are "
         "redundant, or look only at points of zero prior variance, while noise_std = 0. "
         "Remove the redundant rows, give the constraint noise_std > 0, or pass "
@@ -141,7 +142,7 @@ class SystemInverse:
         bad = outside > allowed
         if bool(bad.any()):
             ratio = float((outside / allowed.clamp_min(torch.finfo(torch.float64).tiny)).max())
-            raise ValueError(
+            raise SingularConstraintError(
                 "constraint: rows are inconsistent: a part of b - G mu of "
                 f"{ratio * CONSISTENCY_TOLERANCE:.3g} times |b| + |G| |mu| (allowed "
                 f"{CONSISTENCY_TOLERANCE:g}) lies where S = G Sigma G^T + R is singular: "
@@ -190,17 +191,13 @@ def _row_scale(constraint: LinearConstraint, deviation: torch.Tensor) -> torch.T
     return _apply_abs(constraint, deviation).square_() + constraint.noise_std**2
 
 
-def _check_grid(prediction: GaussianPrediction, constraint: LinearConstraint) -> None:
-    if not isinstance(prediction, GaussianPrediction):
-        raise ValueError(
-            f"prediction: expected a GaussianPrediction, got {type(prediction).__name__}"
-        )
+def _check_grid(prediction: Posterior, constraint: LinearConstraint) -> None:
     if not isinstance(constraint, LinearConstraint):
-        raise ValueError(
+        raise UsageError(
             f"constraint: expected a probcons LinearConstraint, got {type(constraint).__name__}"
         )
     if (constraint.n_t, constraint.n_x) != prediction.grid.shape:
-        raise ValueError(
+        raise UsageError(
             f"constraint: expected rows on a grid of shape {prediction.grid.shape}, "
             f"got ({constraint.n_t}, {constraint.n_x})"
         )
@@ -459,7 +456,7 @@ class DenseUpdate(ConstraintUpdate):
     def __init__(self, covariance, constraint, rcond: float = RCOND, singular="raise") -> None:
         super().__init__(covariance, constraint)
         if covariance.size > DENSE_LIMIT:
-            raise ValueError(
+            raise UsageError(
                 f"covariance: a {type(covariance).__name__} over {covariance.size} points exceeds "
                 f"the dense limit of {DENSE_LIMIT}; use a structured covariance (diagonal, low-rank, "
                 "block) or condition on all constraints at once (LinearConstraint.stack)"
@@ -506,7 +503,7 @@ def constraint_update(
             if covariance.size <= DENSE_LIMIT:
                 pass  # the dense form decides (S may be regular, or singular="pinv" asked)
             elif singular == "pinv":
-                raise ValueError(
+                raise SingularConstraintError(
                     f"{error} (singular='pinv' with a low-rank prior works up to N = "
                     f"{DENSE_LIMIT}; this prior has N = {covariance.size})"
                 ) from None
@@ -527,12 +524,28 @@ class ConditionedCovariance(Covariance):
         """Marginal variances, clamped at zero against round-off."""
         return self.update.posterior_variance()
 
+    @property
+    def base_size(self) -> int:
+        """The prior's base, then one standard normal per constraint row (its slack)."""
+        return self.prior.base_size + self.update.constraint.num_rows
+
+    def _pathwise(self, prior: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """z - Sigma G^T S^-1 (G z + eps) for prior draws z (n, N), slack eps (n, n_t, r)."""
+        constraint = self.update.constraint
+        rows = _apply(constraint, prior.reshape(-1, constraint.n_t, constraint.n_x))
+        return prior.sub_(self.update.gain(rows.add_(noise)))
+
     def sample(self, n, generator=None):
         """Pathwise: z - Sigma G^T S^-1 (G z + eps), z ~ N(0, Sigma)."""
         prior = self.prior.sample(n, generator)
+        return self._pathwise(prior, self.update.noise(n, generator))
+
+    def transform(self, base):
+        split = self.prior.base_size
+        prior = self.prior.transform(base[:, :split]).clone()
         constraint = self.update.constraint
-        rows = _apply(constraint, prior.reshape(n, constraint.n_t, constraint.n_x))
-        return prior.sub_(self.update.gain(rows.add_(self.update.noise(n, generator))))
+        noise = base[:, split:].reshape(-1, *constraint.values.shape) * constraint.noise_std
+        return self._pathwise(prior, noise)
 
     def matmul(self, matrix):
         constraint = self.update.constraint
@@ -564,7 +577,7 @@ def _as_constraint(constraint) -> LinearConstraint | None:
     if isinstance(constraint, (list, tuple)):
         for index, part in enumerate(constraint):
             if not isinstance(part, LinearConstraint):
-                raise ValueError(
+                raise UsageError(
                     f"constraint[{index}]: expected a probcons LinearConstraint, "
                     f"got {type(part).__name__}"
                 )
@@ -572,16 +585,20 @@ def _as_constraint(constraint) -> LinearConstraint | None:
             return None
         first, *rest = constraint
         constraint = first.stack(*rest) if rest else first
-    if isinstance(constraint, LinearConstraint) and constraint.rows_per_slice == 0:
+    if not isinstance(constraint, LinearConstraint):
+        raise UsageError(
+            "constraint: expected a probcons LinearConstraint or a list of them, "
+            f"got {type(constraint).__name__}"
+        )
+    if constraint.rows_per_slice == 0:
         return None
     return constraint
 
 
 def _corrected_mean(
-    prediction: GaussianPrediction, constraint: LinearConstraint, update: ConstraintUpdate
+    mean: torch.Tensor, constraint: LinearConstraint, update: ConstraintUpdate
 ) -> torch.Tensor:
     """mu + K (b - G mu); with the pseudo-inverse, b - G mu is first checked to lie in range(S)."""
-    mean = prediction.mean
     residual = constraint.values - _apply(constraint, mean)
     if update.is_pseudo_inverse:
         magnitude = _apply_abs(constraint, mean.abs()).add_(constraint.values.abs())
@@ -589,48 +606,69 @@ def _corrected_mean(
     return update.shifted(mean, residual)
 
 
-def condition(
-    prediction: GaussianPrediction,
+def conditioned_moments(
+    prediction,
     constraint: LinearConstraint,
     rcond: float = RCOND,
     singular: str = "raise",
-) -> GaussianPrediction:
-    """ProbConserv: the exact Gaussian posterior of u given G u = b + eps (sigma_G >= 0).
-
-    `constraint` may be a list of constraints (stacked); an empty list returns `prediction`.
-    singular: "raise" (a singular S = G Sigma G^T + R is a ValueError) or "pinv" (S^+ instead of
-    S^-1: redundant rows that agree count once, rows on zero-variance points that already hold
-    are dropped, rows that disagree raise a ValueError).
-    """
+) -> tuple[torch.Tensor, Covariance] | None:
+    """(mu~, Sigma~) of a Gaussian (mean (n_t, n_x), covariance, grid) given G u = b + eps;
+    None when the constraint has no rows. The arguments of `condition`."""
     singular = _check_singular(singular)
     constraint = _as_constraint(constraint)
     if constraint is None:
-        return prediction
+        return None
     _check_grid(prediction, constraint)
     update = constraint_update(prediction.covariance, constraint, rcond, singular)
-    mean = _corrected_mean(prediction, constraint, update)
-    return GaussianPrediction(mean, ConditionedCovariance(update), prediction.grid)
+    mean = _corrected_mean(prediction.mean, constraint, update)
+    return mean, ConditionedCovariance(update)
 
 
-def project(
-    prediction: GaussianPrediction,
+def projected_mean(
+    prediction,
     constraint: LinearConstraint,
     rcond: float = RCOND,
     singular: str = "raise",
-) -> GaussianPrediction:
+) -> torch.Tensor | None:
+    """mu - G^T (G G^T + R)^-1 (G mu - b), (n_t, n_x); None when the constraint has no rows."""
+    singular = _check_singular(singular)
+    constraint = _as_constraint(constraint)
+    if constraint is None:
+        return None
+    _check_grid(prediction, constraint)
+    ones = torch.ones(1, dtype=torch.float64).expand(prediction.grid.size)
+    update = DiagonalUpdate(DiagonalCovariance(ones), constraint, rcond, singular)
+    return _corrected_mean(prediction.mean, constraint, update)
+
+
+def condition(
+    prediction: Posterior,
+    constraint: LinearConstraint,
+    rcond: float = RCOND,
+    singular: str = "raise",
+) -> Posterior:
+    """ProbConserv: the exact Gaussian posterior of u given G u = b + eps (sigma_G >= 0).
+
+    A mixture is conditioned component by component. `constraint` may be a list of constraints
+    (stacked); an empty list returns `prediction`. singular: "raise" (a singular
+    S = G Sigma G^T + R is a SingularConstraintError) or "pinv" (S^+ instead of S^-1:
+    redundant rows that agree count once, rows on zero-variance points that already hold are
+    dropped, rows that disagree raise).
+    """
+    return check_posterior(prediction).condition(constraint, rcond=rcond, singular=singular)
+
+
+def project(
+    prediction: Posterior,
+    constraint: LinearConstraint,
+    rcond: float = RCOND,
+    singular: str = "raise",
+) -> Posterior:
     """HardC: mu~ = mu - G^T (G G^T + R)^-1 (G mu - b); the covariance is left unchanged.
 
     singular="pinv" uses (G G^T + R)^+: the minimum-norm correction when rows are redundant.
     """
-    singular = _check_singular(singular)
-    constraint = _as_constraint(constraint)
-    if constraint is None:
-        return prediction
-    _check_grid(prediction, constraint)
-    ones = torch.ones(1, dtype=torch.float64).expand(prediction.grid.size)
-    update = DiagonalUpdate(DiagonalCovariance(ones), constraint, rcond, singular)
-    mean = _corrected_mean(prediction, constraint, update)
-    return GaussianPrediction(mean, prediction.covariance, prediction.grid)
+    return check_posterior(prediction).project(constraint, rcond=rcond, singular=singular)
 
 
 __all__ = [
@@ -639,6 +677,8 @@ __all__ = [
     "ConstraintUpdate",
     "SystemInverse",
     "condition",
+    "conditioned_moments",
     "constraint_update",
     "project",
+    "projected_mean",
 ]

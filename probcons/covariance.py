@@ -1,8 +1,18 @@
 """Structured covariances over a flattened (t, x) grid (N = n_t n_x, t-major).
 
-Each class stores only its structure and offers the same small interface:
-`diagonal()` (N,), `sample(n, generator)` (n, N) zero-mean draws, `to_dense()` (N, N),
-`matmul(X)` for X (N, k). Nothing here forms an N x N matrix unless it is dense already.
+Each class stores only its structure and owns its algebra behind one small interface:
+`diagonal()` (N,), `sample(n, generator)` (n, N) zero-mean draws, `transform(base)` the same
+draws from given standard normals base (n, base_size) (common random numbers), `to_dense()`
+(N, N), `matmul(X)` for X (N, k). The exact update against constraint rows is chosen per
+structure in `probcons.conditioning.constraint_update`. Nothing here forms an N x N matrix
+unless it is dense already.
+
+linear_operator (GPyTorch's structured matrices) is not used for these: its `solve` and
+`root_decomposition` switch from Cholesky to CG and Lanczos above its global
+`max_cholesky_size` setting, so the exact, float64, round-off-checked update promised here
+would depend on a setting outside the call; and the update needs the per-time-slice view of
+the constraint rows, which no linear_operator type offers. The GP backbone still uses it
+through GPyTorch.
 """
 
 from __future__ import annotations
@@ -66,9 +76,18 @@ class Covariance(ABC):
     def diagonal(self) -> torch.Tensor:
         """Marginal variances, (N,)."""
 
+    @property
+    def base_size(self) -> int:
+        """Standard normals per draw that `transform` maps to one draw (N unless overridden)."""
+        return self.size
+
     @abstractmethod
+    def transform(self, base: torch.Tensor) -> torch.Tensor:
+        """Zero-mean draws (n, N) from standard normals base (n, base_size)."""
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n zero-mean draws, (n, N)."""
+        return self.transform(_normal((n, self.base_size), generator))
 
     @abstractmethod
     def matmul(self, matrix: torch.Tensor) -> torch.Tensor:
@@ -105,8 +124,8 @@ class DenseCovariance(Covariance):
             self._root = psd_root(self.matrix)
         return self._root
 
-    def sample(self, n, generator=None):
-        return _normal((n, self.size), generator) @ self.root().T
+    def transform(self, base):
+        return base @ self.root().T
 
     def matmul(self, matrix):
         return self.matrix @ matrix
@@ -130,8 +149,8 @@ class DiagonalCovariance(Covariance):
     def diagonal(self):
         return self.variance.clone()
 
-    def sample(self, n, generator=None):
-        return _normal((n, self.size), generator).mul_(self.variance.sqrt())
+    def transform(self, base):
+        return base * self.variance.sqrt()
 
     def matmul(self, matrix):
         return self.variance[:, None] * matrix
@@ -168,10 +187,19 @@ class LowRankCovariance(Covariance):
         """diag(D) + row sums of F * F, without an (N, k) temporary."""
         return torch.einsum("ik,ik->i", self.factor, self.factor).add_(self.diagonal_part)
 
+    @property
+    def base_size(self) -> int:
+        """k weights of the factor's columns, then N for the diagonal part."""
+        return self.rank + self.size
+
     def sample(self, n, generator=None):
         weights = _normal((n, self.rank), generator)
         noise = _normal((n, self.size), generator).mul_(self.diagonal_part.sqrt())
         return noise.addmm_(weights, self.factor.T)
+
+    def transform(self, base):
+        noise = base[:, self.rank :] * self.diagonal_part.sqrt()
+        return noise.addmm_(base[:, : self.rank], self.factor.T)
 
     def matmul(self, matrix):
         return self.diagonal_part[:, None] * matrix + self.factor @ (self.factor.T @ matrix)
@@ -199,9 +227,9 @@ class BlockCovariance(Covariance):
             self._root = psd_root(self.blocks)
         return self._root
 
-    def sample(self, n, generator=None):
-        noise = _normal((n, self.n_t, self.n_x), generator)
-        return torch.einsum("jab,njb->nja", self.root(), noise).reshape(n, self.size)
+    def transform(self, base):
+        noise = base.reshape(-1, self.n_t, self.n_x)
+        return torch.einsum("jab,njb->nja", self.root(), noise).reshape(-1, self.size)
 
     def matmul(self, matrix):
         columns = matrix.shape[1]

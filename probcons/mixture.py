@@ -17,7 +17,11 @@ from collections.abc import Sequence
 
 import torch
 
+from probcons.covariance import DiagonalCovariance
+from probcons.errors import UsageError
 from probcons.grid import Grid
+from probcons.posterior import Posterior, check_generator
+from probcons.prediction import GaussianPrediction
 from probcons.validation import check_positive_int, describe
 
 
@@ -32,24 +36,27 @@ def mixture_moments(
     return mean, between, between + variance_scale * (stds**2).mean(0)
 
 
-class GaussianMixture:
-    """Equal-weight mixture of `GaussianPrediction`s on one grid; moments are (n_t, n_x) float64."""
+class GaussianMixture(Posterior):
+    """Equal-weight mixture of `GaussianPrediction`s on one grid; moments are (n_t, n_x) float64.
+
+    One component per latent sample (ANP) or ensemble member; base samples for `rsample` are
+    one standard normal that picks the component (through its normal CDF) followed by the
+    components' own base samples.
+    """
 
     def __init__(self, components: Sequence) -> None:
         components = list(components)
         if not components:
-            raise ValueError("components: expected at least one GaussianPrediction, got none")
+            raise UsageError("components: expected at least one GaussianPrediction, got none")
         for index, component in enumerate(components):
-            for attribute in ("mean", "covariance", "grid", "variance"):
-                if not hasattr(component, attribute):
-                    raise ValueError(
-                        f"components[{index}]: expected a GaussianPrediction, got "
-                        f"{describe(component)}"
-                    )
+            if not isinstance(component, GaussianPrediction):
+                raise UsageError(
+                    f"components[{index}]: expected a GaussianPrediction, got {describe(component)}"
+                )
         grid = components[0].grid
         for index, component in enumerate(components):
             if tuple(component.mean.shape) != tuple(grid.shape):
-                raise ValueError(
+                raise UsageError(
                     f"components[{index}]: expected a mean of shape {tuple(grid.shape)}, got "
                     f"{tuple(component.mean.shape)}"
                 )
@@ -116,10 +123,7 @@ class GaussianMixture:
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws (n, n_t, n_x): a uniform component per draw, then that component's Gaussian."""
         check_positive_int(n, "n")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(
-                f"generator: expected a torch.Generator or None, got {describe(generator)}"
-            )
+        check_generator(generator)
         choice = torch.randint(len(self), (n,), generator=generator)
         draws = torch.empty((n, *self.grid.shape), dtype=torch.float64)
         for index in torch.unique(choice).tolist():
@@ -127,11 +131,32 @@ class GaussianMixture:
             draws[rows] = self.components[index].sample(rows.numel(), generator)
         return draws
 
-    def moment_matched(self):
-        """The Gaussian with the mixture's mean and (diagonal) variance."""
-        from probcons.covariance import DiagonalCovariance
-        from probcons.prediction import GaussianPrediction
+    @property
+    def base_sample_shape(self) -> torch.Size:
+        """1 (the component) + the components' base size (all components share it)."""
+        sizes = {component.covariance.base_size for component in self.components}
+        if len(sizes) != 1:
+            raise UsageError(
+                "base_samples: the mixture's components have covariances of different base "
+                f"sizes {sorted(sizes)}; draw with sample(n, generator) instead"
+            )
+        return torch.Size([1 + sizes.pop()])
 
+    def draws_from_base(self, base: torch.Tensor) -> torch.Tensor:
+        """Component floor(K Phi(z_0)), then its Gaussian from z_1:."""
+        uniform = torch.special.ndtr(base[:, 0])
+        choice = (uniform * len(self)).long().clamp_(0, len(self) - 1)
+        draws = torch.empty((base.shape[0], *self.grid.shape), dtype=torch.float64)
+        for index in torch.unique(choice).tolist():
+            rows = (choice == index).nonzero().reshape(-1)
+            draws[rows] = self.components[index].draws_from_base(base[rows, 1:])
+        return draws
+
+    def with_grid(self, grid: Grid) -> GaussianMixture:
+        return GaussianMixture([component.with_grid(grid) for component in self.components])
+
+    def moment_matched(self) -> GaussianPrediction:
+        """The Gaussian with the mixture's mean and (diagonal) variance."""
         return GaussianPrediction(
             self.mean, DiagonalCovariance(self.variance.reshape(-1)), self.grid
         )
@@ -139,17 +164,13 @@ class GaussianMixture:
     def condition(self, constraint, **options) -> GaussianMixture:
         """ProbConserv per component (exact Gaussian update), then mixed again.
 
-        options: passed to `probcons.conditioning.condition` (e.g. singular="pinv").
+        options: passed to `GaussianPrediction.condition` (e.g. singular="pinv").
         """
-        from probcons.conditioning import condition
-
-        return GaussianMixture([condition(c, constraint, **options) for c in self.components])
+        return GaussianMixture([c.condition(constraint, **options) for c in self.components])
 
     def project(self, constraint, **options) -> GaussianMixture:
         """HardC per component (mean projected, covariance unchanged), then mixed again."""
-        from probcons.conditioning import project
-
-        return GaussianMixture([project(c, constraint, **options) for c in self.components])
+        return GaussianMixture([c.project(constraint, **options) for c in self.components])
 
     def __repr__(self) -> str:
         return f"GaussianMixture(components={len(self)}, grid={self.grid!r})"

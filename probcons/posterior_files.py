@@ -2,8 +2,12 @@
 
 Schema: posterior_predictive.u (chain, draw, function, t, x) float32; observed_data.u
 (function, t, x) the exact solution; constant_data.parameter (function), .mass (function, t),
-.u_mean and .u_variance (function, t, x) the exact predictive moments; root attributes problem,
-backbone, method, sigma_G, parameter_name, time_of_interest.
+.u_mean and .u_variance (function, t, x) the exact predictive moments; the constraint rows
+the posterior was conditioned on, .constraint_weights (function, constraint_slice,
+constraint_row, constraint_point), .constraint_values and .constraint_noise_std (function,
+constraint_slice, constraint_row), with the rows' names as the constraint_row coordinate
+(slice and point are t and x, or 1 and t-major grid points when attrs constraint_flat = 1);
+root attributes problem, backbone, method, sigma_G, parameter_name, time_of_interest.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ def posterior_inference_data(
     mass: np.ndarray,
     grid: Grid,
     attrs: dict[str, Any],
+    constraint: dict[str, np.ndarray] | None = None,
 ) -> az.InferenceData:
-    """samples (F, D, n_t, n_x); truth, mean, variance (F, n_t, n_x); parameter (F,); mass (F, n_t)."""
+    """samples (F, D, n_t, n_x); truth, mean, variance (F, n_t, n_x); parameter (F,); mass (F, n_t);
+    constraint: {weights (F, S, R, P), values, noise_std (F, S, R), names (R,)} or None."""
     n_functions = samples.shape[0]
     coords = {
         "function": np.arange(n_functions),
@@ -36,23 +42,26 @@ def posterior_inference_data(
         "x": grid.x.numpy(),
     }
     field = ["function", "t", "x"]
+    constant = {"parameter": parameter, "mass": mass, "u_mean": mean, "u_variance": variance}
+    dims = {
+        "u": field,
+        "parameter": ["function"],
+        "mass": ["function", "t"],
+        "u_mean": field,
+        "u_variance": field,
+    }
+    if constraint is not None:
+        rows = ["function", "constraint_slice", "constraint_row"]
+        for name in ("weights", "values", "noise_std"):
+            constant[f"constraint_{name}"] = constraint[name]
+            dims[f"constraint_{name}"] = rows + ["constraint_point"] if name == "weights" else rows
+        coords["constraint_row"] = constraint["names"]
     data = az.from_dict(
         posterior_predictive={"u": np.moveaxis(samples, 1, 0)[None].astype(np.float32)},
         observed_data={"u": truth},
-        constant_data={
-            "parameter": parameter,
-            "mass": mass,
-            "u_mean": mean,
-            "u_variance": variance,
-        },
+        constant_data=constant,
         coords=coords,
-        dims={
-            "u": field,
-            "parameter": ["function"],
-            "mass": ["function", "t"],
-            "u_mean": field,
-            "u_variance": field,
-        },
+        dims=dims,
     )
     kept = {key: value for key, value in attrs.items() if value is not None}
     for group in data.groups():

@@ -26,18 +26,17 @@ import arviz as az
 import h5netcdf
 import numpy as np
 import torch
-from pyro import poutine
 from tqdm.auto import tqdm
 
 from probcons import metrics
 from probcons.backbones import get_backbone
-from probcons.constraints import LinearConstraint
-from probcons.inference import ConstraintObservation, exact_posterior
+from probcons.errors import ModelError, UsageError
+from probcons.inference import ConstraintSites, ExactConditioning
 from probcons.io import default_mode, write_json
 from probcons.posterior_files import posterior_inference_data
-from probcons.prediction import GaussianPrediction
 from probcons.problems import Problem, get_problem, sample_contexts
 from probcons.report import write_report
+from probcons.resources import model_file
 from probcons.validation import check_nonnegative, check_positive_int
 
 METHODS = {
@@ -48,7 +47,6 @@ METHODS = {
 MINIMUM_GRID = 3
 MAX_SEED = 2**32 - 1
 """Largest --seed: the per-function generator seeds stay inside torch's 64-bit range."""
-REPOSITORY_MODELS = Path(__file__).resolve().parents[1] / "models"
 CHUNK_FUNCTIONS = 10
 """Functions per chunk: about 12 MB of float32 draws per function at 101 x 101, 100 draws and
 three methods, so a chunk holds about 120 MB whatever the number of functions."""
@@ -111,9 +109,8 @@ class RunSettings:
 
 
 def default_model_path(problem: str) -> Path:
-    """models/<problem>.py in the working directory, else in the repository beside the package."""
-    local = Path("models") / f"{problem}.py"
-    return local if local.is_file() else REPOSITORY_MODELS / f"{problem}.py"
+    """models/<problem>.py in the working directory, else the shipped one (`probcons.resources`)."""
+    return model_file(problem)
 
 
 def check_output_directory(out: Path, overwrite: bool) -> None:
@@ -151,58 +148,63 @@ def load_model(path: str | os.PathLike) -> Callable:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as error:  # the user's file: one line naming it, as for any bad input
+    except (Exception, SystemExit) as error:  # the user's file: one line naming it
         message = " ".join(str(error).split())
-        raise ValueError(
+        raise ModelError(
             f"model: {str(path)!r} failed to import ({type(error).__name__}: {message})"
         ) from error
     if not callable(getattr(module, "model", None)):
-        raise ValueError(f"model: expected {str(path)!r} to define a function `model`")
+        raise ModelError(f"model: expected {str(path)!r} to define a function `model`")
     return module.model
 
 
-def model_constraint(model: Callable, prediction, *args) -> LinearConstraint:
-    """All `observe_constraint` sites of the model, stacked (for HardC and the CE metric)."""
-    component = getattr(prediction, "components", [prediction])[0]
-    trace = poutine.trace(model).get_trace(component, *args)
-    sites = [
-        node["fn"].constraint
-        for node in trace.nodes.values()
-        if node["type"] == "sample" and isinstance(node["fn"], ConstraintObservation)
-    ]
-    if not sites:
-        raise ValueError("model: expected at least one observe_constraint site, found none")
-    return sites[0].stack(*sites[1:])
+def collect_sites(conditioning: ExactConditioning, prediction, *model_args) -> ConstraintSites:
+    """One trace of the run's model: the prediction and the rows of every observed site."""
+    sites = conditioning.collect(prediction, *model_args)
+    if sites.constraint is None:
+        raise UsageError(
+            "model: expected at least one observed linear site (observe_constraint or a "
+            "Normal/Delta site of the latent), found none"
+        )
+    return sites
 
 
-def apply_method(method: str, prediction, model: Callable, constraint: LinearConstraint, *args):
-    """The prediction after `method`; mixtures are constrained component by component."""
-    if method == "unconstrained":
-        return prediction
-    if method == "hardc":
-        return prediction.project(constraint)
-    if isinstance(prediction, GaussianPrediction):
-        return exact_posterior(model, prediction, *args)
-    components = [exact_posterior(model, component, *args) for component in prediction.components]
-    return type(prediction)(components)
+def constraint_arrays(constraints: list) -> dict[str, np.ndarray]:
+    """The rows of each function's constraint as arrays for the run files: weights
+    (F, slice, row, point), values and noise_std (F, slice, row), names (row,)."""
+    first = constraints[0]
+    for index, constraint in enumerate(constraints):
+        if constraint.weights.shape != first.weights.shape or constraint.names != first.names:
+            raise UsageError(
+                f"model: function {index} has constraint rows {constraint!r}, function 0 has "
+                f"{first!r}; a run needs the same rows for every function"
+            )
+    return {
+        "weights": np.stack([c.weights.numpy() for c in constraints]),
+        "values": np.stack([c.values.numpy() for c in constraints]),
+        "noise_std": np.stack([c.noise_std.numpy() for c in constraints]),
+        "names": np.array(first.names),
+    }
 
 
 def score_function(
     prediction,
     samples: torch.Tensor,
     truth: torch.Tensor,
-    constraint: LinearConstraint,
+    constraint,
     problem: Problem,
     parameter: float,
 ) -> dict[str, float]:
-    """Metrics of one function: prediction moments, samples (D, n_t, n_x) and the exact field."""
+    """Metrics of one function: prediction moments, samples (D, n_t, n_x) and the exact field;
+    CE = mean |G mean - b| over the rows of `constraint` (a LinearConstraint or the
+    ConstraintSites the posterior was conditioned on)."""
     grid = prediction.grid
     index = grid.time_index(problem.time_of_interest)
     mean, variance = prediction.mean, prediction.variance
     scores = {
         "mse": metrics.mse(mean, truth),
         "mse_t": metrics.mse(mean[index], truth[index]),
-        "ce": metrics.conservation_error(mean, constraint),
+        "ce": float(constraint.residual(mean).abs().mean()),
         "ll": float(metrics.gaussian_log_likelihood(mean, variance, truth).mean()),
         "crps": float(metrics.crps_ensemble(samples, truth).mean()),
         "coverage_50": float(
@@ -243,7 +245,7 @@ def run(
     """
     problem = settings.check()
     parameter = settings.parameter
-    model = load_model(settings.model)
+    conditioning = ExactConditioning(load_model(settings.model))
     backbone = get_backbone(settings.backbone, **settings.backbone_options)
     grid = problem.grid(*settings.grid)
     times, positions = grid.mesh()
@@ -263,13 +265,15 @@ def run(
             collected = {
                 method: {"samples": [], "mean": [], "variance": []} for method in settings.methods
             }
+            collected_rows: list[ConstraintSites] = []
             for function in functions:
                 generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + function)
                 contexts = sample_contexts(problem, parameter, generator)
                 prediction = backbone.predict(problem, parameter, contexts, grid, generator)
-                constraint = model_constraint(model, prediction, *model_args)
+                sites = collect_sites(conditioning, prediction, *model_args)
+                collected_rows.append(sites)
                 for offset, method in enumerate(settings.methods):
-                    posterior = apply_method(method, prediction, model, constraint, *model_args)
+                    posterior = sites.posterior(method)
                     draws = torch.Generator().manual_seed(
                         settings.seed * 1_000_003 + 7919 * function + offset
                     )
@@ -279,10 +283,10 @@ def run(
                     store["mean"].append(posterior.mean.numpy())
                     store["variance"].append(posterior.variance.numpy())
                     scores[method].append(
-                        score_function(posterior, samples, truth, constraint, problem, parameter)
+                        score_function(posterior, samples, truth, sites, problem, parameter)
                     )
                 bar.update(1)
-            _append_chunk(staging, settings, problem, grid, truth, mass, collected)
+            _append_chunk(staging, settings, problem, grid, truth, mass, collected, collected_rows)
             del collected
         bar.close()
         summary = {method: summarize(per_function) for method, per_function in scores.items()}
@@ -307,8 +311,10 @@ def _staging_directory(out: Path) -> Path:
     return staging
 
 
-def _append_chunk(staging, settings, problem, grid, truth, mass, collected) -> None:
-    """Append one chunk of functions to every `<method>.nc` in `staging`."""
+def _append_chunk(staging, settings, problem, grid, truth, mass, collected, rows) -> None:
+    """Append one chunk of functions to every `<method>.nc` in `staging`, with the constraint
+    rows each function was conditioned on (`rows`, one ConstraintSites per function)."""
+    constraint = constraint_arrays([sites.constraint for sites in rows])
     for method, store in collected.items():
         n_functions = len(store["samples"])
         data = posterior_inference_data(
@@ -327,7 +333,9 @@ def _append_chunk(staging, settings, problem, grid, truth, mass, collected) -> N
                 "parameter_name": problem.parameter_name,
                 "time_of_interest": problem.time_of_interest,
                 "seed": settings.seed,
+                "constraint_flat": int(rows[0].flat),
             },
+            constraint=constraint,
         )
         append_inference_data(staging / f"{method}.nc", data)
 

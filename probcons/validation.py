@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from probcons.errors import UsageError
+
 
 def describe(value: Any) -> str:
     """Short description of a value for error messages."""
@@ -21,7 +23,7 @@ def describe(value: Any) -> str:
 def as_float64_tensor(value: Any, name: str) -> torch.Tensor:
     """Convert to a float64 tensor; reject non-numeric input and NaN/inf."""
     if value is None:
-        raise ValueError(f"{name}: expected a numeric array, got None")
+        raise UsageError(f"{name}: expected a numeric array, got None")
     try:
         if isinstance(value, torch.Tensor):
             tensor = value
@@ -30,9 +32,9 @@ def as_float64_tensor(value: Any, name: str) -> torch.Tensor:
         else:  # straight to float64: Python floats must not pass through float32
             tensor = torch.from_numpy(np.array(value, dtype=np.float64))
     except (TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(f"{name}: expected a numeric array, got {describe(value)}") from error
+        raise UsageError(f"{name}: expected a numeric array, got {describe(value)}") from error
     if tensor.is_complex() or tensor.dtype == torch.bool:
-        raise ValueError(f"{name}: expected real numbers, got {describe(tensor)}")
+        raise UsageError(f"{name}: expected real numbers, got {describe(tensor)}")
     tensor = tensor.to(torch.float64)
     check_finite(tensor, name)
     return tensor
@@ -52,14 +54,14 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
         return
     if not bool(torch.isfinite(tensor.detach()).all()):
         bad = int((~torch.isfinite(tensor.detach())).sum())
-        raise ValueError(f"{name}: expected finite values, got {bad} NaN or infinite entries")
+        raise UsageError(f"{name}: expected finite values, got {bad} NaN or infinite entries")
 
 
 def as_float64_vector(value: Any, name: str, min_length: int = 0) -> torch.Tensor:
     """A finite 1-D float64 tensor with at least `min_length` entries."""
     tensor = as_float64_tensor(value, name)
     if tensor.dim() != 1 or tensor.numel() < min_length:
-        raise ValueError(
+        raise UsageError(
             f"{name}: expected a 1-D array of length >= {min_length}, got {describe(tensor)}"
         )
     return tensor
@@ -68,31 +70,33 @@ def as_float64_vector(value: Any, name: str, min_length: int = 0) -> torch.Tenso
 def check_shape(tensor: torch.Tensor, shape: tuple[int, ...], name: str) -> None:
     """Raise unless `tensor.shape == shape`."""
     if tuple(tensor.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(tensor.shape)}")
+        raise UsageError(f"{name}: expected shape {tuple(shape)}, got {tuple(tensor.shape)}")
 
 
 def check_positive_int(value: Any, name: str) -> int:
     """A positive integer (bools rejected)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        raise UsageError(f"{name}: expected a positive integer, got {value!r}")
     return value
 
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """One of `choices` (compared with ==)."""
     if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+        raise UsageError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
     return value
 
 
 def check_nonnegative(value: float, name: str) -> float:
-    """A finite number >= 0."""
+    """A finite number >= 0 (bools rejected: True is not a standard deviation)."""
+    if isinstance(value, bool):
+        raise UsageError(f"{name}: expected a finite number >= 0, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}") from None
+        raise UsageError(f"{name}: expected a finite number >= 0, got {value!r}") from None
     if not number >= 0 or number == float("inf"):
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+        raise UsageError(f"{name}: expected a finite number >= 0, got {value!r}")
     return number
 
 
@@ -110,10 +114,10 @@ def check_in_interval(
     right = "]" if include_high and math.isfinite(high) else ")"
     message = f"{name}: expected a number in {left}{low:g}, {high:g}{right}, got {value!r}"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(message)
+        raise UsageError(message)
     number = float(value)
     above = number >= low if include_low else number > low
     below = number <= high if include_high else number < high
     if not (above and below and math.isfinite(number)):
-        raise ValueError(message)
+        raise UsageError(message)
     return number

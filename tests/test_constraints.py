@@ -102,3 +102,23 @@ def test_bad_input_names_the_argument():
         dirichlet_constraint(grid)
     with pytest.raises(ValueError, match="others"):
         periodic_constraint(grid).stack(periodic_constraint(Grid.uniform((0, 1), (0, 1), 2, 4)))
+
+
+@pytest.mark.parametrize("noise_std", [0.1, 1e-50, 1e39])
+def test_noise_std_is_stored_in_float64(noise_std):
+    """0.1 stays 0.1 (not 0.10000000149), 1e-50 stays noisy, 1e39 stays finite."""
+    grid = Grid.uniform((0, 1), (0, 1), 3, 4)
+    built = [
+        conservation_constraint(grid, torch.ones(3), noise_std),
+        dirichlet_constraint(grid, left=1.0, noise_std=noise_std),
+        dirichlet_constraint(grid, left=1.0).with_noise(noise_std),
+    ]
+    for constraint in built:
+        assert constraint.noise_std.dtype == torch.float64
+        assert bool((constraint.noise_std == noise_std).all())
+
+
+def test_noise_std_rejects_bool():
+    grid = Grid.uniform((0, 1), (0, 1), 3, 4)
+    with pytest.raises(ValueError, match="noise_std: expected a finite number >= 0, got True"):
+        conservation_constraint(grid, torch.ones(3), True)

@@ -12,8 +12,9 @@ import torch
 
 from probcons import metrics
 from probcons.backbones.ensemble import DeepEnsembleBackbone, DeepEnsembleTask, EnsembleConfig
+from probcons.inference import ExactConditioning
 from probcons.problems import get_problem
-from probcons.runner import apply_method, load_model, model_constraint, score_function
+from probcons.runner import collect_sites, load_model, score_function
 
 ROOT = Path(__file__).resolve().parents[1]
 ENSEMBLE_METHODS = ("ensemble", "hardc-ensemble", "probconserv-ensemble")
@@ -87,8 +88,8 @@ def test_ensemble_rows_conserve_and_match_an_uncached_evaluation(gpme, tiny_ense
         per_function = []
         for function in range(args.n_functions):
             prediction = tiny_ensemble.predict(problem, 0.6, None, grid)
-            constraint = model_constraint(model, prediction, problem, 0.6, 0.0)
-            posterior = apply_method(runner_method, prediction, model, constraint, problem, 0.6, 0)
+            constraint = collect_sites(ExactConditioning(model), prediction, problem, 0.6, 0.0)
+            posterior = constraint.posterior(runner_method)
             samples = posterior.sample(
                 args.draws, torch.Generator().manual_seed(7919 * function + 1)
             )

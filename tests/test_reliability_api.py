@@ -604,7 +604,7 @@ def test_rows_in_very_different_units_are_not_singular(scale):
 def test_condition_names_wrong_argument_types():
     grid = Grid.uniform((0, 1), (0, 1), 3, 4)
     prior = GaussianPrediction(torch.zeros(3, 4), DiagonalCovariance(torch.ones(12)), grid)
-    with pytest.raises(ValueError, match="prediction: expected a GaussianPrediction, got str"):
+    with pytest.raises(ValueError, match="prediction: expected a probcons Posterior .*, got str"):
         condition("prior", periodic_constraint(grid))
     with pytest.raises(ValueError, match="constraint: expected a probcons LinearConstraint"):
         condition(prior, torch.ones(3, 4))
@@ -723,7 +723,9 @@ def ones():
 def test_pyro_entry_points_name_bad_arguments():
     grid = Grid.uniform((0, 1), (0, 1), 2, 3)
     prior = GaussianPrediction(torch.zeros(2, 3), DiagonalCovariance(torch.ones(6)), grid)
-    with pytest.raises(ValueError, match="prediction: expected a GaussianPrediction, got Tensor"):
+    with pytest.raises(
+        ValueError, match="prediction: expected a probcons Posterior .*, got Tensor"
+    ):
         GaussianField(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="constraint: expected a LinearConstraint, got str"):
         ConstraintObservation("rows", torch.zeros(2, 3))

@@ -30,7 +30,10 @@ def _rows(grid: Grid, sides: dict[str, tuple[torch.Tensor, torch.Tensor]], noise
     weights = torch.stack([stencil for stencil, _ in sides.values()])
     values = torch.stack([value for _, value in sides.values()], dim=1)
     return LinearConstraint(
-        weights.expand(grid.n_t, len(names), grid.n_x), values, torch.tensor(noise_std), names
+        weights.expand(grid.n_t, len(names), grid.n_x),
+        values,
+        torch.tensor(noise_std, dtype=torch.float64),
+        names,
     )
 
 

@@ -22,4 +22,6 @@ def conservation_constraint(
     check_shape(mass, (grid.n_t,), "mass")
     noise_std = check_nonnegative(noise_std, "noise_std")
     weights = grid.trapezoid_weights().expand(grid.n_t, 1, grid.n_x)
-    return LinearConstraint(weights, mass[:, None], torch.tensor(noise_std), ("mass",))
+    return LinearConstraint(
+        weights, mass[:, None], torch.tensor(noise_std, dtype=torch.float64), ("mass",)
+    )

@@ -118,7 +118,10 @@ class LinearConstraint:
     def with_noise(self, noise_std: float) -> LinearConstraint:
         """The same rows with every slack standard deviation set to `noise_std`."""
         return LinearConstraint(
-            self.weights, self.values, torch.tensor(float(noise_std)), self.names
+            self.weights,
+            self.values,
+            torch.tensor(float(noise_std), dtype=torch.float64),
+            self.names,
         )
 
     def to_dense(self) -> torch.Tensor:

@@ -14,23 +14,27 @@ from probcons.covariance import (
     DiagonalCovariance,
     LowRankCovariance,
 )
-from probcons.prediction import GaussianPrediction
+from probcons.errors import UsageError
+from probcons.mixture import GaussianMixture
+from probcons.posterior import Posterior
 
 EXACT_TOLERANCE = 1e-8
 """An exact (noise_std = 0) constraint row counts as satisfied when |G u - b| <= this."""
 
 
 class GaussianField(TorchDistribution):
-    """u ~ N(mean, Sigma) over a (t, x) grid, event shape (n_t, n_x); wraps a GaussianPrediction."""
+    """u ~ a probcons Posterior over a (t, x) grid, event shape (n_t, n_x): a Gaussian
+    (GaussianPrediction) or an equal-weight mixture of them (GaussianMixture)."""
 
     arg_constraints: dict = {}
     support = constraints.independent(constraints.real, 2)
     has_rsample = True
 
-    def __init__(self, prediction: GaussianPrediction, validate_args=None) -> None:
-        if not isinstance(prediction, GaussianPrediction):
-            raise ValueError(
-                f"prediction: expected a GaussianPrediction, got {type(prediction).__name__}"
+    def __init__(self, prediction: Posterior, validate_args=None) -> None:
+        if not isinstance(prediction, Posterior):
+            raise UsageError(
+                "prediction: expected a probcons Posterior (GaussianPrediction, "
+                f"GaussianMixture), got {type(prediction).__name__}"
             )
         self.prediction = prediction
         super().__init__(torch.Size(), torch.Size(prediction.grid.shape), validate_args=False)
@@ -49,7 +53,11 @@ class GaussianField(TorchDistribution):
         return draws.reshape(*shape, *self.event_shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """Gaussian log density for diagonal, dense, low-rank and block covariances."""
+        """Gaussian log density for diagonal, dense, low-rank and block covariances; a mixture's
+        is log (1/K) sum_k p_k(value)."""
+        if isinstance(self.prediction, GaussianMixture):
+            parts = [GaussianField(c).log_prob(value) for c in self.prediction.components]
+            return torch.logsumexp(torch.stack(parts), 0) - math.log(len(parts))
         covariance = self.prediction.covariance
         flat = (value - self.prediction.mean).reshape(*value.shape[:-2], -1).to(torch.float64)
         zeros = torch.zeros(covariance.size, dtype=torch.float64)
@@ -85,12 +93,12 @@ class ConstraintObservation(TorchDistribution):
 
     def __init__(self, constraint: LinearConstraint, field: torch.Tensor, validate_args=None):
         if not isinstance(constraint, LinearConstraint):
-            raise ValueError(
+            raise UsageError(
                 f"constraint: expected a LinearConstraint, got {type(constraint).__name__}"
             )
         grid_shape = (constraint.n_t, constraint.n_x)
         if tuple(field.shape[-2:]) != grid_shape:
-            raise ValueError(
+            raise UsageError(
                 f"field: expected last dimensions {grid_shape}, got {tuple(field.shape)}: the "
                 "constraint is on another grid"
             )

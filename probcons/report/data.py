@@ -128,6 +128,7 @@ class MethodData:
         self.has_moments = constant is not None and {"u_mean", "u_variance"} <= set(constant)
         self.has_mass = constant is not None and "mass" in constant
         self.has_parameter = constant is not None and "parameter" in constant
+        self.has_constraint = constant is not None and "constraint_weights" in constant
 
     # -- one function at a time --
 
@@ -164,6 +165,24 @@ class MethodData:
             return None
         mass = self._constant["mass"].transpose("function", "t")[function].values
         return torch.from_numpy(np.asarray(mass, np.float64))
+
+    def constraint_residual(self, function: int, field: torch.Tensor) -> torch.Tensor | None:
+        """G u - b for a field (n_t, n_x) with the rows function `function` was conditioned on
+        (stored by `probcons run`), or None if the file has none."""
+        if not self.has_constraint:
+            return None
+        rows = ("constraint_slice", "constraint_row")
+        weights, values = (
+            torch.from_numpy(
+                np.asarray(self._constant[name][function].transpose(*dims).values, np.float64)
+            )
+            for name, dims in (
+                ("constraint_weights", (*rows, "constraint_point")),
+                ("constraint_values", rows),
+            )
+        )
+        field = field.reshape(weights.shape[0], weights.shape[2])  # (t, x) or (1, t-major)
+        return torch.einsum("jki,ji->jk", weights, field) - values
 
     def parameter(self, function: int) -> float | None:
         """The PDE parameter of function `function`, or None if not stored."""

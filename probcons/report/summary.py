@@ -237,10 +237,10 @@ def summarize_method(
     per_point_pit = max(1, math.ceil(pit_values / n_f))
 
     names = ["mse", "mse_t", "ll", "crps", "coverage_50", "coverage_90", "width_90"]
-    if data.has_mass:
+    if data.has_constraint or data.has_mass:
         names.append("ce")
     else:
-        notes.append("CE not computed: constant_data.mass is absent")
+        notes.append("CE not computed: constant_data has neither constraint rows nor mass")
     if boundary is not None:
         names.append("boundary_residual")
     per_function = {name: np.empty(n_f) for name in names}
@@ -270,7 +270,10 @@ def summarize_method(
             per_function[f"coverage_{round(100 * level)}"][f] = float(covered.double().mean())
         per_function["width_90"][f] = float(interval_width(draws, BAND_LEVEL).mean())
         mass = data.mass(f)
-        if mass is not None:
+        residual = data.constraint_residual(f, mean)  # the rows the run conditioned on
+        if residual is not None:
+            per_function["ce"][f] = float(residual.abs().mean())
+        elif mass is not None:
             constraint = conservation_constraint(grid, mass)
             per_function["ce"][f] = conservation_error(mean, constraint)
         if boundary is not None:
