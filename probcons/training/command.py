@@ -74,11 +74,19 @@ ANP_FLAGS = (
 )
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the `train` arguments to `parser` (defaults are those of the shipped checkpoints)."""
+def add_train_arguments(
+    parser: argparse.ArgumentParser, backbones: tuple[str, ...] = BACKBONES
+) -> argparse.ArgumentParser:
+    """Add the `train` arguments to `parser` (defaults are those of the shipped checkpoints).
+
+    backbones: the --backbone choices shown (`probcons train` lists the ensembles too, which it
+    routes to their own arguments before these are parsed).
+    """
     training, anp = TrainingOptions(), ANPConfig()
     parser.add_argument("problem", help="problem to train on: diffusion, pme or stefan")
-    parser.add_argument("--backbone", default="anp", choices=BACKBONES)
+    parser.add_argument(
+        "--backbone", default="anp", choices=backbones, help="backbone to train (default anp)"
+    )
     for name, kind, text in TRAINING_FLAGS:
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=kind, default=getattr(training, name), help=text)

@@ -1,0 +1,7 @@
+"""`python -m probcons.cli ...`: the `probcons` command."""
+
+import sys
+
+from probcons.cli import main
+
+sys.exit(main())

@@ -1,0 +1,36 @@
+"""Names the command line needs before any heavy import (checked against the registries in
+tests/test_cli.py): problems, methods and the backbones `probcons train` and `run` accept."""
+
+from __future__ import annotations
+
+GPME_PROBLEMS = ("diffusion", "pme", "stefan")
+"""probcons.problems.PROBLEMS: GPME problems, solved by `probcons run` with a backbone and methods."""
+OPERATOR_PROBLEMS = (
+    "heat-neumann",
+    "stokes",
+    "burgers-dirichlet",
+    "burgers-periodic",
+    "wave",
+    "cavity",
+    "wave2d",
+)
+"""probcons.boon OPERATOR_PROBLEMS and OPERATOR_PROBLEMS_2D: BOON problems, trained by `run`."""
+METHODS = ("unconstrained", "hardc", "probconserv")
+"""probcons.runner.METHODS."""
+OPERATOR_BACKBONES = ("fno", "fno-bc", "boon-fno", "boon-ensemble")
+"""probcons.boon.runner.BACKBONES: trained and evaluated by `probcons run` on BOON problems."""
+ANP_BACKBONES = ("anp",)
+"""probcons.training.command.BACKBONES: `probcons train` with the ANP's flags."""
+ENSEMBLE_BACKBONES = ("ensemble", "fno-ensemble")
+"""probcons.backbones.member_training.BACKBONE_KINDS: `probcons train` with the members' flags."""
+TRAINABLE_BACKBONES = ANP_BACKBONES + ENSEMBLE_BACKBONES
+
+__all__ = [
+    "ANP_BACKBONES",
+    "ENSEMBLE_BACKBONES",
+    "GPME_PROBLEMS",
+    "METHODS",
+    "OPERATOR_BACKBONES",
+    "OPERATOR_PROBLEMS",
+    "TRAINABLE_BACKBONES",
+]
