@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint format clean
+.PHONY: setup demo test test-slow wheel-check lint format clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# A wheel built from this tree, in a fresh environment, run from an empty folder (about a minute).
+wheel-check:
+	PYTHON=$(PYTHON) bash .ci/wheel-check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -35,6 +35,7 @@ from torch.distributions import kl_divergence
 from probcons.backbones.context_scale import context_scale_factor
 from probcons.checkpoint import load_checkpoint
 from probcons.grid import Grid
+from probcons.resources import checkpoint_path, shipped_checkpoints
 from probcons.validation import check_choice, check_in_interval, check_positive_int
 
 PYRO_MODULE_NAME = "anp"
@@ -605,14 +606,14 @@ class ANPBackbone:
         )
 
 
-DEFAULT_CHECKPOINTS = Path(__file__).resolve().parents[2] / "models" / "checkpoints"
-"""Shipped checkpoints: models/checkpoints/<problem>-<variant>.pt (variant anp or softc-anp)."""
+DEFAULT_CHECKPOINTS = shipped_checkpoints()
+"""Shipped checkpoints: <problem>-<variant>.pt (variant anp or softc-anp), `probcons.resources`."""
 
 
 def default_checkpoint(problem: str, variant: str = "anp") -> Path:
-    """models/checkpoints/<problem>-<variant>.pt in the working directory, else beside the package."""
-    local = Path("models") / "checkpoints" / f"{problem}-{variant}.pt"
-    return local if local.is_file() else DEFAULT_CHECKPOINTS / f"{problem}-{variant}.pt"
+    """models/checkpoints/<problem>-<variant>.pt in the working directory, else the shipped one
+    (existing or not: a trained checkpoint is exported there)."""
+    return checkpoint_path(f"{problem}-{variant}", DEFAULT_CHECKPOINTS)
 
 
 class ShippedANPBackbone:

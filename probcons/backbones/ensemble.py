@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from probcons.backbones.member_training import MemberTask
+from probcons.backbones.members import MemberTask, load_members, restore_members
 from probcons.covariance import LowRankCovariance
 from probcons.grid import Grid
 from probcons.prediction import GaussianPrediction
@@ -250,9 +250,9 @@ class DeepEnsembleBackbone:
     @classmethod
     def from_checkpoint(cls, path, **options) -> DeepEnsembleBackbone:
         """From a member directory or bundle written by `probcons.backbones.member_training`."""
-        from probcons.backbones.member_training import load_ensemble_backbone
-
-        return load_ensemble_backbone("ensemble", path, **options)
+        _, hyperparameters, states, extra = load_members(path, cls.name)
+        task = DeepEnsembleTask.from_hyperparameters(hyperparameters)
+        return cls(restore_members(task, states), task, metadata=extra, **options)
 
     @torch.no_grad()
     def member_outputs(self, problem, parameter, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ from probcons.backbones.ensemble import (
     ensemble_prediction,
     gaussian_nll,
 )
-from probcons.backbones.member_training import MemberTask
+from probcons.backbones.members import MemberTask, load_members, restore_members
 from probcons.grid import Grid
 from probcons.operators import FNO2d
 from probcons.problems import get_problem
@@ -221,9 +221,9 @@ class FNOEnsembleBackbone:
     @classmethod
     def from_checkpoint(cls, path, **options) -> FNOEnsembleBackbone:
         """From a member directory or bundle written by `probcons.backbones.member_training`."""
-        from probcons.backbones.member_training import load_ensemble_backbone
-
-        return load_ensemble_backbone("fno-ensemble", path, **options)
+        _, hyperparameters, states, extra = load_members(path, cls.name)
+        task = FNOEnsembleTask.from_hyperparameters(hyperparameters)
+        return cls(restore_members(task, states), task, metadata=extra, **options)
 
     @torch.no_grad()
     def member_outputs(self, problem, parameter, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,8 @@ batch generator's state, so `resume=True` continues an interrupted member exactl
 stopped. `train_members` runs members sequentially (workers = 1) or in `workers` spawned processes
 (`concurrent.futures` with the spawn start method). `export_members` bundles the finished members
 into one checkpoint file; `load_ensemble_backbone` and `load_or_train_ensemble` rebuild a backbone.
+The task interface and the member files themselves are in `probcons.backbones.members`, which the
+backbones import; this module sits above them and knows every ensemble backbone.
 
 Under torchrun (K ranks, `probcons.distributed`) the members are spread one per process instead:
 rank r trains members r, r + K, r + 2 K, ... and writes their files (one writer per file), only
@@ -25,7 +27,6 @@ import concurrent.futures
 import math
 import multiprocessing
 import time
-from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,20 +36,33 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from probcons import distributed
+from probcons.backbones.ensemble import DeepEnsembleBackbone, DeepEnsembleTask, EnsembleConfig
+from probcons.backbones.fno_ensemble import (
+    FNOEnsembleBackbone,
+    FNOEnsembleConfig,
+    FNOEnsembleTask,
+)
+from probcons.backbones.members import (
+    BACKBONE_KINDS,
+    MemberTask,
+    load_members,
+    member_path,
+    restore_members,
+)
 from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.resources import checkpoint_path, shipped_checkpoints
 from probcons.validation import check_nonnegative, check_positive_int
 
-MEMBER_FILE = "member-{index:02d}.pt"
-MEMBER_GLOB = "member-*.pt"
 SEED_STRIDE = 1_000_003
 """Member k of seed s uses seeds s * SEED_STRIDE + 2 k (weights) and + 2 k + 1 (batches)."""
 VALIDATION_SEED = 2**31 - 1
 """Seed of the fixed batch on which every member's final loss is reported."""
-BACKBONE_KINDS = ("ensemble", "fno-ensemble")
 DEFAULT_RUN_ROOT = Path("checkpoints")
 """Member files of a training run go to checkpoints/<problem>-<backbone>/ unless told otherwise."""
-SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[2] / "models" / "checkpoints"
-"""Bundled ensembles: models/checkpoints/<problem>-<backbone>.pt."""
+SHIPPED_CHECKPOINTS = shipped_checkpoints()
+"""Bundled ensembles: <problem>-<backbone>.pt in the installed models/checkpoints."""
+BACKBONE_CLASSES = {"ensemble": DeepEnsembleBackbone, "fno-ensemble": FNOEnsembleBackbone}
+"""The backbone of each kind in BACKBONE_KINDS."""
 RESUMABLE_OPTIONS = ("checkpoint_every", "threads")
 """Training options that may change between an interrupted run and its resumption."""
 
@@ -103,49 +117,13 @@ DEFAULT_OPTIONS = {
 """Training options of the shipped ensembles (a few minutes per member on one core)."""
 
 
-class MemberTask(ABC):
-    """What training needs from a backbone: an untrained member and a loss on a fresh batch.
-
-    Subclasses are plain dataclasses of strings and numbers, so that they pickle into spawned
-    worker processes; `hyperparameters()` rebuilds them (`task_from_hyperparameters`).
-    """
-
-    backbone: str
-
-    @abstractmethod
-    def build(self) -> nn.Module:
-        """A freshly initialised member (uses torch's global random state)."""
-
-    @abstractmethod
-    def loss(self, model: nn.Module, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """Scalar loss on a fresh batch of `batch_size` functions drawn with `generator`."""
-
-    @abstractmethod
-    def hyperparameters(self) -> dict[str, Any]:
-        """Plain data that rebuilds this task and its members."""
-
-    @property
-    @abstractmethod
-    def problem_name(self) -> str:
-        """The problem the members learn."""
-
-
 def task_from_hyperparameters(backbone: str, hyperparameters: dict[str, Any]) -> MemberTask:
     """Rebuild the task of a checkpoint: backbone 'ensemble' or 'fno-ensemble'."""
     if backbone == "ensemble":
-        from probcons.backbones.ensemble import DeepEnsembleTask
-
         return DeepEnsembleTask.from_hyperparameters(hyperparameters)
     if backbone == "fno-ensemble":
-        from probcons.backbones.fno_ensemble import FNOEnsembleTask
-
         return FNOEnsembleTask.from_hyperparameters(hyperparameters)
     raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
-
-
-def member_path(directory: str | Path, index: int) -> Path:
-    """directory/member-kk.pt."""
-    return Path(directory) / MEMBER_FILE.format(index=index)
 
 
 def member_seeds(seed: int, index: int) -> tuple[int, int]:
@@ -362,51 +340,6 @@ def train_members(
             raise
 
 
-def _load_member_file(path: Path) -> dict:
-    payload = load_checkpoint(path)
-    hyper = payload["hyperparameters"]
-    if hyper.get("backbone") not in BACKBONE_KINDS or "task" not in hyper:
-        raise ValueError(f"checkpoint: {str(path)!r} holds no ensemble member")
-    if not payload["extra"].get("done", False):
-        raise ValueError(
-            f"checkpoint: member {str(path)!r} stopped at step {payload['extra'].get('step')}; "
-            "finish it with resume=True (--resume)"
-        )
-    return payload
-
-
-def load_members(path: str | Path) -> tuple[str, dict[str, Any], list[dict], dict[str, Any]]:
-    """(backbone, task hyperparameters, member state dicts, extra) from a run directory of
-    member-kk.pt files or from a bundle written by `export_members`."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(path.glob(MEMBER_GLOB))
-        if not files:
-            raise ValueError(f"path: no {MEMBER_GLOB} files in {str(path)!r}")
-        payloads = [_load_member_file(file) for file in files]
-        first = payloads[0]["hyperparameters"]
-        for file, payload in zip(files, payloads, strict=True):
-            hyper = payload["hyperparameters"]
-            if (hyper["backbone"], hyper["task"]) != (first["backbone"], first["task"]):
-                raise ValueError(
-                    f"path: {str(file)!r} belongs to another ensemble than {str(files[0])!r}"
-                )
-        extra = {
-            "training": first["training"],
-            "validation_loss": [p["extra"]["validation_loss"] for p in payloads],
-            "seconds": [p["extra"]["seconds"] for p in payloads],
-            "cpu_seconds": [p["extra"].get("cpu_seconds") for p in payloads],
-            "history": [p["extra"]["history"] for p in payloads],
-        }
-        states = [p["state"]["model"] for p in payloads]
-        return first["backbone"], first["task"], states, extra
-    payload = load_checkpoint(path)
-    hyper = payload["hyperparameters"]
-    if hyper.get("backbone") not in BACKBONE_KINDS or "members" not in payload["state"]:
-        raise ValueError(f"path: {str(path)!r} is not an ensemble bundle or member directory")
-    return hyper["backbone"], hyper["task"], list(payload["state"]["members"]), payload["extra"]
-
-
 def export_members(directory: str | Path, path: str | Path) -> Path:
     """Bundle the finished members of `directory` into one checkpoint file (no optimizer state)."""
     backbone, task, states, extra = load_members(directory)
@@ -425,27 +358,17 @@ def export_members(directory: str | Path, path: str | Path) -> Path:
 
 
 def shipped_checkpoint(problem: str, backbone: str) -> Path:
-    """models/checkpoints/<problem>-<backbone>.pt here, else beside the package."""
-    local = Path("models") / "checkpoints" / f"{problem}-{backbone}.pt"
-    return local if local.is_file() else SHIPPED_CHECKPOINTS / f"{problem}-{backbone}.pt"
+    """models/checkpoints/<problem>-<backbone>.pt in the working directory, else the shipped one
+    (existing or not: a trained ensemble is exported there)."""
+    return checkpoint_path(f"{problem}-{backbone}", SHIPPED_CHECKPOINTS)
 
 
 def backbone_from_checkpoint(path: str | Path, **options):
     """The DeepEnsembleBackbone or FNOEnsembleBackbone stored at `path` (bundle or directory)."""
     backbone, task_hyper, states, extra = load_members(path)
     task = task_from_hyperparameters(backbone, task_hyper)
-    networks = []
-    for state in states:
-        network = task.build()
-        network.load_state_dict(state)
-        networks.append(network.eval())
-    if backbone == "ensemble":
-        from probcons.backbones.ensemble import DeepEnsembleBackbone
-
-        return DeepEnsembleBackbone(networks, task, metadata=extra, **options)
-    from probcons.backbones.fno_ensemble import FNOEnsembleBackbone
-
-    return FNOEnsembleBackbone(networks, task, metadata=extra, **options)
+    networks = restore_members(task, states)
+    return BACKBONE_CLASSES[backbone](networks, task, metadata=extra, **options)
 
 
 class ShippedEnsembleBackbone:
@@ -482,21 +405,14 @@ def load_ensemble_backbone(backbone: str = "ensemble", checkpoint=None, **option
         raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
     if checkpoint is None:
         return ShippedEnsembleBackbone(backbone, **options)
-    found, _, _, _ = load_members(checkpoint)
-    if found != backbone:
-        raise ValueError(f"checkpoint: expected a {backbone} checkpoint, got a {found} one")
-    return backbone_from_checkpoint(checkpoint, **options)
+    return BACKBONE_CLASSES[backbone].from_checkpoint(checkpoint, **options)
 
 
 def default_task(problem: str, backbone: str, **config) -> MemberTask:
     """The task of `backbone` on `problem` with config overrides (see each backbone's config)."""
     if backbone == "ensemble":
-        from probcons.backbones.ensemble import DeepEnsembleTask, EnsembleConfig
-
         return DeepEnsembleTask(problem, EnsembleConfig(**config))
     if backbone == "fno-ensemble":
-        from probcons.backbones.fno_ensemble import FNOEnsembleConfig, FNOEnsembleTask
-
         return FNOEnsembleTask(problem, FNOEnsembleConfig(**config))
     raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
 
@@ -650,8 +566,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run as a script this file is the module __main__, whose MemberTask differs from the one the
-    # backbones subclass: call the package's own copy of `main`.
+    # Run as a script this file is the module __main__, a second copy of this module: call the
+    # package's own `main`, whose functions the spawned worker processes import by name.
     from probcons.backbones.member_training import main as package_main
 
     raise SystemExit(package_main())
