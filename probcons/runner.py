@@ -14,6 +14,8 @@ the chunk size.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.util
 import os
 import shutil
@@ -291,7 +293,7 @@ def run(
         bar.close()
         summary = {method: summarize(per_function) for method, per_function in scores.items()}
         write_json(staging / "metrics.json", summary)
-        _move_into_place(staging, settings.out)
+        _move_into_place(staging, settings.out, settings.overwrite)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -385,9 +387,27 @@ def append_inference_data(path: Path, data: az.InferenceData) -> None:
                 stored.variables[name][tuple(rows)] = values
 
 
-def _move_into_place(staging: Path, out: Path) -> None:
+def _move_into_place(staging: Path, out: Path, overwrite: bool) -> None:
     """Move the old run aside, then the new one in: a kill between the two renames leaves both
-    complete (hidden .previous and .partial folders beside OUT), never neither."""
+    complete (hidden .previous and .partial folders beside OUT), never neither.
+
+    Without `overwrite`, OUT is only ever created: an empty OUT is removed first and the rename
+    fails, with a UsageError, if another process filled OUT while this run was working (the
+    check at start cannot see that), so concurrent runs never replace each other's results.
+    """
+    if not overwrite:
+        with contextlib.suppress(OSError):
+            out.rmdir()  # only succeeds when empty
+        try:
+            os.rename(staging, out)
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise
+            raise UsageError(
+                f"out: {str(out)!r} was written by another run while this one worked; it is "
+                "kept, and this run's results are discarded (pass --overwrite to replace it)"
+            ) from None
+        return
     previous = staging.with_suffix(".previous")
     if out.exists():
         os.replace(out, previous)

@@ -489,3 +489,39 @@ def test_written_files_follow_the_umask(finished_run, tmp_path):
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
     assert stat.S_IMODE(finished_run.stat().st_mode) == 0o777 & ~umask
     assert stat.S_IMODE((finished_run / "metrics.json").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_run_never_replaces_a_folder_another_run_filled(tmp_path, monkeypatch):
+    """Two runs with the same --out and no --overwrite: the later finisher is refused, the
+    first one's folder is kept whole, and no staging folder stays behind."""
+    from probcons import runner
+    from probcons.errors import UsageError
+
+    out = tmp_path / "run"
+    original = runner._append_chunk
+
+    def other_run_finishes_first(staging, *args):
+        original(staging, *args)
+        out.mkdir()
+        (out / "metrics.json").write_text('{"other": {}}')
+
+    monkeypatch.setattr(runner, "_append_chunk", other_run_finishes_first)
+    settings = runner.RunSettings(
+        problem="stefan", backbone="anp", n_functions=1, grid=(11, 11), draws=5, out=out
+    )
+    with pytest.raises(UsageError, match="was written by another run while this one worked"):
+        runner.run(settings, progress=False, report=False)
+    assert json.loads((out / "metrics.json").read_text()) == {"other": {}}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
+
+
+def test_model_file_that_exits_at_import_is_an_error(tmp_path, capsys):
+    model = tmp_path / "exits.py"
+    model.write_text("import sys\nsys.exit(0)\n")
+    out = tmp_path / "run"
+    assert (
+        main(["run", "stefan", "--backbone", "anp", "--model", str(model), "--out", str(out)]) == 2
+    )
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "failed to import (SystemExit: 0)" in error
+    assert not out.exists() and list(tmp_path.iterdir()) == [model]
