@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.io import atomic_write
 
 FORMAT = "probcons-checkpoint-v1"
@@ -53,11 +54,11 @@ def _verify_archive(path: str | os.PathLike) -> None:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
     except ARCHIVE_ERRORS as error:
-        raise ValueError(
+        raise UsageError(
             f"checkpoint: {str(path)!r} is corrupted or not a torch file ({type(error).__name__})"
         ) from error
     if damaged is not None:
-        raise ValueError(
+        raise UsageError(
             f"checkpoint: {str(path)!r} is corrupted or not a torch file (checksum mismatch in "
             f"{damaged.rsplit('/', 1)[-1]})"
         )
@@ -70,21 +71,21 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     loaded with wrong weights.
     """
     if not os.path.isfile(path):
-        raise ValueError(f"checkpoint: no such file {str(path)!r}")
+        raise UsageError(f"checkpoint: no such file {str(path)!r}")
     _verify_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as error:
-        raise ValueError(
+        raise UsageError(
             f"checkpoint: {str(path)!r} is corrupted or not a torch file ({type(error).__name__})"
         ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(
+        raise UsageError(
             f"checkpoint: {str(path)!r} is not a probcons checkpoint (expected format {FORMAT!r})"
         )
     for key in ("state", "hyperparameters", "extra"):
         if not isinstance(payload.get(key), dict):
-            raise ValueError(
+            raise UsageError(
                 f"checkpoint: {str(path)!r} lacks its {key!r} dictionary (damaged or foreign)"
             )
     return payload

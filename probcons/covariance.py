@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.validation import as_float64_tensor, describe
 
 SYMMETRY_TOLERANCE = 1e-10
@@ -34,7 +35,7 @@ def _check_symmetric_psd(blocks: torch.Tensor, name: str, tolerance: float = PSD
     scale = blocks.abs().amax(dim=(-2, -1)).clamp_min(torch.finfo(torch.float64).tiny)
     asymmetry = (blocks - blocks.transpose(-2, -1)).abs().amax(dim=(-2, -1)) / scale
     if bool((asymmetry > SYMMETRY_TOLERANCE).any()):
-        raise ValueError(
+        raise UsageError(
             f"{name}: expected a symmetric matrix, got relative asymmetry {float(asymmetry.max()):.3g}"
         )
     eigenvalues = torch.linalg.eigvalsh(blocks)
@@ -42,7 +43,7 @@ def _check_symmetric_psd(blocks: torch.Tensor, name: str, tolerance: float = PSD
         torch.finfo(torch.float64).tiny
     )
     if bool((relative < -tolerance).any()):
-        raise ValueError(
+        raise UsageError(
             f"{name}: expected a positive semi-definite matrix, got relative minimum "
             f"eigenvalue {float(relative.min()):.3g}"
         )
@@ -107,7 +108,7 @@ class DenseCovariance(Covariance):
     def __init__(self, matrix: torch.Tensor, validate: bool = True) -> None:
         matrix = as_float64_tensor(matrix, "matrix")
         if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
-            raise ValueError(
+            raise UsageError(
                 f"matrix: expected a square (N, N) matrix with N >= 1, got {describe(matrix)}"
             )
         if validate:
@@ -140,7 +141,7 @@ class DiagonalCovariance(Covariance):
     def __init__(self, variance: torch.Tensor) -> None:
         variance = as_float64_tensor(variance, "variance").reshape(-1)
         if bool((variance < 0).any()):
-            raise ValueError(
+            raise UsageError(
                 f"variance: expected values >= 0, got minimum {float(variance.min()):.3g}"
             )
         self.variance = variance
@@ -168,11 +169,11 @@ class LowRankCovariance(Covariance):
         diagonal = as_float64_tensor(diagonal, "diagonal").reshape(-1)
         factor = as_float64_tensor(factor, "factor")
         if factor.dim() != 2 or factor.shape[0] != diagonal.numel():
-            raise ValueError(
+            raise UsageError(
                 f"factor: expected shape ({diagonal.numel()}, k), got {describe(factor)}"
             )
         if bool((diagonal < 0).any()):
-            raise ValueError(
+            raise UsageError(
                 f"diagonal: expected values >= 0, got minimum {float(diagonal.min()):.3g}"
             )
         self.diagonal_part = diagonal
@@ -211,7 +212,7 @@ class BlockCovariance(Covariance):
     def __init__(self, blocks: torch.Tensor, validate: bool = True) -> None:
         blocks = as_float64_tensor(blocks, "blocks")
         if blocks.dim() != 3 or blocks.shape[1] != blocks.shape[2]:
-            raise ValueError(f"blocks: expected shape (n_t, n_x, n_x), got {describe(blocks)}")
+            raise UsageError(f"blocks: expected shape (n_t, n_x, n_x), got {describe(blocks)}")
         if validate:
             _check_symmetric_psd(blocks, "blocks")
         self.blocks = (blocks + blocks.transpose(1, 2)) / 2
@@ -250,7 +251,7 @@ def covariance_from_dense_or_structure(value) -> Covariance:
         return DiagonalCovariance(tensor)
     if tensor.dim() == 2:
         return DenseCovariance(tensor)
-    raise ValueError(
+    raise UsageError(
         f"covariance: expected a Covariance, a (N,) variance or a (N, N) matrix, got {describe(tensor)}"
     )
 
@@ -258,7 +259,7 @@ def covariance_from_dense_or_structure(value) -> Covariance:
 def check_size(covariance: Covariance, size: int, name: str = "covariance") -> None:
     """Raise unless the covariance is over `size` points."""
     if covariance.size != size:
-        raise ValueError(f"{name}: expected a covariance over {size} points, got {covariance.size}")
+        raise UsageError(f"{name}: expected a covariance over {size} points, got {covariance.size}")
 
 
 __all__ = [

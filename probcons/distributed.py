@@ -29,6 +29,7 @@ from pyro.poutine.messenger import Messenger
 from torch import nn
 from tqdm.auto import tqdm
 
+from probcons.errors import UsageError
 from probcons.validation import check_positive_int
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -77,7 +78,7 @@ def initialize(backend: str | None = None) -> World:
         return World()
     backend = backend or DEFAULT_BACKEND
     if backend not in ("gloo", "nccl"):
-        raise ValueError(f"backend: expected 'gloo' or 'nccl', got {backend!r}")
+        raise UsageError(f"backend: expected 'gloo' or 'nccl', got {backend!r}")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend, init_method="env://")
@@ -100,7 +101,7 @@ def check_global_batch(batch_size: int, current: World, name: str = "batch_size"
     """The per-rank batch B / K; B must be a multiple of the world size K."""
     check_positive_int(batch_size, name)
     if batch_size % current.size:
-        raise ValueError(
+        raise UsageError(
             f"{name}: expected a multiple of the world size {current.size} (each rank takes "
             f"{name} / world size functions), got {batch_size}"
         )
@@ -211,7 +212,7 @@ class ShardedNoise(Messenger):
         fn = msg["fn"]
         normal = getattr(fn, "base_dist", fn)
         if not isinstance(normal, torch.distributions.Normal):
-            raise ValueError(
+            raise UsageError(
                 f"sites: expected Normal sample sites, got {type(normal).__name__} at "
                 f"{msg['name']!r}"
             )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.validation import as_float64_vector, check_positive_int
 
 
@@ -20,7 +21,7 @@ class Grid:
         for name in ("t", "x"):
             values = as_float64_vector(getattr(self, name), name, min_length=1)
             if values.numel() > 1 and not bool((values[1:] > values[:-1]).all()):
-                raise ValueError(f"{name}: expected strictly increasing values, got {values}")
+                raise UsageError(f"{name}: expected strictly increasing values, got {values}")
             object.__setattr__(self, name, values)
 
     @classmethod
@@ -88,5 +89,5 @@ class Grid:
 def check_grid(grid, name: str = "grid") -> Grid:
     """Raise unless `grid` is a Grid."""
     if not isinstance(grid, Grid):
-        raise ValueError(f"{name}: expected a probcons.grid.Grid, got {type(grid).__name__}")
+        raise UsageError(f"{name}: expected a probcons.grid.Grid, got {type(grid).__name__}")
     return grid

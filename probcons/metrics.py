@@ -14,6 +14,7 @@ import torch
 from scipy import stats
 
 from probcons.constraints import LinearConstraint
+from probcons.errors import UsageError
 from probcons.validation import check_finite, check_shape
 
 VARIANCE_FLOOR = 1e-12
@@ -66,7 +67,7 @@ def crps_ensemble(samples: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
 def central_interval(samples: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Pointwise (lower, upper) sample quantiles of the central `level` interval."""
     if not 0 < level < 1:
-        raise ValueError(f"level: expected a value in (0, 1), got {level!r}")
+        raise UsageError(f"level: expected a value in (0, 1), got {level!r}")
     tail = (1 - level) / 2
     quantiles = torch.tensor([tail, 1 - tail], dtype=samples.dtype)
     lower, upper = torch.quantile(samples.reshape(samples.shape[0], -1), quantiles, dim=0)
@@ -86,7 +87,7 @@ def gaussian_interval_coverage(
 ) -> torch.Tensor:
     """Pointwise: is the truth inside mean +- z sigma, the central `level` Gaussian interval?"""
     if not 0 < level < 1:
-        raise ValueError(f"level: expected a value in (0, 1), got {level!r}")
+        raise UsageError(f"level: expected a value in (0, 1), got {level!r}")
     half_width = stats.norm.ppf(0.5 + level / 2) * variance.clamp_min(0).sqrt()
     return (truth - mean).abs() <= half_width
 

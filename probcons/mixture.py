@@ -109,12 +109,12 @@ class GaussianMixture(Posterior):
         """
         values = torch.as_tensor(values, dtype=torch.float64)
         if tuple(values.shape) != tuple(self.grid.shape):
-            raise ValueError(
+            raise UsageError(
                 f"values: expected shape {tuple(self.grid.shape)}, got {describe(values)}"
             )
         variances = self.variances
         if bool((variances <= 0).any()):
-            raise ValueError("values: the mixture has zero marginal variance at some point")
+            raise UsageError("values: the mixture has zero marginal variance at some point")
         log_pdf = -0.5 * (
             (values - self.means) ** 2 / variances + torch.log(2 * math.pi * variances)
         )

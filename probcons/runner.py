@@ -78,7 +78,7 @@ class RunSettings:
         problem = get_problem(self.problem)
         unknown = [method for method in self.methods if method not in METHODS]
         if unknown or not self.methods:
-            raise ValueError(
+            raise UsageError(
                 f"methods: expected a comma-separated subset of {', '.join(METHODS)}, "
                 f"got {','.join(self.methods) or 'nothing'}"
             )
@@ -90,7 +90,7 @@ class RunSettings:
         check_positive_int(self.chunk_functions, "chunk_functions")
         n_t, n_x = self.grid
         if min(n_t, n_x) < MINIMUM_GRID:
-            raise ValueError(
+            raise UsageError(
                 f"grid: expected at least {MINIMUM_GRID}x{MINIMUM_GRID} points, got {n_t}x{n_x}"
             )
         check_nonnegative(self.noise_std, "noise_std")
@@ -99,13 +99,13 @@ class RunSettings:
             or not isinstance(self.seed, int)
             or not (0 <= self.seed <= MAX_SEED)
         ):
-            raise ValueError(f"seed: expected an integer in [0, {MAX_SEED}], got {self.seed!r}")
+            raise UsageError(f"seed: expected an integer in [0, {MAX_SEED}], got {self.seed!r}")
         self.out = Path(self.out or Path("posteriors") / f"{self.problem}-{self.backbone}")
         self.model = Path(self.model or default_model_path(self.problem))
         if not self.model.is_file():
-            raise ValueError(f"model: expected a Pyro model file, got missing {str(self.model)!r}")
+            raise UsageError(f"model: expected a Pyro model file, got missing {str(self.model)!r}")
         if self.model.suffix != ".py":
-            raise ValueError(f"model: expected a Python file (.py), got {str(self.model)!r}")
+            raise UsageError(f"model: expected a Python file (.py), got {str(self.model)!r}")
         check_output_directory(self.out, self.overwrite)
         return problem
 
@@ -118,9 +118,9 @@ def default_model_path(problem: str) -> Path:
 def check_output_directory(out: Path, overwrite: bool) -> None:
     """Refuse an existing non-empty directory (unless overwrite) or an unwritable location."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out: expected a directory, got the file {str(out)!r}")
+        raise UsageError(f"out: expected a directory, got the file {str(out)!r}")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(
+        raise UsageError(
             f"out: {str(out)!r} exists and is not empty; pass --overwrite to replace it"
         )
     check_writable_location(out, "out")
@@ -138,14 +138,14 @@ def check_writable_location(path: Path, name: str) -> None:
                 return
         except OSError:
             pass
-    raise ValueError(f"{name}: cannot write under {str(ancestor)!r}")
+    raise UsageError(f"{name}: cannot write under {str(ancestor)!r}")
 
 
 def load_model(path: str | os.PathLike) -> Callable:
     """The `model` function of a Pyro model file."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"model: expected a Pyro model file, got {str(path)!r} (no such file)")
+        raise UsageError(f"model: expected a Pyro model file, got {str(path)!r} (no such file)")
     spec = importlib.util.spec_from_file_location(f"probcons_model_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -309,7 +309,7 @@ def _staging_directory(out: Path) -> Path:
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
         os.chmod(staging, default_mode(directory=True))  # mkdtemp alone gives 0700
     except OSError as error:
-        raise ValueError(f"out: cannot write {str(out)!r} ({error.strerror})") from error
+        raise UsageError(f"out: cannot write {str(out)!r} ({error.strerror})") from error
     return staging
 
 

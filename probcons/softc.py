@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.validation import check_nonnegative, describe
 
 DEFAULT_LAMBDA = 1.0
@@ -33,13 +34,13 @@ def pde_residual(
     elementwise and differentiable. Returns r (...,) with the graph kept (create_graph).
     """
     if not isinstance(tx, torch.Tensor) or tx.shape[-1] != 2 or not tx.requires_grad:
-        raise ValueError(
+        raise UsageError(
             f"tx: expected a tensor (..., 2) of [t, x] that requires grad, got {describe(tx)}"
         )
     if not isinstance(mean, torch.Tensor) or tuple(mean.shape) != tuple(tx.shape[:-1]):
-        raise ValueError(f"mean: expected shape {tuple(tx.shape[:-1])}, got {describe(mean)}")
+        raise UsageError(f"mean: expected shape {tuple(tx.shape[:-1])}, got {describe(mean)}")
     if not mean.requires_grad:
-        raise ValueError("mean: expected a tensor computed from tx with autograd, got a constant")
+        raise UsageError("mean: expected a tensor computed from tx with autograd, got a constant")
     (gradient,) = torch.autograd.grad(mean.sum(), tx, create_graph=True)
     u_t, u_x = gradient[..., 0], gradient[..., 1]
     flux = diffusivity(mean).to(mean.dtype) * u_x
@@ -69,7 +70,7 @@ def softc_penalty(
     """mean(r^2) over a batch: parameters (B,), mean (B, T) computed from tx (B, T, 2)."""
     parameters = [float(p) for p in torch.as_tensor(parameters).reshape(-1)]
     if mean.dim() != 2 or len(parameters) != mean.shape[0]:
-        raise ValueError(f"mean: expected shape (B={len(parameters)}, T), got {describe(mean)}")
+        raise UsageError(f"mean: expected shape (B={len(parameters)}, T), got {describe(mean)}")
     per_function = [gpme_diffusivity(problem, p) for p in parameters]
 
     def batch_diffusivity(u: torch.Tensor) -> torch.Tensor:

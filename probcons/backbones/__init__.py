@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from probcons.errors import UsageError
+
 BACKBONES = {
     "gp": "GPyTorch exact GP on (t, x), fitted per function to its contexts",
     "anp": "attentive neural process (Pyro), meta-trained across the PDE parameter",
@@ -24,4 +26,4 @@ def get_backbone(name: str, **options):
         from probcons.backbones.member_training import load_ensemble_backbone
 
         return load_ensemble_backbone(name, **options)
-    raise ValueError(f"backbone: expected one of {', '.join(BACKBONES)}, got {name!r}")
+    raise UsageError(f"backbone: expected one of {', '.join(BACKBONES)}, got {name!r}")

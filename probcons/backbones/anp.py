@@ -34,6 +34,7 @@ from torch.distributions import kl_divergence
 
 from probcons.backbones.context_scale import context_scale_factor
 from probcons.checkpoint import load_checkpoint
+from probcons.errors import UsageError
 from probcons.grid import Grid
 from probcons.resources import checkpoint_path, shipped_checkpoints
 from probcons.validation import check_choice, check_in_interval, check_positive_int
@@ -75,19 +76,19 @@ class ANPConfig:
         for name in ("latent_self_attention", "deterministic_self_attention", "cross_attention"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+                raise UsageError(f"{name}: expected an integer >= 0, got {value!r}")
         if self.hidden % self.heads:
-            raise ValueError(
+            raise UsageError(
                 f"heads: expected a divisor of hidden={self.hidden}, got {self.heads!r}"
             )
         for name in ("t_range", "x_range"):
             lo, hi = (float(v) for v in getattr(self, name))
             if not hi > lo:
-                raise ValueError(f"{name}: expected (lo, hi) with hi > lo, got {(lo, hi)}")
+                raise UsageError(f"{name}: expected (lo, hi) with hi > lo, got {(lo, hi)}")
             object.__setattr__(self, name, (lo, hi))
         for name in ("min_scale", "latent_min_scale"):
             if not float(getattr(self, name)) > 0:
-                raise ValueError(f"{name}: expected a number > 0, got {getattr(self, name)!r}")
+                raise UsageError(f"{name}: expected a number > 0, got {getattr(self, name)!r}")
         check_choice(self.latent_aggregation, "latent_aggregation", LATENT_AGGREGATIONS)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +102,7 @@ class ANPConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"hyperparameters: unknown ANP keys {unknown}")
+            raise UsageError(f"hyperparameters: unknown ANP keys {unknown}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         values.setdefault("latent_aggregation", "mean")
         return cls(**values)
@@ -360,7 +361,7 @@ def elbo_loss(
     training passes the mean over the global batch).
     """
     if batch.target_u is None:
-        raise ValueError("batch.target_u: expected observed targets for the ELBO, got None")
+        raise UsageError("batch.target_u: expected observed targets for the ELBO, got None")
     guide_trace = poutine.trace(anp.guide).get_trace(batch)
     model_trace = poutine.trace(poutine.replay(anp.model, trace=guide_trace)).get_trace(batch)
     likelihood = model_trace.nodes["u"]["fn"]
@@ -400,7 +401,7 @@ def marginal_likelihood_loss(anp: AttentiveNeuralProcess, batch: Batch, samples:
     trained by this objective), mean and z of the first draw.
     """
     if batch.target_u is None:
-        raise ValueError("batch.target_u: expected observed targets, got None")
+        raise UsageError("batch.target_u: expected observed targets, got None")
     check_positive_int(samples, "samples")
     net = anp.network
     loc, scale = net.encode_latent(batch.context_tx, batch.context_u)
@@ -432,7 +433,7 @@ def load_anp_network(path: str | os.PathLike) -> tuple[ANPNetwork, dict[str, Any
     export; weights_only load) and the checkpoint's payload."""
     payload = load_checkpoint(path)
     if "anp" not in payload["hyperparameters"]:
-        raise ValueError(f"path: {str(path)!r} holds no ANP hyperparameters")
+        raise UsageError(f"path: {str(path)!r} holds no ANP hyperparameters")
     network = ANPNetwork(ANPConfig.from_dict(payload["hyperparameters"]["anp"]))
     network.load_state_dict(payload["state"].get("network", payload["state"]))
     return network, payload
@@ -545,7 +546,7 @@ class ANPBackbone:
         if self.context_exponent == 0:
             return self.variance_scale
         if context_factor is None:
-            raise ValueError("context_factor: expected a number when context_exponent > 0")
+            raise UsageError("context_factor: expected a number when context_exponent > 0")
         return self.variance_scale * float(context_factor) ** self.context_exponent
 
     @torch.no_grad()
@@ -555,18 +556,18 @@ class ANPBackbone:
         """The decoder's mean and sd as trained for `n_samples` z ~ p(z | C) on `grid`, and
         (with_factor) the context factor f, decoding the contexts in the same pass."""
         if self.problem is not None and getattr(problem, "name", None) != self.problem:
-            raise ValueError(
+            raise UsageError(
                 f"problem: this ANP was trained on {self.problem!r}, got "
                 f"{getattr(problem, 'name', problem)!r}"
             )
         if not isinstance(grid, Grid):
-            raise ValueError(f"grid: expected a probcons.grid.Grid, got {type(grid).__name__}")
+            raise UsageError(f"grid: expected a probcons.grid.Grid, got {type(grid).__name__}")
         net = self.network
         dtype = net.input_center.dtype
         context_tx = torch.stack([contexts.t, contexts.x], dim=-1).to(dtype)[None]
         context_u = torch.as_tensor(contexts.u).to(dtype)[None]
         if context_tx.shape[1] != context_u.shape[1] or context_u.shape[1] == 0:
-            raise ValueError(
+            raise UsageError(
                 f"contexts: expected t, x, u of one nonzero length, got "
                 f"{tuple(context_tx.shape[1:2])} and {tuple(context_u.shape[1:2])}"
             )
@@ -621,7 +622,7 @@ class ShippedANPBackbone:
 
     def __init__(self, variant: str = "anp", n_samples: int = 100):
         if variant not in ("anp", "softc-anp"):
-            raise ValueError(f"variant: expected 'anp' or 'softc-anp', got {variant!r}")
+            raise UsageError(f"variant: expected 'anp' or 'softc-anp', got {variant!r}")
         self.variant = variant
         self.name = variant
         self.n_samples = check_positive_int(n_samples, "n_samples")
@@ -633,7 +634,7 @@ class ShippedANPBackbone:
         if name not in self._loaded:
             path = default_checkpoint(str(name), self.variant)
             if not path.is_file():
-                raise ValueError(
+                raise UsageError(
                     f"problem: no shipped {self.variant} checkpoint for {name!r} (expected "
                     f"{str(path)!r}); train one with `probcons train {name} --backbone anp"
                     f"{' --softc-lambda 1' if self.variant == 'softc-anp' else ''} --export {path}`"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.mixture import mixture_moments
 from probcons.validation import check_in_interval, describe
 
@@ -37,7 +38,7 @@ def context_scale_factor(
     The mixture's total variance is the mean decoder variance plus the variance of the means.
     """
     if means.dim() < 2 or means.shape != stds.shape or means.shape[1:] != context_u.shape:
-        raise ValueError(
+        raise UsageError(
             "means, stds, context_u: expected (S, *batch, k), (S, *batch, k) and (*batch, k), "
             f"got {describe(means)}, {describe(stds)} and {describe(context_u)}"
         )

@@ -31,6 +31,7 @@ from torch import nn
 
 from probcons.backbones.members import MemberTask, load_members, restore_members
 from probcons.covariance import LowRankCovariance
+from probcons.errors import UsageError
 from probcons.grid import Grid
 from probcons.prediction import GaussianPrediction
 from probcons.problems import Problem, get_problem, sample_targets
@@ -70,27 +71,27 @@ def ensemble_prediction(
     (mu_m - mean) / sqrt(M - ddof); ddof 0 (mixture variance) or 1 (unbiased spread).
     """
     if not isinstance(grid, Grid):
-        raise ValueError(f"grid: expected a probcons.grid.Grid, got {type(grid).__name__}")
+        raise UsageError(f"grid: expected a probcons.grid.Grid, got {type(grid).__name__}")
     means = as_float64_tensor(means, "means")
     variances = as_float64_tensor(variances, "variances")
     if means.dim() != 3 or tuple(means.shape[1:]) != grid.shape:
-        raise ValueError(
+        raise UsageError(
             f"means: expected shape (M, {grid.n_t}, {grid.n_x}), got {describe(means)}"
         )
     if variances.shape != means.shape:
-        raise ValueError(
+        raise UsageError(
             f"variances: expected the shape of means {tuple(means.shape)}, "
             f"got {describe(variances)}"
         )
     if bool((variances < 0).any()):
-        raise ValueError(
+        raise UsageError(
             f"variances: expected values >= 0, got minimum {float(variances.min()):.3g}"
         )
     if ddof not in (0, 1):
-        raise ValueError(f"ddof: expected 0 (mixture) or 1 (unbiased), got {ddof!r}")
+        raise UsageError(f"ddof: expected 0 (mixture) or 1 (unbiased), got {ddof!r}")
     members = means.shape[0]
     if members - ddof < 1:
-        raise ValueError(
+        raise UsageError(
             f"means: expected at least {ddof + 1} members for ddof={ddof}, got {members}"
         )
     mean = means.mean(dim=0)
@@ -116,13 +117,13 @@ class EnsembleConfig:
         for name in ("hidden", "layers", "points_per_function"):
             check_positive_int(getattr(self, name), name)
         if self.activation not in ACTIVATIONS:
-            raise ValueError(
+            raise UsageError(
                 f"activation: expected one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
             )
         if not float(self.min_variance) > 0:
-            raise ValueError(f"min_variance: expected a number > 0, got {self.min_variance!r}")
+            raise UsageError(f"min_variance: expected a number > 0, got {self.min_variance!r}")
         if not 0 <= float(self.beta) <= 1:
-            raise ValueError(f"beta: expected a number in [0, 1], got {self.beta!r}")
+            raise UsageError(f"beta: expected a number in [0, 1], got {self.beta!r}")
 
 
 class HeteroscedasticMLP(nn.Module):
@@ -162,7 +163,7 @@ class DeepEnsembleTask(MemberTask):
     def __post_init__(self) -> None:
         object.__setattr__(self, "problem", get_problem(self.problem).name)
         if not isinstance(self.config, EnsembleConfig):
-            raise ValueError(
+            raise UsageError(
                 f"config: expected an EnsembleConfig, got {type(self.config).__name__}"
             )
 
@@ -204,7 +205,7 @@ class DeepEnsembleTask(MemberTask):
 def _check_members(members, kind: type) -> list:
     members = list(members)
     if not members or not all(isinstance(m, kind) for m in members):
-        raise ValueError(
+        raise UsageError(
             f"members: expected a non-empty list of {kind.__name__}, got "
             f"{[type(m).__name__ for m in members]}"
         )
@@ -213,9 +214,9 @@ def _check_members(members, kind: type) -> list:
 
 def _check_problem(problem: Any, trained_on: str) -> Problem:
     if not isinstance(problem, Problem):
-        raise ValueError(f"problem: expected a probcons Problem, got {describe(problem)}")
+        raise UsageError(f"problem: expected a probcons Problem, got {describe(problem)}")
     if problem.name != trained_on:
-        raise ValueError(
+        raise UsageError(
             f"problem: this ensemble was trained on {trained_on!r}, got {problem.name!r}"
         )
     return problem
@@ -238,9 +239,9 @@ class DeepEnsembleBackbone:
     ) -> None:
         self.members = [m.eval() for m in _check_members(members, HeteroscedasticMLP)]
         if not isinstance(task, DeepEnsembleTask):
-            raise ValueError(f"task: expected a DeepEnsembleTask, got {type(task).__name__}")
+            raise UsageError(f"task: expected a DeepEnsembleTask, got {type(task).__name__}")
         if ddof not in (0, 1) or ddof >= len(self.members):
-            raise ValueError(f"ddof: expected 0, or 1 with at least 2 members, got {ddof!r}")
+            raise UsageError(f"ddof: expected 0, or 1 with at least 2 members, got {ddof!r}")
         self.task = task
         self.problem = task.problem
         self.ddof = ddof
@@ -260,7 +261,7 @@ class DeepEnsembleBackbone:
         problem = _check_problem(problem, self.problem)
         value = problem.check_parameter(parameter)
         if not isinstance(grid, Grid):
-            raise ValueError(f"grid: expected a probcons.grid.Grid, got {type(grid).__name__}")
+            raise UsageError(f"grid: expected a probcons.grid.Grid, got {type(grid).__name__}")
         points = grid.points()
         inputs = torch.cat([points, torch.full_like(points[:, :1], value)], dim=1)
         means = torch.empty(len(self.members), grid.size, dtype=torch.float64)

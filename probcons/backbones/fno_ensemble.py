@@ -31,6 +31,7 @@ from probcons.backbones.ensemble import (
     gaussian_nll,
 )
 from probcons.backbones.members import MemberTask, load_members, restore_members
+from probcons.errors import UsageError
 from probcons.grid import Grid
 from probcons.operators import FNO2d
 from probcons.problems import get_problem
@@ -46,7 +47,7 @@ def _pair(value, name: str) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
     if not (isinstance(value, (tuple, list)) and len(value) == 2):
-        raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
+        raise UsageError(f"{name}: expected an int or a pair of ints, got {value!r}")
     return (check_positive_int(value[0], f"{name}[0]"), check_positive_int(value[1], f"{name}[1]"))
 
 
@@ -74,20 +75,20 @@ class FNOEnsembleConfig:
             or any(name not in INPUTS for name in inputs)
             or len(set(inputs)) < len(inputs)
         ):
-            raise ValueError(f"inputs: expected distinct names from {INPUTS}, got {self.inputs!r}")
+            raise UsageError(f"inputs: expected distinct names from {INPUTS}, got {self.inputs!r}")
         object.__setattr__(self, "inputs", inputs)
         object.__setattr__(self, "modes", _pair(self.modes, "modes"))
         object.__setattr__(self, "train_grid", _pair(self.train_grid, "train_grid"))
         for name in ("width", "layers", "projection_width"):
             check_positive_int(getattr(self, name), name)
         if not 0 <= float(self.padding_fraction) <= 1:
-            raise ValueError(
+            raise UsageError(
                 f"padding_fraction: expected a number in [0, 1], got {self.padding_fraction!r}"
             )
         if not float(self.min_variance) > 0:
-            raise ValueError(f"min_variance: expected a number > 0, got {self.min_variance!r}")
+            raise UsageError(f"min_variance: expected a number > 0, got {self.min_variance!r}")
         if not 0 <= float(self.beta) <= 1:
-            raise ValueError(f"beta: expected a number in [0, 1], got {self.beta!r}")
+            raise UsageError(f"beta: expected a number in [0, 1], got {self.beta!r}")
 
 
 class FNOMember(nn.Module):
@@ -126,7 +127,7 @@ class FNOEnsembleTask(MemberTask):
     def __post_init__(self) -> None:
         object.__setattr__(self, "problem", get_problem(self.problem).name)
         if not isinstance(self.config, FNOEnsembleConfig):
-            raise ValueError(
+            raise UsageError(
                 f"config: expected an FNOEnsembleConfig, got {type(self.config).__name__}"
             )
 
@@ -180,14 +181,14 @@ class FNOEnsembleTask(MemberTask):
 def check_domain_grid(problem, grid: Grid) -> None:
     """Raise unless `grid` is uniform in t and x and spans the problem's t_range and x_range."""
     if not isinstance(grid, Grid):
-        raise ValueError(f"grid: expected a probcons.grid.Grid, got {type(grid).__name__}")
+        raise UsageError(f"grid: expected a probcons.grid.Grid, got {type(grid).__name__}")
     for axis, values, (lo, hi) in (
         ("t", grid.t, problem.t_range),
         ("x", grid.x, problem.x_range),
     ):
         expected = torch.linspace(lo, hi, values.numel(), dtype=torch.float64)
         if values.numel() < 2 or (values - expected).abs().max() > UNIFORM_TOLERANCE * (hi - lo):
-            raise ValueError(
+            raise UsageError(
                 f"grid: expected {axis} uniform over [{lo:g}, {hi:g}] with at least 2 points "
                 f"(an FNO sees the whole domain), got {values.numel()} points over "
                 f"[{float(values[0]):g}, {float(values[-1]):g}]"
@@ -210,9 +211,9 @@ class FNOEnsembleBackbone:
     ) -> None:
         self.members = [m.eval() for m in _check_members(members, FNOMember)]
         if not isinstance(task, FNOEnsembleTask):
-            raise ValueError(f"task: expected an FNOEnsembleTask, got {type(task).__name__}")
+            raise UsageError(f"task: expected an FNOEnsembleTask, got {type(task).__name__}")
         if ddof not in (0, 1) or ddof >= len(self.members):
-            raise ValueError(f"ddof: expected 0, or 1 with at least 2 members, got {ddof!r}")
+            raise UsageError(f"ddof: expected 0, or 1 with at least 2 members, got {ddof!r}")
         self.task = task
         self.problem = task.problem
         self.ddof = ddof

@@ -50,6 +50,7 @@ from probcons.backbones.members import (
     restore_members,
 )
 from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.errors import UsageError
 from probcons.resources import checkpoint_path, shipped_checkpoints
 from probcons.validation import check_nonnegative, check_positive_int
 
@@ -90,11 +91,11 @@ class MemberTrainingOptions:
         for name in ("steps", "batch_size", "checkpoint_every", "threads"):
             check_positive_int(getattr(self, name), name)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+            raise UsageError(f"seed: expected an integer >= 0, got {self.seed!r}")
         if not float(self.learning_rate) > 0 or not math.isfinite(float(self.learning_rate)):
-            raise ValueError(f"learning_rate: expected a number > 0, got {self.learning_rate!r}")
+            raise UsageError(f"learning_rate: expected a number > 0, got {self.learning_rate!r}")
         if not 0 <= float(self.final_fraction) <= 1:
-            raise ValueError(
+            raise UsageError(
                 f"final_fraction: expected a number in [0, 1], got {self.final_fraction!r}"
             )
         check_nonnegative(self.weight_decay, "weight_decay")
@@ -123,7 +124,7 @@ def task_from_hyperparameters(backbone: str, hyperparameters: dict[str, Any]) ->
         return DeepEnsembleTask.from_hyperparameters(hyperparameters)
     if backbone == "fno-ensemble":
         return FNOEnsembleTask.from_hyperparameters(hyperparameters)
-    raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
+    raise UsageError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
 
 
 def member_seeds(seed: int, index: int) -> tuple[int, int]:
@@ -133,7 +134,7 @@ def member_seeds(seed: int, index: int) -> tuple[int, int]:
 
 def _check_task(task: Any) -> MemberTask:
     if not isinstance(task, MemberTask):
-        raise ValueError(f"task: expected a MemberTask, got {type(task).__name__}")
+        raise UsageError(f"task: expected a MemberTask, got {type(task).__name__}")
     return task
 
 
@@ -141,7 +142,7 @@ def _check_options(options: Any) -> MemberTrainingOptions:
     if options is None:
         return MemberTrainingOptions()
     if not isinstance(options, MemberTrainingOptions):
-        raise ValueError(
+        raise UsageError(
             f"options: expected a MemberTrainingOptions or None, got {type(options).__name__}"
         )
     return options
@@ -152,13 +153,13 @@ def _check_resumable(payload: dict, task: MemberTask, options: MemberTrainingOpt
     expected = {"backbone": task.backbone, "task": task.hyperparameters()}
     found = {"backbone": hyper.get("backbone"), "task": hyper.get("task")}
     if found != expected:
-        raise ValueError(
+        raise UsageError(
             f"resume: {str(path)!r} holds a member of {found}, not of {expected}; "
             "choose another directory"
         )
     stored = {k: v for k, v in hyper.get("training", {}).items() if k not in RESUMABLE_OPTIONS}
     if stored != options.identity():
-        raise ValueError(
+        raise UsageError(
             f"resume: {str(path)!r} was trained with options {stored}, got {options.identity()}; "
             "resume with the same options or choose another directory"
         )
@@ -191,7 +192,7 @@ def train_member(
     task = _check_task(task)
     options = _check_options(options)
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise ValueError(f"index: expected an integer >= 0, got {index!r}")
+        raise UsageError(f"index: expected an integer >= 0, got {index!r}")
     path = member_path(directory, index)
     weight_seed, batch_seed = member_seeds(options.seed, index)
     with torch.random.fork_rng(devices=[]):
@@ -204,7 +205,7 @@ def train_member(
     step, history, seconds, cpu_seconds = 0, [], 0.0, 0.0
     if path.exists():
         if not resume:
-            raise ValueError(
+            raise UsageError(
                 f"directory: {str(path)!r} exists; pass resume=True (--resume) to continue it "
                 "or choose another directory"
             )
@@ -264,7 +265,7 @@ def train_member(
         loss = task.loss(model, options.batch_size, generator)
         if not torch.isfinite(loss):
             bar.close()
-            raise ValueError(
+            raise UsageError(
                 f"training: member {index} reached a non-finite loss at step {step}; "
                 "lower learning_rate"
             )
@@ -344,10 +345,10 @@ def export_members(directory: str | Path, path: str | Path) -> Path:
     """Bundle the finished members of `directory` into one checkpoint file (no optimizer state)."""
     backbone, task, states, extra = load_members(directory)
     if Path(directory).is_file():
-        raise ValueError(f"directory: expected a run directory, got the file {str(directory)!r}")
+        raise UsageError(f"directory: expected a run directory, got the file {str(directory)!r}")
     path = Path(path)
     if path.suffix != ".pt":
-        raise ValueError(f"path: expected a file name ending in .pt, got {str(path)!r}")
+        raise UsageError(f"path: expected a file name ending in .pt, got {str(path)!r}")
     save_checkpoint(
         path,
         {"members": states},
@@ -376,7 +377,7 @@ class ShippedEnsembleBackbone:
 
     def __init__(self, backbone: str = "ensemble", **options) -> None:
         if backbone not in BACKBONE_KINDS:
-            raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
+            raise UsageError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
         self.name = backbone
         self.options = options
         self._loaded: dict[str, Any] = {}
@@ -386,7 +387,7 @@ class ShippedEnsembleBackbone:
         if name not in self._loaded:
             path = shipped_checkpoint(str(name), self.name)
             if not path.is_file():
-                raise ValueError(
+                raise UsageError(
                     f"problem: no shipped {self.name} checkpoint for {name!r} (expected "
                     f"{str(path)!r}); train one with `probcons train {name} --backbone "
                     f"{self.name} --export {path}`"
@@ -402,7 +403,7 @@ class ShippedEnsembleBackbone:
 def load_ensemble_backbone(backbone: str = "ensemble", checkpoint=None, **options):
     """`get_backbone` entry: the ensemble at `checkpoint`, or the shipped one of each problem."""
     if backbone not in BACKBONE_KINDS:
-        raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
+        raise UsageError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
     if checkpoint is None:
         return ShippedEnsembleBackbone(backbone, **options)
     return BACKBONE_CLASSES[backbone].from_checkpoint(checkpoint, **options)
@@ -414,7 +415,7 @@ def default_task(problem: str, backbone: str, **config) -> MemberTask:
         return DeepEnsembleTask(problem, EnsembleConfig(**config))
     if backbone == "fno-ensemble":
         return FNOEnsembleTask(problem, FNOEnsembleConfig(**config))
-    raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
+    raise UsageError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
 
 
 def load_or_train_ensemble(
@@ -437,12 +438,12 @@ def load_or_train_ensemble(
 
     name = get_problem(problem).name
     if backbone not in BACKBONE_KINDS:
-        raise ValueError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
+        raise UsageError(f"backbone: expected one of {BACKBONE_KINDS}, got {backbone!r}")
     path = Path(checkpoint) if checkpoint is not None else shipped_checkpoint(name, backbone)
     if path.exists():
         return backbone_from_checkpoint(path)
     if not train_missing:
-        raise ValueError(
+        raise UsageError(
             f"checkpoint: {str(path)!r} does not exist; pass train_missing=True to train it"
         )
     task = default_task(name, backbone, **(config or {}))
@@ -510,7 +511,7 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.train_grid is not None:
         parts = str(args.train_grid).lower().split("x")
         if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
-            raise ValueError(f"train_grid: expected NTxNX such as 64x64, got {args.train_grid!r}")
+            raise UsageError(f"train_grid: expected NTxNX such as 64x64, got {args.train_grid!r}")
         config["train_grid"] = (int(parts[0]), int(parts[1]))
     return config
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from probcons.checkpoint import load_checkpoint
+from probcons.errors import UsageError
 
 MEMBER_FILE = "member-{index:02d}.pt"
 MEMBER_GLOB = "member-*.pt"
@@ -63,9 +64,9 @@ def _load_member_file(path: Path) -> dict:
     payload = load_checkpoint(path)
     hyper = payload["hyperparameters"]
     if hyper.get("backbone") not in BACKBONE_KINDS or "task" not in hyper:
-        raise ValueError(f"checkpoint: {str(path)!r} holds no ensemble member")
+        raise UsageError(f"checkpoint: {str(path)!r} holds no ensemble member")
     if not payload["extra"].get("done", False):
-        raise ValueError(
+        raise UsageError(
             f"checkpoint: member {str(path)!r} stopped at step {payload['extra'].get('step')}; "
             "finish it with resume=True (--resume)"
         )
@@ -82,13 +83,13 @@ def load_members(
     if path.is_dir():
         files = sorted(path.glob(MEMBER_GLOB))
         if not files:
-            raise ValueError(f"path: no {MEMBER_GLOB} files in {str(path)!r}")
+            raise UsageError(f"path: no {MEMBER_GLOB} files in {str(path)!r}")
         payloads = [_load_member_file(file) for file in files]
         first = payloads[0]["hyperparameters"]
         for file, payload in zip(files, payloads, strict=True):
             hyper = payload["hyperparameters"]
             if (hyper["backbone"], hyper["task"]) != (first["backbone"], first["task"]):
-                raise ValueError(
+                raise UsageError(
                     f"path: {str(file)!r} belongs to another ensemble than {str(files[0])!r}"
                 )
         extra = {
@@ -104,7 +105,7 @@ def load_members(
         payload = load_checkpoint(path)
         hyper = payload["hyperparameters"]
         if hyper.get("backbone") not in BACKBONE_KINDS or "members" not in payload["state"]:
-            raise ValueError(f"path: {str(path)!r} is not an ensemble bundle or member directory")
+            raise UsageError(f"path: {str(path)!r} is not an ensemble bundle or member directory")
         found = (
             hyper["backbone"],
             hyper["task"],
@@ -112,7 +113,7 @@ def load_members(
             payload["extra"],
         )
     if backbone is not None and found[0] != backbone:
-        raise ValueError(f"checkpoint: expected a {backbone} checkpoint, got a {found[0]} one")
+        raise UsageError(f"checkpoint: expected a {backbone} checkpoint, got a {found[0]} one")
     return found
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from probcons.constraints.finite_difference import derivative_weights
+from probcons.errors import UsageError
 from probcons.validation import check_positive_int
 
 KINDS = ("dirichlet", "neumann", "periodic")
@@ -32,16 +33,16 @@ class BoundaryCondition:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"kind: expected one of {KINDS}, got {self.kind!r}")
+            raise UsageError(f"kind: expected one of {KINDS}, got {self.kind!r}")
         sides = tuple(self.sides)
         if not sides or len(set(sides)) != len(sides) or any(s not in SIDES for s in sides):
-            raise ValueError(f"sides: expected a non-empty subset of {SIDES}, got {self.sides!r}")
+            raise UsageError(f"sides: expected a non-empty subset of {SIDES}, got {self.sides!r}")
         object.__setattr__(self, "sides", tuple(s for s in SIDES if s in sides))
         if self.kind == "periodic" and self.sides != SIDES:
-            raise ValueError(f"sides: a periodic condition couples both ends, got {self.sides!r}")
+            raise UsageError(f"sides: a periodic condition couples both ends, got {self.sides!r}")
         if self.kind == "neumann":
             if self.step is None or not float(self.step) > 0:
-                raise ValueError(
+                raise UsageError(
                     f"step: expected the grid step h > 0 for Neumann, got {self.step!r}"
                 )
             check_positive_int(self.order, "order")
@@ -70,7 +71,7 @@ class BoundaryCondition:
     def rows(self, n: int, length: int | None = None) -> tuple[torch.Tensor, list[int]]:
         """(R (r, length) float64, anchors) for a field of n physical nodes stored in `length` >= n."""
         if n < self.minimum_nodes():
-            raise ValueError(f"n: expected at least {self.minimum_nodes()} nodes, got {n}")
+            raise UsageError(f"n: expected at least {self.minimum_nodes()} nodes, got {n}")
         length = n if length is None else length
         if self.kind == "periodic":
             rows = torch.zeros(1, length, dtype=torch.float64)
@@ -97,7 +98,7 @@ class BoundaryCondition:
         try:
             return data.expand(shape)
         except RuntimeError as error:
-            raise ValueError(
+            raise UsageError(
                 f"data: expected a tensor broadcastable to {shape}, got {tuple(data.shape)}"
             ) from error
 

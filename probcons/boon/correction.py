@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from probcons.boon.conditions import BoundaryCondition
+from probcons.errors import UsageError
 from probcons.operators.fno import FNO1d, FourierLayer
 from probcons.operators.spectral import SpectralConv1d
 
@@ -102,11 +103,11 @@ class CorrectedFourierLayer(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(layer, FourierLayer) or not isinstance(layer.spectral, SpectralConv1d):
-            raise ValueError(f"layer: expected a 1-D FourierLayer, got {type(layer).__name__}")
+            raise UsageError(f"layer: expected a 1-D FourierLayer, got {type(layer).__name__}")
         if layer.spectral.in_channels != layer.spectral.out_channels:
-            raise ValueError("layer: the correction needs as many output as input channels")
+            raise UsageError("layer: the correction needs as many output as input channels")
         if not isinstance(condition, BoundaryCondition):
-            raise ValueError(
+            raise UsageError(
                 f"condition: expected a BoundaryCondition, got {type(condition).__name__}"
             )
         self.layer = layer
@@ -229,9 +230,9 @@ class BoonFNO1d(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(operator, FNO1d):
-            raise ValueError(f"operator: expected an FNO1d, got {type(operator).__name__}")
+            raise UsageError(f"operator: expected an FNO1d, got {type(operator).__name__}")
         if not isinstance(periodic_layers, str) or periodic_layers not in PERIODIC_LAYERS:
-            raise ValueError(
+            raise UsageError(
                 f"periodic_layers: expected one of {PERIODIC_LAYERS}, got {periodic_layers!r}"
             )
         self.operator = operator
@@ -288,7 +289,7 @@ class BoonFNO1d(nn.Module):
         self.operator._check_input(a)
         n = a.shape[-1]
         if n < self.condition.minimum_nodes():
-            raise ValueError(
+            raise UsageError(
                 f"a: expected at least {self.condition.minimum_nodes()} nodes, got {n}"
             )
         if self.on_period:

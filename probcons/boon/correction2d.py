@@ -40,6 +40,7 @@ from torch import nn
 
 from probcons.boon.conditions import BoundaryCondition
 from probcons.boon.correction import MAX_CONDITION, BoundaryCorrectionError
+from probcons.errors import UsageError
 from probcons.operators.fno import FNO2d, FourierLayer
 from probcons.operators.spectral import SpectralConv2d
 
@@ -81,11 +82,11 @@ class BoundaryCondition2d:
         for name in ("x", "y"):
             condition = getattr(self, name)
             if not isinstance(condition, BoundaryCondition):
-                raise ValueError(
+                raise UsageError(
                     f"{name}: expected a BoundaryCondition, got {type(condition).__name__}"
                 )
             if condition.kind == "periodic":
-                raise ValueError(f"{name}: expected a Dirichlet or Neumann condition, got periodic")
+                raise UsageError(f"{name}: expected a Dirichlet or Neumann condition, got periodic")
 
     def along(self, axis: int) -> BoundaryCondition:
         return self.x if axis == 0 else self.y
@@ -96,7 +97,7 @@ class BoundaryCondition2d:
     def check_shape(self, shape: tuple[int, ...], name: str = "u") -> None:
         need = self.minimum_nodes()
         if len(shape) != 4 or shape[-2] < need[0] or shape[-1] < need[1]:
-            raise ValueError(
+            raise UsageError(
                 f"{name}: expected (batch, channels, n1 >= {need[0]}, n2 >= {need[1]}),"
                 f" got {tuple(shape)}"
             )
@@ -112,7 +113,7 @@ class BoundaryCondition2d:
             return value.expand(shape)
         except RuntimeError as error:
             side = "g_x" if axis == 0 else "g_y"
-            raise ValueError(
+            raise UsageError(
                 f"data: expected {side} broadcastable to {shape}, got {tuple(value.shape)}"
             ) from error
 
@@ -196,15 +197,15 @@ class CorrectedFourierLayer2d(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(layer, FourierLayer) or not isinstance(layer.spectral, SpectralConv2d):
-            raise ValueError(f"layer: expected a 2-D FourierLayer, got {type(layer).__name__}")
+            raise UsageError(f"layer: expected a 2-D FourierLayer, got {type(layer).__name__}")
         if layer.spectral.in_channels != layer.spectral.out_channels:
-            raise ValueError("layer: the correction needs as many output as input channels")
+            raise UsageError("layer: the correction needs as many output as input channels")
         if not isinstance(condition, BoundaryCondition) or condition.kind == "periodic":
-            raise ValueError(
+            raise UsageError(
                 f"condition: expected a Dirichlet or Neumann condition, got {condition!r}"
             )
         if axis not in AXES:
-            raise ValueError(f"axis: expected one of {AXES}, got {axis!r}")
+            raise UsageError(f"axis: expected one of {AXES}, got {axis!r}")
         self.layer = layer
         self.condition = condition
         self.axis = axis
@@ -296,16 +297,16 @@ class BoonFNO2d(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(operator, FNO2d):
-            raise ValueError(f"operator: expected an FNO2d, got {type(operator).__name__}")
+            raise UsageError(f"operator: expected an FNO2d, got {type(operator).__name__}")
         if not isinstance(condition, BoundaryCondition2d):
-            raise ValueError(
+            raise UsageError(
                 f"condition: expected a BoundaryCondition2d, got {type(condition).__name__}"
             )
         axes = tuple(axes)
         if not axes or any(axis not in AXES for axis in axes):
-            raise ValueError(f"axes: expected a non-empty sequence of 0 and 1, got {axes!r}")
+            raise UsageError(f"axes: expected a non-empty sequence of 0 and 1, got {axes!r}")
         if skip and operator.in_channels < operator.out_channels:
-            raise ValueError("skip: needs at least as many input as output channels")
+            raise UsageError("skip: needs at least as many input as output channels")
         self.operator = operator
         self.condition = condition
         self.axes = axes

@@ -25,6 +25,7 @@ from probcons.boon.training import TrainingConfig, predict, train_model
 from probcons.conditioning import condition
 from probcons.constraints import conservation_constraint, neumann_constraint
 from probcons.covariance import LowRankCovariance
+from probcons.errors import UsageError
 from probcons.grid import Grid
 from probcons.metrics import gaussian_interval_coverage
 from probcons.prediction import GaussianPrediction
@@ -44,13 +45,13 @@ def calibrated_noise_variance(
     only decreases).
     """
     if members.dim() < 2 or members.shape[0] < 2 or members.shape[1:] != targets.shape:
-        raise ValueError(
+        raise UsageError(
             "members, targets: expected (E >= 2, *shape) and (*shape),"
             f" got {tuple(members.shape)} and {tuple(targets.shape)}"
         )
     floor = check_nonnegative(floor, "floor")
     if floor <= 0:
-        raise ValueError(f"floor: expected a variance > 0, got {floor!r}")
+        raise UsageError(f"floor: expected a variance > 0, got {floor!r}")
     members, targets = members.to(torch.float64), targets.to(torch.float64)
     squared = ((members.mean(0) - targets) ** 2).flatten()
     spread = members.var(0, unbiased=True).flatten()
@@ -83,7 +84,7 @@ class BoonEnsemble:
         noise_variance: float = NOISE_VARIANCE,
     ) -> None:
         if len(models) < 2:
-            raise ValueError(f"models: expected at least 2 ensemble members, got {len(models)}")
+            raise UsageError(f"models: expected at least 2 ensemble members, got {len(models)}")
         self.models = list(models)
         self.kind = kind
         self.problem = problem

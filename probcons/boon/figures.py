@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from probcons.boon.problems import OperatorData, OperatorProblem
+from probcons.errors import UsageError
 
 BAND = 0.2  # fraction of the domain shown next to each end
 
@@ -47,7 +48,7 @@ def plot_boundary_profiles(
 def boundary_derivatives(problem: OperatorProblem, u: torch.Tensor) -> torch.Tensor:
     """[u_x(x_0), u_x(x_{N-1})] per sample and output time, (n, m, 2), with the condition's stencil."""
     if problem.condition.kind != "neumann" or problem.condition.sides != ("left", "right"):
-        raise ValueError(
+        raise UsageError(
             "problem: expected a Neumann condition on both ends, got"
             f" {problem.condition.kind} on {problem.condition.sides}"
         )
@@ -72,7 +73,7 @@ def plot_insulator(
     import matplotlib.pyplot as plt
 
     if data.boundary is None:
-        raise ValueError("data: expected boundary data (Neumann values), got None")
+        raise UsageError("data: expected boundary data (Neumann values), got None")
     if channel is None:
         channel = int(data.boundary[sample, :, -1].abs().argmax())
     x, t = problem.x.numpy(), problem.times.numpy()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from probcons.boon.conditions import BoundaryCondition, dirichlet, neumann, periodic
+from probcons.errors import UsageError
 from probcons.solvers import (
     gaussian_random_field,
     solve_burgers_dirichlet,
@@ -190,7 +191,7 @@ def _times(end: float, n_times: int) -> torch.Tensor:
 def make_problem(name: str, n_x: int = 65, n_times: int | None = None) -> OperatorProblem:
     """The problem `name` on n_x nodes over [0, 1] with n_times output times (default per problem)."""
     if name not in OPERATOR_PROBLEMS:
-        raise ValueError(f"name: expected one of {sorted(OPERATOR_PROBLEMS)}, got {name!r}")
+        raise UsageError(f"name: expected one of {sorted(OPERATOR_PROBLEMS)}, got {name!r}")
     check_positive_int(n_x, "n_x")
     defaults = {
         "heat-neumann": 10,
@@ -238,7 +239,7 @@ def make_problem(name: str, n_x: int = 65, n_times: int | None = None) -> Operat
         )
     if name == "burgers-periodic":
         if BURGERS["periodic_nodes"] % (n_x - 1):
-            raise ValueError(
+            raise UsageError(
                 f"n_x: expected n_x - 1 to divide {BURGERS['periodic_nodes']}, got {n_x}"
             )
         return OperatorProblem(

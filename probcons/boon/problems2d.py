@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from probcons.boon.correction2d import BoundaryCondition2d, dirichlet2d, neumann2d
+from probcons.errors import UsageError
 from probcons.validation import check_positive_int
 
 
@@ -153,13 +154,13 @@ def make_problem2d(
     velocity's central-difference divergence is round-off at any n).
     """
     if name not in OPERATOR_PROBLEMS_2D:
-        raise ValueError(f"name: expected one of {sorted(OPERATOR_PROBLEMS_2D)}, got {name!r}")
+        raise UsageError(f"name: expected one of {sorted(OPERATOR_PROBLEMS_2D)}, got {name!r}")
     n = check_positive_int(n, "n")
     if n < 8:
-        raise ValueError(f"n: expected at least 8 nodes per side, got {n}")
+        raise UsageError(f"n: expected at least 8 nodes per side, got {n}")
     check_positive_int(n_steps, "n_steps")
     if not (isinstance(t_end, (int, float)) and t_end > 0):
-        raise ValueError(f"t_end: expected a positive number, got {t_end!r}")
+        raise UsageError(f"t_end: expected a positive number, got {t_end!r}")
     h = 1.0 / (n - 1)
     if name == "cavity":
         parameters = dict(CAVITY)
@@ -169,7 +170,7 @@ def make_problem2d(
             if isinstance(reynolds, bool) or not (
                 isinstance(reynolds, (int, float)) and math.isfinite(reynolds) and reynolds > 0
             ):
-                raise ValueError(f"reynolds: expected a positive number, got {reynolds!r}")
+                raise UsageError(f"reynolds: expected a positive number, got {reynolds!r}")
             parameters["reynolds"] = float(reynolds)
         return OperatorProblem2d(
             name,

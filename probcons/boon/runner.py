@@ -20,6 +20,7 @@ from probcons.boon.ensemble import BoonEnsemble, conserve, heat_constraints
 from probcons.boon.problems import OPERATOR_PROBLEMS, make_problem
 from probcons.boon.problems2d import OPERATOR_PROBLEMS_2D, make_problem2d
 from probcons.boon.training import TrainingConfig, config_dict, evaluate, predict, train_model
+from probcons.errors import UsageError
 from probcons.io import write_json
 from probcons.validation import check_positive_int
 
@@ -88,9 +89,9 @@ def run_operator_problem(
         )
     if problem not in OPERATOR_PROBLEMS:
         known = sorted(OPERATOR_PROBLEMS) + sorted(OPERATOR_PROBLEMS_2D)
-        raise ValueError(f"problem: expected one of {known}, got {problem!r}")
+        raise UsageError(f"problem: expected one of {known}, got {problem!r}")
     if backbone not in BACKBONES:
-        raise ValueError(f"backbone: expected one of {sorted(BACKBONES)}, got {backbone!r}")
+        raise UsageError(f"backbone: expected one of {sorted(BACKBONES)}, got {backbone!r}")
     n_train = 200 if n_train is None else n_train
     n_test = 100 if n_test is None else n_test
     config, out_dir = _prepare(
@@ -207,11 +208,11 @@ def run_operator_problem2d(
     from probcons.checkpoint import save_checkpoint
 
     if problem not in OPERATOR_PROBLEMS_2D:
-        raise ValueError(
+        raise UsageError(
             f"problem: expected one of {sorted(OPERATOR_PROBLEMS_2D)}, got {problem!r}"
         )
     if backbone not in BACKBONES_2D:
-        raise ValueError(
+        raise UsageError(
             f"backbone: expected one of {list(BACKBONES_2D)} for {problem}, got {backbone!r}"
         )
     config, out_dir = _prepare(

@@ -36,6 +36,7 @@ from torch import nn
 from probcons import distributed
 from probcons.boon.correction import BoonFNO1d
 from probcons.boon.problems import OperatorData, OperatorProblem
+from probcons.errors import UsageError
 from probcons.operators.fno import FNO1d
 from probcons.validation import check_in_interval, check_positive_int
 
@@ -78,13 +79,13 @@ class TrainingConfig:
         ):
             check_positive_int(getattr(self, name), name)
         if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
-            raise ValueError(f"padding: expected an integer >= 0, got {self.padding!r}")
+            raise UsageError(f"padding: expected an integer >= 0, got {self.padding!r}")
         if (
             not self.learning_rate > 0
             or not self.weight_decay >= 0
             or not 0 < self.decay_factor <= 1
         ):
-            raise ValueError(
+            raise UsageError(
                 "learning_rate, weight_decay, decay_factor: expected > 0, >= 0 and in (0, 1],"
                 f" got {self.learning_rate}, {self.weight_decay}, {self.decay_factor}"
             )
@@ -101,7 +102,7 @@ class TrainingConfig:
 
 def check_kind(kind: str) -> str:
     if kind not in MODEL_KINDS:
-        raise ValueError(f"kind: expected one of {MODEL_KINDS}, got {kind!r}")
+        raise UsageError(f"kind: expected one of {MODEL_KINDS}, got {kind!r}")
     return kind
 
 

@@ -32,6 +32,7 @@ from probcons.boon.training import (
     relative_l2,
 )
 from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.errors import UsageError
 from probcons.operators.fno import FNO2d
 
 BOUNDARY_BAND = 0.05  # fraction of the side next to each wall left out of the interior metric
@@ -59,7 +60,7 @@ class TrainingConfig2d(TrainingConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.correction_warmup != 0:
-            raise ValueError(
+            raise UsageError(
                 "correction_warmup: the 2-D BOON corrects its layers at full strength from the"
                 f" first step; expected 0, got {self.correction_warmup!r}"
             )
@@ -175,7 +176,7 @@ def train_model2d(
             saved["extra"].get("config") != config_dict(config)
             or saved["extra"].get("kind") != kind
         ):
-            raise ValueError(
+            raise UsageError(
                 f"checkpoint: {str(checkpoint)!r} was written for another kind or configuration"
             )
         model.load_state_dict(saved["state"]["model"])

@@ -5,8 +5,8 @@ and `handle`. Building the parser imports nothing heavy: `probcons --help` and
 `probcons run --help` load neither torch nor the runner.
 
 Errors: bad input (UsageError, ModelError, SingularConstraintError — the rows a user's model
-asked for cannot be conditioned on —, a parse error and, until the package raises UsageError
-everywhere, a plain ValueError) gives one line `probcons: error: ...` on stderr and exit
+asked for cannot be conditioned on —, a parse error, and a plain ValueError that a library
+underneath raised on a user's data) gives one line `probcons: error: ...` on stderr and exit
 status 2; `probcons --debug ...` raises it instead, with its traceback. Any other exception is
 a bug and keeps its traceback; Ctrl-C exits with 130.
 """
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def is_usage_error(error: BaseException) -> bool:
-    """Bad input: UsageError, ModelError, SingularConstraintError, or (for now) a ValueError
-    that is no ProbconsError."""
+    """Bad input: UsageError, ModelError, SingularConstraintError, or a ValueError raised by a
+    library underneath (probcons itself raises only its own classes)."""
     if isinstance(error, UsageError | ModelError | SingularConstraintError):
         return True
     return isinstance(error, ValueError) and not isinstance(error, ProbconsError)

@@ -6,6 +6,7 @@ import torch
 
 from probcons.constraints.finite_difference import derivative_weights
 from probcons.constraints.linear import LinearConstraint
+from probcons.errors import UsageError
 from probcons.grid import Grid, check_grid
 from probcons.validation import as_float64_tensor, check_nonnegative
 
@@ -17,14 +18,14 @@ def _boundary_values(value, grid: Grid, name: str) -> torch.Tensor:
         return values.expand(grid.n_t).clone()
     values = values.reshape(-1)
     if values.numel() != grid.n_t:
-        raise ValueError(f"{name}: expected a scalar or {grid.n_t} values, got {values.numel()}")
+        raise UsageError(f"{name}: expected a scalar or {grid.n_t} values, got {values.numel()}")
     return values
 
 
 def _rows(grid: Grid, sides: dict[str, tuple[torch.Tensor, torch.Tensor]], noise_std: float):
     """Assemble rows from {side: (stencil (n_x,), values (n_t,))}."""
     if not sides:
-        raise ValueError("left, right: expected at least one boundary value, got None for both")
+        raise UsageError("left, right: expected at least one boundary value, got None for both")
     noise_std = check_nonnegative(noise_std, "noise_std")
     names = tuple(sides)
     weights = torch.stack([stencil for stencil, _ in sides.values()])
@@ -53,7 +54,7 @@ def neumann_constraint(grid: Grid, left=None, right=None, order: int = 2, noise_
     """One-sided u_x(t_j, x_boundary) = g_j with a stencil of `order` + 1 nodes (error O(h^order))."""
     check_grid(grid)
     if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order < grid.n_x:
-        raise ValueError(f"order: expected an integer in [1, {grid.n_x - 1}], got {order!r}")
+        raise UsageError(f"order: expected an integer in [1, {grid.n_x - 1}], got {order!r}")
     sides = {}
     for side, value in (("left", left), ("right", right)):
         if value is None:

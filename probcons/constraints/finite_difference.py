@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from probcons.errors import UsageError
+
 
 def derivative_weights(nodes: torch.Tensor, at: float, order: int = 1) -> torch.Tensor:
     """Weights c with sum_j c_j f(nodes_j) = f^(order)(at) + O(h^(len(nodes) - order)).
@@ -15,7 +17,7 @@ def derivative_weights(nodes: torch.Tensor, at: float, order: int = 1) -> torch.
     offsets = nodes.to(torch.float64) - float(at)
     n = offsets.numel()
     if n <= order:
-        raise ValueError(f"nodes: expected more than {order} nodes, got {n}")
+        raise UsageError(f"nodes: expected more than {order} nodes, got {n}")
     scale = offsets.abs().max()
     powers = torch.arange(n, dtype=torch.float64)
     vandermonde = (offsets[None, :] / scale) ** powers[:, None]

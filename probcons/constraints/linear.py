@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.validation import as_float64_tensor, check_shape, describe
 
 
@@ -19,7 +20,7 @@ def _broadcast(tensor: torch.Tensor, shape: tuple[int, ...], name: str) -> torch
     try:
         return torch.broadcast_to(tensor, shape).clone()
     except RuntimeError:
-        raise ValueError(
+        raise UsageError(
             f"{name}: expected shape {tuple(shape)} or one that broadcasts to it, "
             f"got {tuple(tensor.shape)}"
         ) from None
@@ -41,7 +42,7 @@ class LinearConstraint:
     def __post_init__(self) -> None:
         weights = as_float64_tensor(self.weights, "weights")
         if weights.dim() != 3:
-            raise ValueError(f"weights: expected shape (n_t, r, n_x), got {describe(weights)}")
+            raise UsageError(f"weights: expected shape (n_t, r, n_x), got {describe(weights)}")
         n_t, r, _ = weights.shape
         values = as_float64_tensor(self.values, "values")
         if values.dim() == 1 and r == 1:
@@ -50,10 +51,10 @@ class LinearConstraint:
         noise = as_float64_tensor(self.noise_std, "noise_std")
         noise = _broadcast(noise, (n_t, r), "noise_std")
         if bool((noise < 0).any()):
-            raise ValueError(f"noise_std: expected values >= 0, got minimum {float(noise.min())}")
+            raise UsageError(f"noise_std: expected values >= 0, got minimum {float(noise.min())}")
         names = tuple(self.names) or tuple(f"row{k}" for k in range(r))
         if len(names) != r:
-            raise ValueError(f"names: expected {r} row names, got {len(names)}")
+            raise UsageError(f"names: expected {r} row names, got {len(names)}")
         object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "noise_std", noise)
@@ -98,7 +99,7 @@ class LinearConstraint:
         parts = (self, *others)
         for index, other in enumerate(others):
             if (other.n_t, other.n_x) != (self.n_t, self.n_x):
-                raise ValueError(
+                raise UsageError(
                     f"others[{index}]: expected a constraint on a grid of shape "
                     f"({self.n_t}, {self.n_x}), got ({other.n_t}, {other.n_x})"
                 )
@@ -145,7 +146,7 @@ def dense_constraint(
     """A general G (m, n) on a field with a single slice (n_t = 1, r = m)."""
     matrix = as_float64_tensor(matrix, "matrix")
     if matrix.dim() != 2:
-        raise ValueError(f"matrix: expected shape (m, n), got {describe(matrix)}")
+        raise UsageError(f"matrix: expected shape (m, n), got {describe(matrix)}")
     values = as_float64_tensor(values, "values").reshape(1, -1)
     noise = as_float64_tensor(noise_std, "noise_std")
     noise = _broadcast(noise, (matrix.shape[0],), "noise_std").reshape(1, -1)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.errors import UsageError
 from probcons.operators.spectral import SpectralConv1d, SpectralConv2d
 from probcons.validation import check_positive_int
 
@@ -29,19 +30,19 @@ FEATURES_PER_AXIS = {"linear": 1, "periodic": 2, "none": 0}
 
 def _check_nonnegative_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+        raise UsageError(f"{name}: expected an integer >= 0, got {value!r}")
     return value
 
 
 def _check_coordinates(coordinates: str) -> str:
     if coordinates not in COORDINATES:
-        raise ValueError(f"coordinates: expected one of {COORDINATES}, got {coordinates!r}")
+        raise UsageError(f"coordinates: expected one of {COORDINATES}, got {coordinates!r}")
     return coordinates
 
 
 def _check_activation(activation: str) -> str:
     if activation not in ACTIVATIONS:
-        raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        raise UsageError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
     return activation
 
 
@@ -82,12 +83,12 @@ class _FNO(nn.Module):
     # -- pieces, reused by the boundary-corrected wrappers -------------------------------------
     def _check_input(self, a: torch.Tensor) -> None:
         if not isinstance(a, torch.Tensor) or a.dim() != self.dimension + 2:
-            raise ValueError(
+            raise UsageError(
                 f"a: expected a tensor (batch, channels, *grid) with {self.dimension} grid axes,"
                 f" got {a.shape if isinstance(a, torch.Tensor) else type(a).__name__}"
             )
         if a.shape[1] != self.in_channels:
-            raise ValueError(f"a: expected {self.in_channels} channels, got {a.shape[1]}")
+            raise UsageError(f"a: expected {self.in_channels} channels, got {a.shape[1]}")
 
     def coordinates(self, a: torch.Tensor) -> torch.Tensor:
         """Grid features, (batch, features, *grid); see COORDINATES."""
@@ -137,7 +138,7 @@ class _FNO(nn.Module):
     def load(cls, path: str | os.PathLike) -> _FNO:
         model = load_operator(path)
         if not isinstance(model, cls):
-            raise ValueError(
+            raise UsageError(
                 f"path: expected a {cls.__name__} checkpoint, got {type(model).__name__}"
             )
         return model
@@ -206,7 +207,7 @@ class FNO2d(_FNO):
         if isinstance(modes, int):
             modes = (modes, modes)
         if not (isinstance(modes, (tuple, list)) and len(modes) == 2):
-            raise ValueError(f"modes: expected an int or a pair of ints, got {modes!r}")
+            raise UsageError(f"modes: expected an int or a pair of ints, got {modes!r}")
         self.modes = (
             check_positive_int(modes[0], "modes[0]"),
             check_positive_int(modes[1], "modes[1]"),
@@ -215,7 +216,7 @@ class FNO2d(_FNO):
             padding = (padding, padding)
         self.padding = tuple(_check_nonnegative_int(p, "padding") for p in padding)
         if len(self.padding) != 2:
-            raise ValueError(f"padding: expected an int or a pair of ints, got {padding!r}")
+            raise UsageError(f"padding: expected an int or a pair of ints, got {padding!r}")
         self.coordinates_name = _check_coordinates(coordinates)
         self._build(in_channels, out_channels, width, layers, projection_width, activation)
 
@@ -246,7 +247,7 @@ def build_operator(hyperparameters: dict[str, Any]) -> _FNO:
     options = dict(hyperparameters)
     name = options.pop("class", None)
     if name not in OPERATOR_CLASSES:
-        raise ValueError(
+        raise UsageError(
             f"hyperparameters['class']: expected one of {sorted(OPERATOR_CLASSES)}, got {name!r}"
         )
     if name == "FNO2d":

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from probcons.errors import UsageError
 from probcons.validation import check_positive_int
 
 
@@ -70,7 +71,7 @@ class SpectralConv2d(nn.Module):
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.out_channels = check_positive_int(out_channels, "out_channels")
         if not (isinstance(modes, (tuple, list)) and len(modes) == 2):
-            raise ValueError(f"modes: expected a pair of positive integers, got {modes!r}")
+            raise UsageError(f"modes: expected a pair of positive integers, got {modes!r}")
         self.modes = (
             check_positive_int(modes[0], "modes[0]"),
             check_positive_int(modes[1], "modes[1]"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from probcons.errors import UsageError
 from probcons.problems.base import Problem
 from probcons.problems.contexts import Contexts, sample_contexts, sample_targets
 from probcons.problems.gpme import Diffusion, PorousMedium, Stefan, StefanConstants
@@ -15,7 +16,7 @@ def get_problem(name: str) -> Problem:
     """The registered problem called `name` (one of the keys of `PROBLEMS`)."""
     if not isinstance(name, str) or name not in PROBLEMS:
         choices = ", ".join(repr(key) for key in PROBLEMS)
-        raise ValueError(f"name: expected one of {choices}, got {name!r}")
+        raise UsageError(f"name: expected one of {choices}, got {name!r}")
     return PROBLEMS[name]
 
 

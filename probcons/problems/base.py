@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.grid import Grid
 from probcons.validation import as_float64_tensor, check_positive_int, describe
 
@@ -21,7 +22,7 @@ from probcons.validation import as_float64_tensor, check_positive_int, describe
 def check_generator(generator: Any) -> torch.Generator | None:
     """A `torch.Generator` or None (None: torch's global random state)."""
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(
+        raise UsageError(
             f"generator: expected a torch.Generator or None, got {describe(generator)}"
         )
     return generator
@@ -44,7 +45,7 @@ def as_times(t: Any) -> torch.Tensor:
     """Times as a finite float64 tensor with t >= 0 (the exact solutions start at t = 0)."""
     times = as_float64(t, "t")
     if bool((times < 0).any()):
-        raise ValueError(f"t: expected times >= 0, got minimum {float(times.min())!r}")
+        raise UsageError(f"t: expected times >= 0, got minimum {float(times.min())!r}")
     return times
 
 
@@ -52,7 +53,7 @@ def as_time_scalar(t: Any) -> float:
     """One time t >= 0 as a float (a number or a one-element tensor)."""
     times = as_times(t)
     if times.numel() != 1:
-        raise ValueError(f"t: expected a single time, got {describe(times)}")
+        raise UsageError(f"t: expected a single time, got {describe(times)}")
     return float(times.reshape(-1)[0])
 
 
@@ -63,7 +64,7 @@ def as_time_space(t: Any, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         return torch.broadcast_tensors(times, positions)
     except RuntimeError as error:
-        raise ValueError(
+        raise UsageError(
             f"t, x: expected broadcastable shapes, got {tuple(times.shape)} and "
             f"{tuple(positions.shape)}"
         ) from error
@@ -127,13 +128,13 @@ class Problem(ABC):
         name = self.parameter_name
         lo, hi = self.parameter_domain
         if isinstance(value, bool) or isinstance(value, str):
-            raise ValueError(f"{name}: expected a real number, got {describe(value)}")
+            raise UsageError(f"{name}: expected a real number, got {describe(value)}")
         try:
             number = float(value)
         except (TypeError, ValueError, RuntimeError) as error:
-            raise ValueError(f"{name}: expected a real number, got {describe(value)}") from error
+            raise UsageError(f"{name}: expected a real number, got {describe(value)}") from error
         if not (lo < number < hi):  # also rejects NaN
-            raise ValueError(f"{name}: expected a value in ({lo:g}, {hi:g}), got {value!r}")
+            raise UsageError(f"{name}: expected a value in ({lo:g}, {hi:g}), got {value!r}")
         return number
 
     def solution(self, t: Any, x: Any, parameter: Any) -> torch.Tensor:

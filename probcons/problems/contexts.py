@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.problems.base import Problem, as_float64, check_generator
 from probcons.validation import check_positive_int, describe
 
@@ -23,11 +24,11 @@ class Contexts:
         for name in ("t", "x", "u"):
             values = as_float64(getattr(self, name), name)
             if values.dim() != 1:
-                raise ValueError(f"{name}: expected a 1-D array, got {describe(values)}")
+                raise UsageError(f"{name}: expected a 1-D array, got {describe(values)}")
             object.__setattr__(self, name, values)
         lengths = {name: getattr(self, name).numel() for name in ("t", "x", "u")}
         if len(set(lengths.values())) != 1:
-            raise ValueError(f"t, x, u: expected equal lengths, got {lengths}")
+            raise UsageError(f"t, x, u: expected equal lengths, got {lengths}")
 
     def __len__(self) -> int:
         return self.t.numel()
@@ -39,7 +40,7 @@ class Contexts:
 
 def _check_problem(problem: Any) -> Problem:
     if not isinstance(problem, Problem):
-        raise ValueError(f"problem: expected a probcons Problem, got {describe(problem)}")
+        raise UsageError(f"problem: expected a probcons Problem, got {describe(problem)}")
     return problem
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from arviz.stats.ecdf_utils import ecdf_confidence_band
 
+from probcons.errors import UsageError
 from probcons.metrics import central_interval
 from probcons.validation import check_positive_int
 
@@ -32,7 +33,7 @@ def randomized_pit(
 ) -> torch.Tensor:
     """PIT values (...) of `truth` (...) under the ensemble `samples` (D, ...); ties randomized."""
     if samples.dim() < 1 or tuple(samples.shape[1:]) != tuple(truth.shape):
-        raise ValueError(
+        raise UsageError(
             f"samples: expected shape (n_draws, *{tuple(truth.shape)}), got {tuple(samples.shape)}"
         )
     below = (samples < truth).sum(dim=0, dtype=torch.float64)
@@ -118,9 +119,9 @@ def pit_uniformity(
     """
     values = np.sort(np.asarray(pit, dtype=np.float64).reshape(-1))
     if values.size == 0 or not ((values >= 0) & (values <= 1)).all():
-        raise ValueError(f"pit: expected a non-empty array of values in [0, 1], got {values.size}")
+        raise UsageError(f"pit: expected a non-empty array of values in [0, 1], got {values.size}")
     if not 0.0 < probability < 1.0:
-        raise ValueError(f"probability: expected a number in (0, 1), got {probability!r}")
+        raise UsageError(f"probability: expected a number in (0, 1), got {probability!r}")
     check_positive_int(n_eval, "n_eval")
     eval_points, lower, upper = _uniform_band(values.size, n_eval, float(probability))
     ecdf = np.searchsorted(values, eval_points, side="right") / values.size

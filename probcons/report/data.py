@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from probcons.errors import UsageError
 from probcons.grid import Grid
 from probcons.io import atomic_write
 from probcons.validation import as_float64_tensor, describe
@@ -61,11 +62,11 @@ class MethodData:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise ValueError(f"path: expected an existing .nc file, got {str(self.path)!r}")
+            raise UsageError(f"path: expected an existing .nc file, got {str(self.path)!r}")
         try:
             self._idata = az.from_netcdf(self.path, engine="h5netcdf")
         except (OSError, ValueError) as error:
-            raise ValueError(
+            raise UsageError(
                 f"path: expected an InferenceData netCDF file, could not read {self.path}: {error}"
             ) from error
         try:
@@ -78,19 +79,19 @@ class MethodData:
         groups = set(self._idata.groups())
         for group in ("posterior_predictive", "observed_data"):
             if group not in groups or FIELD not in self._idata[group]:
-                raise ValueError(
+                raise UsageError(
                     f"{self.path.name}: expected variable {FIELD!r} in group {group!r}, "
                     f"found groups {sorted(groups)}"
                 )
         draws = self._idata.posterior_predictive[FIELD]
         truth = self._idata.observed_data[FIELD]
         if set(draws.dims) != set(SAMPLE_DIMS + FIELD_DIMS):
-            raise ValueError(
+            raise UsageError(
                 f"{self.path.name}: posterior_predictive.{FIELD}: expected dims "
                 f"{SAMPLE_DIMS + FIELD_DIMS}, got {draws.dims}"
             )
         if set(truth.dims) != set(FIELD_DIMS):
-            raise ValueError(
+            raise UsageError(
                 f"{self.path.name}: observed_data.{FIELD}: expected dims {FIELD_DIMS}, "
                 f"got {truth.dims}"
             )
@@ -98,7 +99,7 @@ class MethodData:
         self._truth = truth.transpose(*FIELD_DIMS)
         for dim in FIELD_DIMS:
             if draws.sizes[dim] != truth.sizes[dim]:
-                raise ValueError(
+                raise UsageError(
                     f"{self.path.name}: dimension {dim!r} has {draws.sizes[dim]} entries in "
                     f"posterior_predictive and {truth.sizes[dim]} in observed_data"
                 )
@@ -109,7 +110,7 @@ class MethodData:
         self.n_functions = int(draws.sizes["function"])
         self.n_draws = int(draws.sizes["chain"] * draws.sizes["draw"])
         if self.n_functions < 1 or self.n_draws < MIN_DRAWS:
-            raise ValueError(
+            raise UsageError(
                 f"{self.path.name}: expected >= 1 function and >= {MIN_DRAWS} draws, got "
                 f"{self.n_functions} functions and {self.n_draws} draws"
             )
@@ -218,10 +219,10 @@ def method_files(run_dir: str | os.PathLike) -> list[Path]:
     """The `<method>.nc` files of a run directory, in canonical method order."""
     directory = Path(run_dir)
     if not directory.is_dir():
-        raise ValueError(f"run_dirs: expected existing directories, got {str(directory)!r}")
+        raise UsageError(f"run_dirs: expected existing directories, got {str(directory)!r}")
     files = sorted(directory.glob("*.nc"), key=lambda path: method_sort_key(path.stem))
     if not files:
-        raise ValueError(f"run_dirs: expected <method>.nc files in {directory}, found none")
+        raise UsageError(f"run_dirs: expected <method>.nc files in {directory}, found none")
     return files
 
 
@@ -232,13 +233,13 @@ def _select_variable(sizes: Mapping[str, int], variable: str | None, size: int) 
     """Name of the site holding the field: `variable`, or the only site with `size` values."""
     if variable is not None:
         if variable not in sizes:
-            raise ValueError(
+            raise UsageError(
                 f"variable: expected one of the sample sites {sorted(sizes)}, got {variable!r}"
             )
         return variable
     matching = [name for name, count in sizes.items() if count == size]
     if len(matching) != 1:
-        raise ValueError(
+        raise UsageError(
             f"variable: expected the name of the field's sample site; {len(matching)} sites "
             f"hold {size} values per draw ({matching}) among {sorted(sizes)}"
         )
@@ -253,7 +254,7 @@ def _samples_array(samples: Any, variable: str | None, size: int) -> np.ndarray:
             if group in samples.groups():
                 sites.update({name: samples[group][name] for name in samples[group].data_vars})
         if not sites:
-            raise ValueError(
+            raise UsageError(
                 f"samples: expected an InferenceData with one of the groups {SAMPLE_GROUPS}, "
                 f"got groups {samples.groups()}"
             )
@@ -261,12 +262,12 @@ def _samples_array(samples: Any, variable: str | None, size: int) -> np.ndarray:
         name = _select_variable(sizes, variable, size)
         values = np.asarray(sites[name].values, dtype=np.float64)
         if values.ndim < 2 or sizes[name] != size:
-            raise ValueError(
+            raise UsageError(
                 f"samples: expected {name!r} with dims (chain, draw, ...) holding {size} values "
                 f"per draw, got shape {values.shape}"
             )
         if not np.isfinite(values).all():
-            raise ValueError("samples: expected finite draws, got NaN or infinite entries")
+            raise UsageError("samples: expected finite draws, got NaN or infinite entries")
         return values.reshape(values.shape[0], values.shape[1], size).astype(SAMPLE_DTYPE)
     if isinstance(samples, Mapping):
         sizes = {
@@ -281,14 +282,14 @@ def _samples_array(samples: Any, variable: str | None, size: int) -> np.ndarray:
     try:
         values = np.asarray(samples, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"samples: expected numeric draws, got {describe(samples)}") from error
+        raise UsageError(f"samples: expected numeric draws, got {describe(samples)}") from error
     if values.ndim < 2 or math.prod(values.shape[1:]) != size:
-        raise ValueError(
+        raise UsageError(
             f"samples: expected draws of shape (n_draws, ...) with {size} values per draw "
             f"(function, t, x), got shape {values.shape}"
         )
     if not np.isfinite(values).all():
-        raise ValueError("samples: expected finite draws, got NaN or infinite entries")
+        raise UsageError("samples: expected finite draws, got NaN or infinite entries")
     return values.reshape(1, values.shape[0], size).astype(SAMPLE_DTYPE)
 
 
@@ -298,7 +299,7 @@ def _per_function(value: Any, name: str, shape: tuple[int, ...], n_functions: in
     if tuple(tensor.shape) == shape:  # one value shared by every function
         tensor = tensor.expand(n_functions, *shape)
     if tuple(tensor.shape) != (n_functions, *shape):
-        raise ValueError(
+        raise UsageError(
             f"{name}: expected shape {(n_functions, *shape)}"
             + f" or {shape}"
             + f", got {tuple(tensor.shape)}"
@@ -339,15 +340,15 @@ def to_inference_data(
     Returns InferenceData with posterior_predictive.u (chain, draw, function, t, x) float32.
     """
     if not isinstance(grid, Grid):
-        raise ValueError(f"grid: expected a probcons.grid.Grid, got {describe(grid)}")
+        raise UsageError(f"grid: expected a probcons.grid.Grid, got {describe(grid)}")
     for name, text in (("method", method), ("problem", problem), ("backbone", backbone)):
         if not isinstance(text, str) or not text or "/" in text:
-            raise ValueError(f"{name}: expected a non-empty name without '/', got {text!r}")
+            raise UsageError(f"{name}: expected a non-empty name without '/', got {text!r}")
     truth_tensor = as_float64_tensor(truth, "truth")
     if tuple(truth_tensor.shape) == grid.shape:
         truth_tensor = truth_tensor[None]
     if truth_tensor.dim() != 3 or tuple(truth_tensor.shape[1:]) != grid.shape:
-        raise ValueError(
+        raise UsageError(
             f"truth: expected shape {grid.shape} or (n_functions, {grid.n_t}, {grid.n_x}), "
             f"got {tuple(truth_tensor.shape)}"
         )
@@ -388,7 +389,7 @@ def to_inference_data(
         if values.numel() == 1:
             values = values.expand(n_functions)
         if values.numel() != n_functions:
-            raise ValueError(
+            raise UsageError(
                 f"parameter: expected a scalar or {n_functions} values, got {values.numel()}"
             )
         constant["parameter"] = (("function",), values.numpy().copy())
@@ -398,12 +399,12 @@ def to_inference_data(
             _per_function(mass, "mass", (grid.n_t,), n_functions),
         )
     if (mean is None) != (variance is None):
-        raise ValueError("mean, variance: expected both or neither, got only one")
+        raise UsageError("mean, variance: expected both or neither, got only one")
     if mean is not None:
         constant["u_mean"] = (FIELD_DIMS, _per_function(mean, "mean", grid.shape, n_functions))
         moments_variance = _per_function(variance, "variance", grid.shape, n_functions)
         if (moments_variance < 0).any():
-            raise ValueError("variance: expected values >= 0, got negative entries")
+            raise UsageError("variance: expected values >= 0, got negative entries")
         constant["u_variance"] = (FIELD_DIMS, moments_variance)
     if constant:
         groups["constant_data"] = xr.Dataset(constant, coords=field_coords, attrs=attrs)
@@ -413,12 +414,12 @@ def to_inference_data(
 def write_inference_data(idata: az.InferenceData, run_dir: str | os.PathLike) -> Path:
     """Write `idata` atomically as `run_dir/<method>.nc` (method from its attrs); return the path."""
     if not isinstance(idata, az.InferenceData) or "posterior_predictive" not in idata.groups():
-        raise ValueError(
+        raise UsageError(
             f"idata: expected InferenceData with a posterior_predictive group, got {describe(idata)}"
         )
     method = idata.posterior_predictive.attrs.get("method")
     if not isinstance(method, str) or not method or "/" in method:
-        raise ValueError(f"idata: expected a 'method' attribute naming the file, got {method!r}")
+        raise UsageError(f"idata: expected a 'method' attribute naming the file, got {method!r}")
     target = Path(run_dir) / f"{method}.nc"
     with atomic_write(target) as temporary:
         idata.to_netcdf(str(temporary), engine="h5netcdf")

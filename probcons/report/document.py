@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from probcons.errors import UsageError
 from probcons.report.calibration import FLAG_STANDARD_ERRORS
 from probcons.report.data import MethodData, method_files
 from probcons.report.figures import (
@@ -79,7 +80,7 @@ def _output_paths(run_dirs: list[Path], out: str | os.PathLike | None) -> tuple[
     else:
         base = Path(out)
         if base.suffix not in SUFFIXES or base.name in ("", ".html", ".md"):
-            raise ValueError(
+            raise UsageError(
                 f"out: expected a file path ending in .html, .md or no suffix, got {str(out)!r}"
             )
         base = base.with_suffix("")
@@ -201,12 +202,12 @@ def write_report(
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
     if not isinstance(run_dirs, Sequence) or len(run_dirs) == 0:
-        raise ValueError(f"run_dirs: expected a non-empty list of directories, got {run_dirs!r}")
+        raise UsageError(f"run_dirs: expected a non-empty list of directories, got {run_dirs!r}")
     directories = [Path(directory) for directory in run_dirs]
     for directory in directories:
         method_files(directory)  # raises ValueError for a missing or empty directory
     if isinstance(example_function, bool) or not isinstance(example_function, int):
-        raise ValueError(f"example_function: expected an integer, got {example_function!r}")
+        raise UsageError(f"example_function: expected an integer, got {example_function!r}")
     html_path, markdown_path = _output_paths(directories, out)
     figure_dir = html_path.parent / f"{html_path.stem}_figures"
     several = len(directories) > 1
@@ -222,7 +223,7 @@ def write_report(
         else:
             notes.append(f"{run}: no readable method file")
     if not runs:
-        raise ValueError(f"run_dirs: no readable <method>.nc file in {[str(d) for d in run_dirs]}")
+        raise UsageError(f"run_dirs: no readable <method>.nc file in {[str(d) for d in run_dirs]}")
     everything = [summary for _, summaries in runs for summary in summaries]
 
     title = "probcons calibration report: " + ", ".join(run for run, _ in runs)

@@ -23,6 +23,7 @@ from probcons.constraints import (
     neumann_constraint,
     periodic_constraint,
 )
+from probcons.errors import UsageError
 from probcons.metrics import (
     central_interval_coverage,
     conservation_error,
@@ -220,7 +221,7 @@ def summarize_method(
     """Stream over the functions of one method file and collect what the report shows."""
     check_positive_int(pit_values, "pit_values")
     if isinstance(example_function, bool) or not isinstance(example_function, int):
-        raise ValueError(f"example_function: expected an integer, got {example_function!r}")
+        raise UsageError(f"example_function: expected an integer, got {example_function!r}")
     grid, attrs, n_f = data.grid, data.attrs, data.n_functions
     notes: list[str] = []
     generator = torch.Generator().manual_seed(seed)

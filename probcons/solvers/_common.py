@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.validation import as_float64_tensor, as_float64_vector, check_positive_int
 
 
@@ -13,7 +14,7 @@ def check_grid(x, name: str = "x", min_length: int = 3) -> torch.Tensor:
     """Increasing float64 nodes."""
     x = as_float64_vector(x, name, min_length=min_length)
     if not bool((x[1:] > x[:-1]).all()):
-        raise ValueError(f"{name}: expected strictly increasing nodes")
+        raise UsageError(f"{name}: expected strictly increasing nodes")
     return x
 
 
@@ -23,7 +24,7 @@ def check_initial(u0, n_x: int, name: str = "u0") -> torch.Tensor:
     if u0.dim() == 1:
         u0 = u0[None]
     if u0.dim() != 2 or u0.shape[1] != n_x:
-        raise ValueError(f"{name}: expected shape (batch, {n_x}), got {tuple(u0.shape)}")
+        raise UsageError(f"{name}: expected shape (batch, {n_x}), got {tuple(u0.shape)}")
     return u0
 
 
@@ -31,7 +32,7 @@ def check_times(times, name: str = "times") -> torch.Tensor:
     """Output times, non-negative and non-decreasing."""
     times = as_float64_vector(times, name, min_length=1)
     if bool((times < 0).any()) or bool((times[1:] < times[:-1]).any()):
-        raise ValueError(f"{name}: expected non-negative, non-decreasing times, got {times}")
+        raise UsageError(f"{name}: expected non-negative, non-decreasing times, got {times}")
     return times
 
 

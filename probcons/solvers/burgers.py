@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.solvers._common import check_grid, check_initial, check_times, step_plan
 from probcons.validation import check_nonnegative
 
@@ -40,7 +41,7 @@ def solve_burgers_dirichlet(u0, x, times, viscosity: float = 0.1) -> torch.Tenso
     nu = check_nonnegative(viscosity, "viscosity")
     h = float(x[1] - x[0])
     if not torch.allclose(x[1:] - x[:-1], torch.full_like(x[1:], h), rtol=1e-9, atol=0):
-        raise ValueError("x: expected uniform nodes")
+        raise UsageError("x: expected uniform nodes")
     speed = float(u0.abs().max()) + 1e-12
     max_step = min(DIFFUSION_SAFETY * h**2 / max(nu, 1e-300), ADVECTION_SAFETY * h / speed)
     u = u0.clone()
@@ -68,7 +69,7 @@ def solve_burgers_periodic(
     nu = check_nonnegative(viscosity, "viscosity")
     m = u0.shape[1]
     if m < 4 or m % 2:
-        raise ValueError(f"u0: expected an even number of nodes >= 4, got {m}")
+        raise UsageError(f"u0: expected an even number of nodes >= 4, got {m}")
     kappa = 2 * math.pi / period * torch.arange(m // 2 + 1, dtype=torch.float64)
     dealias = (torch.arange(m // 2 + 1) <= m // 3).to(torch.float64)
     if max_step is None:

@@ -22,6 +22,7 @@ import scipy.fft
 import torch
 from scipy.interpolate import CubicSpline
 
+from probcons.errors import UsageError
 from probcons.validation import check_positive_int
 
 LID_VELOCITY = 1.0
@@ -65,14 +66,14 @@ def _check_number(value, name: str, positive: bool = True) -> float:
         or not (number > 0 if positive else number >= 0)
     ):
         allowed = "a positive" if positive else "a non-negative"
-        raise ValueError(f"{name}: expected {allowed} finite number, got {value!r}")
+        raise UsageError(f"{name}: expected {allowed} finite number, got {value!r}")
     return number
 
 
 def _check_resolution(resolution, minimum: int = 4) -> int:
     resolution = check_positive_int(resolution, "resolution")
     if resolution < minimum:
-        raise ValueError(f"resolution: expected at least {minimum} cells, got {resolution}")
+        raise UsageError(f"resolution: expected at least {minimum} cells, got {resolution}")
     return resolution
 
 
@@ -179,16 +180,16 @@ def _initial_interior(scheme: _VorticityStreamfunction, initial) -> np.ndarray:
     if psi.dim() == 2:
         psi = psi[None]
     if psi.dim() != 3 or tuple(psi.shape[1:]) != (n + 1, n + 1):
-        raise ValueError(
+        raise UsageError(
             f"initial: expected a streamfunction of shape (batch, {n + 1}, {n + 1}), "
             f"got {tuple(psi.shape)}"
         )
     psi = psi.numpy().copy()
     if not np.isfinite(psi).all():
-        raise ValueError("initial: expected finite values")
+        raise UsageError("initial: expected finite values")
     walls = np.concatenate([psi[:, 0], psi[:, -1], psi[:, :, 0], psi[:, :, -1]], axis=1)
     if np.abs(walls).max() > 1e-12 * max(1.0, np.abs(psi).max()):
-        raise ValueError("initial: expected a streamfunction that vanishes on the walls")
+        raise UsageError("initial: expected a streamfunction that vanishes on the walls")
     return scheme.interior_vorticity(psi)
 
 
@@ -211,7 +212,7 @@ def solve_cavity(
     check_positive_int(n_saves, "n_saves")
     t_end = _check_number(t_end, "t_end", positive=False)
     if n_saves == 1 and t_end != 0:
-        raise ValueError(f"n_saves: expected at least 2 saves for t_end > 0, got {n_saves}")
+        raise UsageError(f"n_saves: expected at least 2 saves for t_end > 0, got {n_saves}")
     scheme = _VorticityStreamfunction(resolution, reynolds, float(lid_velocity))
     omega = _initial_interior(scheme, initial)
     saves = np.empty((omega.shape[0], n_saves, 2, resolution + 1, resolution + 1))
@@ -291,7 +292,7 @@ def random_cavity_streamfunction(
     check_positive_int(n_modes, "n_modes")
     low, high = speed_range
     if not 0 < low <= high:
-        raise ValueError(f"speed_range: expected 0 < low <= high, got {speed_range!r}")
+        raise UsageError(f"speed_range: expected 0 < low <= high, got {speed_range!r}")
     h = 1.0 / resolution
     s = np.linspace(0.0, 1.0, resolution + 1)
     k = np.arange(1, n_modes + 1)
@@ -355,7 +356,7 @@ def cavity_trajectories(
     check_positive_int(n_steps, "n_steps")
     n_out = check_positive_int(n_out, "n_out")
     if n_out < 3:
-        raise ValueError(f"n_out: expected at least 3 nodes, got {n_out}")
+        raise UsageError(f"n_out: expected at least 3 nodes, got {n_out}")
     resolution = _check_resolution(n_out - 1 if resolution is None else resolution)
     generator = np.random.default_rng(seed)
     psi0 = random_cavity_streamfunction(n_samples, resolution, generator)
@@ -372,7 +373,7 @@ def cavity_vorticity(velocity, spacing: float) -> torch.Tensor:
     """
     velocity = torch.as_tensor(velocity, dtype=torch.float64)
     if velocity.dim() < 3 or velocity.shape[-3] != 2 or min(velocity.shape[-2:]) < 3:
-        raise ValueError(
+        raise UsageError(
             f"velocity: expected shape (..., 2, n_x, n_y) with n_x, n_y >= 3, "
             f"got {tuple(velocity.shape)}"
         )
@@ -387,7 +388,7 @@ def centreline_profiles(flow: CavityField, u_at, v_at) -> tuple[np.ndarray, np.n
     """u(1/2, y) at y = u_at and v(x, 1/2) at x = v_at, cubic splines along the centre lines."""
     nodes = flow.nodes.numpy()
     if (nodes.size - 1) % 2:
-        raise ValueError(f"flow: expected an even number of cells, got {nodes.size - 1}")
+        raise UsageError(f"flow: expected an even number of cells, got {nodes.size - 1}")
     middle = (nodes.size - 1) // 2
     u = CubicSpline(nodes, flow.u[middle].numpy())(np.asarray(u_at, dtype=np.float64))
     v = CubicSpline(nodes, flow.v[:, middle].numpy())(np.asarray(v_at, dtype=np.float64))

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.validation import as_float64_vector, check_positive_int
 
 
@@ -28,9 +29,9 @@ def gaussian_random_field(
     check_positive_int(n_modes, "n_modes")
     x = as_float64_vector(x, "x", min_length=1)
     if not period > 0:
-        raise ValueError(f"period: expected a positive number, got {period!r}")
+        raise UsageError(f"period: expected a positive number, got {period!r}")
     if not (scale > 0 and shift > 0 and power > 0):
-        raise ValueError(
+        raise UsageError(
             f"scale, shift, power: expected positive numbers, got {scale}, {shift}, {power}"
         )
     k = torch.arange(1, n_modes + 1, dtype=torch.float64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from probcons.constraints.finite_difference import derivative_weights
+from probcons.errors import UsageError
 
 
 def neumann_stencils(x: torch.Tensor, order: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +24,7 @@ def neumann_elimination(x: torch.Tensor, order: int = 2) -> tuple[torch.Tensor, 
     """(T, S): u = T u_int + S [g_left, g_right] satisfies both one-sided Neumann stencils."""
     n = x.numel()
     if n < 2 * order + 2:
-        raise ValueError(f"x: expected at least {2 * order + 2} nodes for order {order}, got {n}")
+        raise UsageError(f"x: expected at least {2 * order + 2} nodes for order {order}, got {n}")
     left, right = neumann_stencils(x, order)
     transfer = torch.zeros(n, n - 2, dtype=torch.float64)
     transfer[1:-1] = torch.eye(n - 2, dtype=torch.float64)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.validation import as_float64_tensor
 
 
@@ -18,6 +19,6 @@ def stokes_second_problem(x, t, amplitude, frequency, viscosity) -> torch.Tensor
     frequency = as_float64_tensor(frequency, "frequency")
     viscosity = as_float64_tensor(viscosity, "viscosity")
     if bool((frequency <= 0).any()) or bool((viscosity <= 0).any()):
-        raise ValueError("frequency, viscosity: expected positive values")
+        raise UsageError("frequency, viscosity: expected positive values")
     q = (frequency / (2 * viscosity)).sqrt()
     return amplitude * torch.exp(-q * x) * torch.cos(frequency * t - q * x)

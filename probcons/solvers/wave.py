@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.solvers._common import check_grid, check_initial, check_times, step_plan
 from probcons.solvers.neumann import laplacian_rows, neumann_elimination
 from probcons.validation import check_nonnegative
@@ -32,7 +33,7 @@ def solve_wave_neumann(
     times = check_times(times)
     c = check_nonnegative(speed, "speed")
     if not 0 < courant <= 0.8:
-        raise ValueError(f"courant: expected a number in (0, 0.8], got {courant!r}")
+        raise UsageError(f"courant: expected a number in (0, 0.8], got {courant!r}")
     transfer, _ = neumann_elimination(x, order)
     operator = c**2 * laplacian_rows(x) @ transfer
     h = float((x[1:] - x[:-1]).min())
@@ -48,7 +49,7 @@ def solve_wave_neumann(
         target = float(times[index])
         n_steps = round((target - t) / dt) if dt > 0 else 0
         if abs(n_steps * dt - (target - t)) > TIME_TOLERANCE * max(1.0, target):
-            raise ValueError("times: expected gaps that are whole multiples of the smallest step")
+            raise UsageError("times: expected gaps that are whole multiples of the smallest step")
         for _ in range(n_steps):
             acceleration = current @ operator.T
             if previous is None:  # u(dt) = u0 + dt^2/2 u_tt(0) + O(dt^4) since u_t(0) = 0

@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from probcons.errors import UsageError
 from probcons.solvers.neumann import laplacian_rows, neumann_elimination
 from probcons.validation import as_float64_tensor, check_nonnegative, check_positive_int
 
@@ -27,14 +28,14 @@ def _check_field(u0, name: str = "u0") -> torch.Tensor:
     if u0.dim() == 2:
         u0 = u0[None]
     if u0.dim() != 3 or u0.shape[1] != u0.shape[2] or u0.shape[1] < 6:
-        raise ValueError(f"{name}: expected shape (batch, n, n) with n >= 6, got {tuple(u0.shape)}")
+        raise UsageError(f"{name}: expected shape (batch, n, n) with n >= 6, got {tuple(u0.shape)}")
     return u0
 
 
 def _check_times(times) -> torch.Tensor:
     times = as_float64_tensor(times, "times").reshape(-1)
     if times.numel() == 0 or bool((times < 0).any()) or bool((times[1:] < times[:-1]).any()):
-        raise ValueError(f"times: expected non-negative, non-decreasing times, got {times}")
+        raise UsageError(f"times: expected non-negative, non-decreasing times, got {times}")
     return times
 
 
@@ -57,7 +58,7 @@ def solve_wave2d_neumann(
     times = _check_times(times)
     c = check_nonnegative(speed, "speed")
     if not 0 < courant <= MAX_COURANT:
-        raise ValueError(f"courant: expected a number in (0, {MAX_COURANT}], got {courant!r}")
+        raise UsageError(f"courant: expected a number in (0, {MAX_COURANT}], got {courant!r}")
     check_positive_int(order, "order")
     n = u0.shape[1]
     x = torch.linspace(0, 1, n, dtype=torch.float64)
@@ -83,7 +84,7 @@ def solve_wave2d_neumann(
     for index, target in enumerate(times.tolist()):
         n_steps = round((target - t) / dt) if dt > 0 else 0
         if abs(n_steps * dt - (target - t)) > TIME_TOLERANCE * max(1.0, target):
-            raise ValueError("times: expected gaps that are whole multiples of the smallest step")
+            raise UsageError("times: expected gaps that are whole multiples of the smallest step")
         for _ in range(n_steps):
             previous, current = current, 2 * current - previous + dt**2 * acceleration(current)
         t += n_steps * dt
@@ -103,7 +104,7 @@ def wave2d_cosine_series(coefficients, n: int, times, speed: float = 1.0) -> tor
     """Exact (batch, m, n, n) for u0 = sum_kl a_kl cos(k pi x) cos(l pi y), a (batch, K, L)."""
     a = as_float64_tensor(coefficients, "coefficients")
     if a.dim() != 3:
-        raise ValueError(f"coefficients: expected shape (batch, K, L), got {tuple(a.shape)}")
+        raise UsageError(f"coefficients: expected shape (batch, K, L), got {tuple(a.shape)}")
     check_positive_int(n, "n")
     times = _check_times(times)
     c = check_nonnegative(speed, "speed")
@@ -131,7 +132,7 @@ def wave2d_random_coefficients(
     check_positive_int(n_samples, "n_samples")
     check_positive_int(n_modes, "n_modes")
     if not decay > 0:
-        raise ValueError(f"decay: expected a positive number, got {decay!r}")
+        raise UsageError(f"decay: expected a positive number, got {decay!r}")
     k = torch.arange(n_modes, dtype=torch.float64)
     variance = (1 + k[:, None] ** 2 + k[None, :] ** 2) ** (-decay)
     variance[0, 0] = 0.0
@@ -171,9 +172,9 @@ def wave2d_trajectories(
     check_positive_int(n_steps, "n_steps")
     check_positive_int(n_out, "n_out")
     if method not in ("finite-difference", "spectral"):
-        raise ValueError(f"method: expected 'finite-difference' or 'spectral', got {method!r}")
+        raise UsageError(f"method: expected 'finite-difference' or 'spectral', got {method!r}")
     if isinstance(t_end, bool) or not isinstance(t_end, (int, float)) or not 0 < t_end < math.inf:
-        raise ValueError(f"t_end: expected a positive finite number, got {t_end!r}")
+        raise UsageError(f"t_end: expected a positive finite number, got {t_end!r}")
     generator = torch.Generator().manual_seed(seed)
     a = wave2d_random_coefficients(n_samples, generator, n_modes, decay)
     times = torch.linspace(0, t_end, n_steps + 1, dtype=torch.float64)

@@ -30,6 +30,7 @@ from scipy.optimize import minimize_scalar
 from probcons.backbones.anp import ANPNetwork, Batch, load_anp_network
 from probcons.backbones.context_scale import context_scale_factor
 from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.errors import UsageError
 from probcons.training.data import sample_batch
 from probcons.training.trainer import (
     TrainingOptions,
@@ -59,12 +60,12 @@ def fit_variance_scale(
     mean((targets - means)^2 / stds^2) (clipped to the bounds).
     """
     if means.dim() < 2 or means.shape != stds.shape or means.shape[1:] != targets.shape:
-        raise ValueError(
+        raise UsageError(
             "means, stds, targets: expected (S, *shape), (S, *shape) and (*shape), got "
             f"{describe(means)}, {describe(stds)} and {describe(targets)}"
         )
     if not bool((stds > 0).all()):
-        raise ValueError("stds: expected every standard deviation > 0")
+        raise UsageError("stds: expected every standard deviation > 0")
     means, stds, targets = (v.to(torch.float64) for v in (means, stds, targets))
     low, high = (math.log(b) for b in bounds)
     result = minimize_scalar(
@@ -90,12 +91,12 @@ def fit_context_calibration(
     search on `bounds`.
     """
     if means.dim() != 3 or factors.shape != means.shape[1:2]:
-        raise ValueError(
+        raise UsageError(
             "means, factors: expected (S, B, T) and (B,), got "
             f"{describe(means)} and {describe(factors)}"
         )
     if not bool((factors > 0).all()):
-        raise ValueError("factors: expected every factor > 0")
+        raise UsageError("factors: expected every factor > 0")
     factors = factors.to(torch.float64)[:, None]
     fitted: dict[float, tuple[float, float]] = {}
 
@@ -209,7 +210,7 @@ def calibrate_checkpoint(
     hyper = payload["hyperparameters"]
     problem = problem if problem is not None else get_problem(hyper["problem"])
     if getattr(problem, "name", None) != hyper.get("problem"):
-        raise ValueError(
+        raise UsageError(
             f"problem: this ANP was trained on {hyper.get('problem')!r}, got "
             f"{getattr(problem, 'name', problem)!r}"
         )

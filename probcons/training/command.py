@@ -17,6 +17,7 @@ import torch
 from probcons import distributed
 from probcons.backbones.anp import LATENT_AGGREGATIONS, ANPConfig
 from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.errors import UsageError
 from probcons.runner import check_output_directory, check_writable_location
 from probcons.training.calibration import calibrate_checkpoint, store_calibration
 from probcons.training.trainer import TrainingOptions, train_anp
@@ -119,7 +120,7 @@ def export_checkpoint(best_path: Path, export_path: Path, last_path: Path | None
     """Write the best weights, hyperparameters and validation scores to export_path (no optimizer
     state); with last_path, also the whole run's steps and wall/CPU seconds (run_*)."""
     if Path(export_path).suffix != ".pt":
-        raise ValueError(f"export: expected a path ending in .pt, got {str(export_path)!r}")
+        raise UsageError(f"export: expected a path ending in .pt, got {str(export_path)!r}")
     payload = load_checkpoint(best_path)
     extra = dict(payload["extra"])
     if last_path is not None:
@@ -137,7 +138,7 @@ def check_run_paths(out: Path, export: str | None) -> None:
     check_output_directory(out, overwrite=True)
     if export is not None:
         if Path(export).suffix != ".pt":
-            raise ValueError(f"export: expected a path ending in .pt, got {str(export)!r}")
+            raise UsageError(f"export: expected a path ending in .pt, got {str(export)!r}")
         check_writable_location(Path(export), "export")
 
 
@@ -146,7 +147,7 @@ def train_command(args: argparse.Namespace) -> int:
     from probcons.problems import get_problem
 
     if args.threads < 1:
-        raise ValueError(f"threads: expected a positive integer, got {args.threads!r}")
+        raise UsageError(f"threads: expected a positive integer, got {args.threads!r}")
     torch.set_num_threads(args.threads)
     current = distributed.initialize()  # a process group under torchrun, else nothing
     problem = get_problem(args.problem)
@@ -220,7 +221,7 @@ def report_calibration(path, calibration) -> None:
 def calibrate_command(args: argparse.Namespace) -> int:
     """Fit and store the variance scale of each checkpoint (all are checked before any is written)."""
     if args.threads < 1:
-        raise ValueError(f"threads: expected a positive integer, got {args.threads!r}")
+        raise UsageError(f"threads: expected a positive integer, got {args.threads!r}")
     check_positive_int(args.functions, "functions")  # named as on the command line
     torch.set_num_threads(args.threads)
     fits = [

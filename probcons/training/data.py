@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from probcons.backbones.anp import Batch
+from probcons.errors import UsageError
 from probcons.problems import sample_contexts, sample_targets
 from probcons.validation import check_positive_int, describe
 
@@ -39,7 +40,7 @@ def sample_batch(
     """
     parameters = torch.as_tensor(parameters, dtype=torch.float64).reshape(-1)
     if parameters.numel() == 0:
-        raise ValueError(f"parameters: expected at least one value, got {describe(parameters)}")
+        raise UsageError(f"parameters: expected at least one value, got {describe(parameters)}")
     check_positive_int(n_target, "n_target")
     context_tx, context_u, target_tx, target_u = [], [], [], []
     for p in parameters.tolist():

@@ -40,6 +40,7 @@ from probcons.backbones.anp import (
     marginal_likelihood_loss,
 )
 from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.errors import UsageError
 from probcons.mixture import mixture_moments
 from probcons.softc import softc_loss, softc_penalty
 from probcons.training.data import keep_contexts, sample_batch
@@ -120,11 +121,11 @@ class TrainingOptions:
         ):
             check_positive_int(getattr(self, name), name)
         if isinstance(self.kl_warmup_steps, bool) or not isinstance(self.kl_warmup_steps, int):
-            raise ValueError(
+            raise UsageError(
                 f"kl_warmup_steps: expected an integer >= 0, got {self.kl_warmup_steps!r}"
             )
         if self.kl_warmup_steps < 0:
-            raise ValueError(
+            raise UsageError(
                 f"kl_warmup_steps: expected an integer >= 0, got {self.kl_warmup_steps!r}"
             )
         check_in_interval(self.learning_rate, "learning_rate", 0, math.inf, include_low=False)
@@ -137,21 +138,21 @@ class TrainingOptions:
         if self.min_contexts is not None:
             check_positive_int(self.min_contexts, "min_contexts")
             if self.min_contexts > self.n_strata * self.per_stratum:
-                raise ValueError(
+                raise UsageError(
                     f"min_contexts: expected at most n_strata * per_stratum = "
                     f"{self.n_strata * self.per_stratum}, got {self.min_contexts}"
                 )
         check_nonnegative(self.softc_lambda, "softc_lambda")
         check_choice(self.objective, "objective", OBJECTIVES)
         if self.objective == "marginal-likelihood" and (self.likelihood_beta or self.kl_capacity):
-            raise ValueError(
+            raise UsageError(
                 "likelihood_beta, kl_capacity: expected 0 with objective='marginal-likelihood'"
                 f" (they weight the ELBO), got {self.likelihood_beta!r}, {self.kl_capacity!r}"
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+            raise UsageError(f"seed: expected an integer >= 0, got {self.seed!r}")
         if self.batch_size > self.n_functions:
-            raise ValueError(
+            raise UsageError(
                 f"batch_size: expected at most n_functions={self.n_functions}, got {self.batch_size}"
             )
 
@@ -406,7 +407,7 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path)
         )
         if a["problem"] != b["problem"]:
             differing.insert(0, "problem")
-        raise ValueError(
+        raise UsageError(
             f"resume: {str(path)!r} was trained with other settings ({', '.join(differing)}); "
             "use the same arguments or another --out"
         )
@@ -433,7 +434,7 @@ def train_anp(
     if tuple(config.t_range) != tuple(problem.t_range) or tuple(config.x_range) != tuple(
         problem.x_range
     ):
-        raise ValueError(
+        raise UsageError(
             f"config: expected t_range={problem.t_range}, x_range={problem.x_range} of "
             f"{problem.name!r}, got {config.t_range}, {config.x_range}"
         )
@@ -470,7 +471,7 @@ def train_anp(
         best_validation = float(extra["best_validation"])
         history = list(extra["history"])
     if distributed.broadcast(step) != step:  # a rank that does not see rank 0's last.pt
-        raise ValueError(
+        raise UsageError(
             f"resume: rank {current.rank} found step {step} in {str(last_path)!r}, rank 0 "
             "another; put --out on a file system every node sees"
         )
