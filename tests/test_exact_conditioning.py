@@ -15,7 +15,12 @@ from probcons.constraints import conservation_constraint, dense_constraint, diri
 from probcons.covariance import DenseCovariance
 from probcons.errors import ModelError
 from probcons.grid import Grid
-from probcons.inference import ExactConditioning, GaussianField, observe_constraint
+from probcons.inference import (
+    ConstraintObservation,
+    ExactConditioning,
+    GaussianField,
+    observe_constraint,
+)
 from probcons.mixture import GaussianMixture
 from probcons.prediction import GaussianPrediction
 
@@ -251,3 +256,78 @@ def test_run_accepts_a_hand_written_site(tmp_path):
     for method in ("hardc", "probconserv"):
         for key in ("mse", "crps", "ll"):
             assert mine[method][key] == pytest.approx(shipped[method][key], rel=1e-9), (method, key)
+
+
+def test_runner_traces_the_model_once_per_function(tmp_path, monkeypatch):
+    from probcons import runner
+
+    calls = []
+    load = runner.load_model
+
+    def counting(path):
+        model = load(path)
+
+        def wrapped(*args, **kwargs):
+            calls.append(1)
+            return model(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(runner, "load_model", counting)
+    settings = runner.RunSettings(
+        problem="stefan", backbone="anp", n_functions=3, grid=(11, 11), draws=5, out=tmp_path / "r"
+    )
+    runner.run(settings, progress=False, report=False)
+    assert len(calls) == 3  # one trace per function serves unconstrained, HardC and ProbConserv
+
+
+def test_a_constraint_site_observed_at_other_values_uses_them(small_grid):
+    prior = _prior(small_grid, "diagonal")
+    built = conservation_constraint(small_grid, torch.ones(small_grid.n_t))
+    other = torch.full((small_grid.n_t, 1), 2.0, dtype=torch.float64)
+
+    def model(prediction):
+        u = pyro.sample("u", GaussianField(prediction))
+        pyro.sample("mass", ConstraintObservation(built, u), obs=other)
+
+    posterior = ExactConditioning(model).posterior(prior)
+    assert (built.apply(posterior.mean) - 2.0).abs().max() < 1e-12
+
+
+def test_run_files_carry_the_rows_the_metrics_used(tmp_path):
+    """A model with two sites: the rows stored in every method's file give metrics.json's CE."""
+    from probcons import runner
+    from probcons.report.data import MethodData
+
+    model = tmp_path / "two_sites.py"
+    model.write_text(
+        "import pyro\n"
+        "from probcons.constraints import conservation_constraint, dirichlet_constraint\n"
+        "from probcons.inference import GaussianField, observe_constraint\n\n\n"
+        "def model(prediction, problem, parameter, noise_std=0.0):\n"
+        "    grid = prediction.grid\n"
+        "    u = pyro.sample('u', GaussianField(prediction))\n"
+        "    mass = conservation_constraint(grid, problem.mass(grid.t, parameter), noise_std)\n"
+        "    observe_constraint('mass', mass, u)\n"
+        "    observe_constraint('inflow', dirichlet_constraint(grid, left=1.0), u)\n"
+    )
+    out = tmp_path / "run"
+    settings = runner.RunSettings(
+        problem="stefan",
+        backbone="anp",
+        n_functions=2,
+        grid=(11, 11),
+        draws=5,
+        out=out,
+        model=model,
+    )
+    summary = runner.run(settings, progress=False, report=False)
+    for method, scores in summary.items():
+        with MethodData(out / f"{method}.nc") as data:
+            assert data.has_constraint
+            ce = [
+                float(data.constraint_residual(f, data.moments(f)[0]).abs().mean())
+                for f in range(data.n_functions)
+            ]
+            assert list(data._constant["constraint_row"].values) == ["mass", "dirichlet_left"]
+        assert sum(ce) / len(ce) == pytest.approx(scores["ce"], rel=1e-9, abs=1e-15)

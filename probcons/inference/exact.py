@@ -335,8 +335,8 @@ class ExactConditioning:
             base = _unwrap(msg["fn"])
             if isinstance(base, ConstraintObservation) and base.field is value:
                 constraint = base.constraint
-                observed = torch.as_tensor(msg["value"]).detach().to(torch.float64)
-                if observed is not constraint.values:
+                if msg["value"] is not constraint.values:  # observed at another b than built
+                    observed = torch.as_tensor(msg["value"]).detach().to(torch.float64)
                     observed = torch.broadcast_to(observed, constraint.values.shape)
                     constraint = LinearConstraint(
                         constraint.weights, observed, constraint.noise_std, constraint.names
