@@ -68,7 +68,9 @@ def test_files_in_the_working_directory_win(elsewhere):
 
 
 def test_a_missing_file_names_it_and_the_available_ones(elsewhere):
-    with pytest.raises(UsageError, match=r"problem: .*'burgers'.*available: diffusion, pme"):
+    with pytest.raises(
+        UsageError, match=r"problem: .*'burgers'.*available: diffusion, heat-neumann, pme"
+    ):
         resources.model_file("burgers")
     with pytest.raises(UsageError, match=r"checkpoint: .*'stefan-gp'.*available: diffusion-anp"):
         resources.checkpoint_file("stefan-gp")

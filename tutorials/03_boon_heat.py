@@ -32,9 +32,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from probcons.boon.ensemble import BoonEnsemble, conserve, heat_constraints
+from probcons.boon.ensemble import BoonEnsemble
 from probcons.boon.problems import make_problem
 from probcons.boon.training import TrainingConfig, evaluate, predict, train_model
+from probcons.resources import model_file
 
 SMALL = os.environ.get("PROBCONS_TUTORIAL_SMALL", "0") not in ("", "0")
 OUT = Path(
@@ -182,12 +183,17 @@ assert float(condition.residual(ensemble_mean, test.boundary).abs().max()) < 1e-
 # %% [markdown]
 # ## The conservation update, and why the diagonal term matters
 #
-# `heat_constraints(problem, data, i)` gives the conservation rows (mass from the exact boundary
-# fluxes: `dU/dt = k u_x(1, t)`) and the Neumann rows for sample i; `conserve` conditions on
-# both exactly. The update moves the mean along `Sigma G^T`: with the default tiny diagonal,
-# almost all of Sigma is the E - 1 ensemble directions, which rarely contain the mass error, so
-# the update pushes hard along them. A diagonal variance matched to the ensemble's actual error
-# (the mean squared error of its mean on held-out data) gives the update room to spread.
+# The constraints are a plain Pyro model, as for the GPME problems: the shipped file
+# models/heat-neumann.py (printed below) samples `u` from the ensemble's Gaussian and observes
+# two linear sites, "mass" (conservation of heat, U(t) from the exact boundary fluxes:
+# `dU/dt = k u_x(1, t)`) and "neumann" (the stencil rows). `ensemble.sites(data)` traces it
+# once per sample under `ExactConditioning`; each result has `.prior` (the ensemble's
+# Gaussian), `.posterior("probconserv")` (conditioned on both sites exactly), and
+# `.residual(u)[..., .columns[site]]`, the rows G u - b of one site. The update moves the
+# mean along `Sigma G^T`: with the default tiny diagonal, almost all of Sigma is the E - 1
+# ensemble directions, which rarely contain the mass error, so the update pushes hard along
+# them. A diagonal variance matched to the ensemble's actual error (the mean squared error of
+# its mean on held-out data) gives the update room to spread.
 
 # %%
 validation_mean = default.member_predictions(validation).mean(0)
@@ -200,22 +206,27 @@ def coverage_90(mean, std, target) -> float:
     return float(((mean - target).abs() <= 1.645 * std).double().mean())
 
 
+def site_error(sites, field, site: str) -> float:
+    """max |G u - b| over the rows of one site of the model."""
+    return float(sites.residual(field)[..., sites.columns[site]].abs().max())
+
+
+print(model_file("heat-neumann").read_text())
 summary = {}
 for label, ensemble in (("default", default), ("calibrated", calibrated)):
     rows = []
-    for i, prediction in enumerate(ensemble.predict(test)):
-        conservation, neumann = heat_constraints(problem, test, i, condition.order)
-        posterior = conserve(prediction, [conservation, neumann])
+    for i, sites in enumerate(ensemble.sites(test)):
+        prediction, posterior = sites.prior, sites.posterior("probconserv")
         draws = posterior.sample(50, torch.Generator().manual_seed(i))
         target = test.targets[i]
         rows.append(
             {
                 "prior_rel_l2": relative_l2(prediction.mean, target),
                 "post_rel_l2": relative_l2(posterior.mean, target),
-                "data_mass_error": float(conservation.residual(target).abs().max()),
-                "prior_mass_error": float(conservation.residual(prediction.mean).abs().max()),
-                "post_mass_error": float(conservation.residual(draws).abs().max()),
-                "post_neumann_error": float(neumann.residual(draws).abs().max()),
+                "data_mass_error": site_error(sites, target, "mass"),
+                "prior_mass_error": site_error(sites, prediction.mean, "mass"),
+                "post_mass_error": site_error(sites, draws, "mass"),
+                "post_neumann_error": site_error(sites, draws, "neumann"),
                 "prior_cov90": coverage_90(prediction.mean, prediction.stddev, target),
                 "post_cov90": coverage_90(posterior.mean, posterior.stddev, target),
             }
@@ -248,8 +259,8 @@ for key in summary["default"]:
 
 # %%
 i = 0
-prediction = calibrated.predict(test.subset(slice(0, 1)))[0]
-posterior = conserve(prediction, heat_constraints(problem, test, i, condition.order))
+sites = calibrated.sites(test.subset(slice(i, i + 1)))[0]
+prediction, posterior = sites.prior, sites.posterior("probconserv")
 c = N_TIMES - 1
 figure, axis = plt.subplots(figsize=(7, 4), layout="constrained")
 axis.plot(problem.x, test.targets[i, c], "k--", label="truth")

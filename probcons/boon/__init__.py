@@ -1,8 +1,11 @@
 """BOON: boundary-corrected Fourier neural operators (Saad et al., ICLR 2023).
 
 Kernel corrections of each Fourier layer for Dirichlet, Neumann and periodic conditions, the
-exact output solve, operator-learning problems with their own data, training and a runner; in
-2-D (correction2d, problems2d, training2d) Dirichlet and Neumann conditions on all four sides.
+exact output solve, operator-learning problems with their own data, training, a Gaussian
+ensemble whose constraints come from a Pyro model file (models/heat-neumann.py, through
+ExactConditioning) and a runner writing the common run folder (`<method>.nc`, metrics.json,
+report); in 2-D (correction2d, problems2d, training2d) Dirichlet and Neumann conditions on all
+four sides.
 """
 
 from probcons.boon.conditions import BoundaryCondition, dirichlet, neumann, periodic
@@ -20,7 +23,13 @@ from probcons.boon.correction2d import (
     dirichlet2d,
     neumann2d,
 )
-from probcons.boon.ensemble import BoonEnsemble, conserve, heat_constraints
+from probcons.boon.ensemble import (
+    BoonEnsemble,
+    conserve,
+    heat_constraints,
+    model_arguments,
+    problem_model,
+)
 
 __all__ = [
     "BoonEnsemble",
@@ -35,6 +44,8 @@ __all__ = [
     "boundary_columns",
     "conserve",
     "heat_constraints",
+    "model_arguments",
+    "problem_model",
     "dirichlet",
     "dirichlet2d",
     "neumann",

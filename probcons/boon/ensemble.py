@@ -9,30 +9,47 @@ a LowRankCovariance. Every column of F satisfies the homogeneous condition and t
 inhomogeneous one. The diagonal (aleatoric) variance s is one scalar: the default NOISE_VARIANCE is
 a floor that leaves the ensemble over-confident; `calibrate` sets s to the maximiser of the
 held-out pointwise Gaussian log-likelihood sum log N(y | mean, s + spread^2), spread^2 the
-members' variance (1 / (E - 1) normalisation), over log s in [log floor, log max_variance]. The ProbConserv update (`probcons.conditioning.condition`) on the stacked
-constraint [conservation; boundary rows] then gives a posterior whose mean satisfies both.
+members' variance (1 / (E - 1) normalisation), over log s in [log floor, log max_variance].
+
+Constraints go through a Pyro model, as on the GPME side: `sites(data)` traces the problem's
+model file (models/<problem>.py, found by `probcons.resources.model_file`; heat-neumann ships
+one: u ~ the prediction, observed sites "mass" and "neumann") once per sample under
+`probcons.inference.ExactConditioning`, and each ConstraintSites gives the unconstrained prior,
+the ProbConserv posterior (`.posterior("probconserv")`) on the stacked rows [conservation;
+Neumann], whose mean and every draw satisfy both, and the rows themselves.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import pyro
 import torch
 from scipy.optimize import minimize_scalar
 
 from probcons.boon.problems import OperatorData, OperatorProblem, heat_mass
 from probcons.boon.training import TrainingConfig, predict, train_model
-from probcons.conditioning import condition
 from probcons.constraints import conservation_constraint, neumann_constraint
 from probcons.covariance import LowRankCovariance
 from probcons.errors import UsageError
 from probcons.grid import Grid
+from probcons.inference import (
+    ConstraintSites,
+    ExactConditioning,
+    GaussianField,
+    observe_constraint,
+)
 from probcons.metrics import gaussian_interval_coverage
+from probcons.posterior import Posterior
 from probcons.prediction import GaussianPrediction
+from probcons.resources import model_file
 from probcons.validation import check_nonnegative, check_positive_int
 
 NOISE_VARIANCE = 1e-8  # diagonal floor of the ensemble covariance (keeps G Sigma G^T invertible)
 COVERAGE_LEVEL = 0.9  # central interval whose pointwise coverage `coverage` reports
+MODEL_PROBLEMS = ("heat-neumann",)
+"""Operator problems with a shipped Pyro model file (models/<problem>.py) of constraint sites."""
 
 
 def calibrated_noise_variance(
@@ -126,7 +143,8 @@ class BoonEnsemble:
         return float(inside.double().mean())
 
     def predict(self, data: OperatorData) -> list[GaussianPrediction]:
-        """One GaussianPrediction on grid (times, x) per sample of `data`."""
+        """One Posterior (a GaussianPrediction with a LowRankCovariance) on grid (times, x) per
+        sample of `data`, in order."""
         members = self.member_predictions(data)
         mean = members.mean(0)
         deviations = (members - mean) / math.sqrt(len(self.models) - 1)
@@ -138,9 +156,62 @@ class BoonEnsemble:
             out.append(GaussianPrediction(mean[i], LowRankCovariance(diagonal, factor), self.grid))
         return out
 
+    def sites(
+        self, data: OperatorData, model: Callable | None = None, noise_std: float = 0.0
+    ) -> list[ConstraintSites]:
+        """One trace per sample of `data` of the Pyro model (default: the problem's model file,
+        `problem_model`) over that sample's prediction: ConstraintSites with `.prior` (the
+        ensemble's Gaussian), `.posterior(method)`, `.constraint` and `.columns[site]`."""
+        check_nonnegative(noise_std, "noise_std")
+        conditioning = ExactConditioning(
+            problem_model(self.problem.name) if model is None else model
+        )
+        return [
+            conditioning.collect(prediction, *model_arguments(self.problem, data, index, noise_std))
+            for index, prediction in enumerate(self.predict(data))
+        ]
+
+    def posteriors(
+        self,
+        data: OperatorData,
+        method: str = "probconserv",
+        model: Callable | None = None,
+        noise_std: float = 0.0,
+    ) -> list[Posterior]:
+        """One Posterior per sample of `data` after `method` ("unconstrained", "hardc" or
+        "probconserv") on the sites of `model` (`sites`)."""
+        return [sites.posterior(method) for sites in self.sites(data, model, noise_std)]
+
+
+def problem_model(problem: str) -> Callable:
+    """The `model` function of models/<problem>.py (working directory first, then the shipped
+    one), read anew on each call; called as model(prediction, *model_arguments(...))."""
+    from probcons.runner import load_model  # the GPME runner's loader: one way to read a file
+
+    if problem not in MODEL_PROBLEMS:
+        raise UsageError(
+            f"problem: expected one of {list(MODEL_PROBLEMS)} (operator problems with a Pyro "
+            f"model file), got {problem!r}"
+        )
+    return load_model(model_file(problem))
+
+
+def model_arguments(
+    problem: OperatorProblem, data: OperatorData, index: int, noise_std: float = 0.0
+) -> tuple:
+    """What a BOON model file's model(prediction, ...) takes after the prediction for sample
+    `index`: (problem, parameter (p,), boundary data (m, r), noise_std)."""
+    if data.parameters is None or data.boundary is None:
+        raise UsageError(
+            "data: expected parameters and boundary data for the model's sites, got "
+            f"parameters {data.parameters is not None}, boundary {data.boundary is not None}"
+        )
+    return problem, data.parameters[index], data.boundary[index], noise_std
+
 
 def heat_constraints(problem: OperatorProblem, data: OperatorData, index: int, order: int = 2):
-    """[conservation (mass from the exact boundary fluxes); Neumann rows] for sample `index`."""
+    """[conservation (mass from the exact boundary fluxes); Neumann rows] for sample `index`:
+    the rows of models/heat-neumann.py's sites "mass" and "neumann", as LinearConstraints."""
     grid = Grid(problem.times, problem.x)
     mass = heat_mass(problem, data.parameters[index : index + 1])[0]
     conservation = conservation_constraint(grid, mass)
@@ -149,6 +220,15 @@ def heat_constraints(problem: OperatorProblem, data: OperatorData, index: int, o
     return conservation, neumann
 
 
-def conserve(prediction: GaussianPrediction, constraints) -> GaussianPrediction:
-    """ProbConserv posterior given all `constraints` exactly (sigma_G = 0)."""
-    return condition(prediction, list(constraints))
+def observed_rows(prediction: Posterior, constraints) -> torch.Tensor:
+    """A Pyro model: u ~ `prediction`; constraint k an observed site "rows_k" of u."""
+    u = pyro.sample("u", GaussianField(prediction))
+    for index, constraint in enumerate(constraints):
+        observe_constraint(f"rows_{index}", constraint, u)
+    return u
+
+
+def conserve(prediction: Posterior, constraints) -> Posterior:
+    """ProbConserv posterior given all `constraints` exactly (sigma_G = 0), through
+    ExactConditioning of the model `observed_rows`."""
+    return ExactConditioning(observed_rows).posterior(prediction, list(constraints))

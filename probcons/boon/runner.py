@@ -1,9 +1,26 @@
 """Run one operator problem with one backbone: data, training, evaluation, files.
 
 Backbones: "fno", "fno-bc" (FNO with the boundary data as input channels), "boon-fno" (the
-kernel-corrected FNO), "boon-ensemble" (members x boon-fno as a Gaussian backbone; on
-heat-neumann also the ProbConserv update on [conservation; Neumann rows]).
-Writes out_dir/metrics.json, out_dir/model.pt (or member_<e>.pt) and out_dir/boundary.png.
+kernel-corrected FNO), "boon-ensemble" (members x boon-fno as a Gaussian backbone; on a problem
+with a Pyro model file, heat-neumann, also ProbConserv on the model's sites [conservation;
+Neumann rows] through `ExactConditioning`).
+
+Files in out_dir:
+- metrics.json: the run's settings (problem, backbone, seed, sizes, config, machine) and
+  "metrics", the backbone's flat BOON metrics (rel_l2, boundary_error, ...); for boon-ensemble
+  also one entry per method in the GPME shape, {method: {metric: mean, metric_se: standard
+  error over test samples}}, with "methods" listing those keys;
+- model.pt (or member_<e>.pt), boundary.png;
+- boon-ensemble only: `<method>.nc` per method (the run-folder schema of
+  `probcons.posterior_files`: the test samples are the functions, the grid is (output times,
+  x), `draws` draws each; constant_data holds the exact Gaussian moments, the sample's
+  parameter, the mass U(t) and the constraint rows) and report.html / report.md
+  (`probcons.report.write_report`), so `probcons report OUT_DIR` reads the run.
+  Methods: "unconstrained" (the ensemble's Gaussian) and, with a model file, "probconserv".
+Deterministic backbones (fno, fno-bc, boon-fno) write no `<method>.nc`: a point prediction has
+no predictive distribution, so draws equal to the mean with zero variance would put a log
+likelihood of -inf, zero coverage and a degenerate PIT into a calibration report, which says
+nothing the flat metrics do not; their metrics.json keeps the flat "metrics" only.
 2-D problems (problems2d: cavity, wave2d; backbones fno, fno-bc, boon-fno) train the one-step
 model, roll the test trajectories out and write metrics.json, model.pt and error_vs_time.png.
 """
@@ -14,19 +31,33 @@ import platform
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from probcons.boon.ensemble import BoonEnsemble, conserve, heat_constraints
-from probcons.boon.problems import OPERATOR_PROBLEMS, make_problem
+from probcons import metrics as scores
+from probcons.boon.ensemble import MODEL_PROBLEMS, BoonEnsemble
+from probcons.boon.problems import OPERATOR_PROBLEMS, OperatorData, OperatorProblem, make_problem
 from probcons.boon.problems2d import OPERATOR_PROBLEMS_2D, make_problem2d
 from probcons.boon.training import TrainingConfig, config_dict, evaluate, predict, train_model
 from probcons.errors import UsageError
+from probcons.grid import Grid
+from probcons.inference import ConstraintSites
 from probcons.io import write_json
+from probcons.posterior import Posterior
+from probcons.posterior_files import posterior_inference_data, write_inference_data
 from probcons.validation import check_positive_int
 
 BACKBONES = {"fno": "fno", "fno-bc": "fno-bc", "boon-fno": "boon", "boon-ensemble": "boon"}
 BACKBONES_2D = ("fno", "fno-bc", "boon-fno")
 TRAJECTORIES_2D = (80, 16)  # default training / test trajectories of the 2-D problems
+DRAWS = 100
+"""Draws per test sample and method in `<method>.nc` (as `probcons run` on GPME problems)."""
+ENSEMBLE_METHODS = ("unconstrained", "probconserv")
+"""Methods of a boon-ensemble run on a problem with a model file (else "unconstrained" only)."""
+MASS_SITE, BOUNDARY_SITE = "mass", "neumann"
+"""The sites of models/heat-neumann.py that the flat metrics' conservation / boundary keys read."""
+DRAW_STREAM = 7919
+"""Entropy word that keeps the draws' seeds apart from the data's and the training's."""
 
 
 def _prepare(n_train, n_test, threads, config, epochs, out_dir) -> tuple:
@@ -65,15 +96,19 @@ def run_operator_problem(
     members: int = 4,
     threads: int | None = 1,
     figure: bool = True,
+    draws: int = DRAWS,
+    report: bool = True,
 ) -> dict:
     """Train `backbone` on `problem` (seeded), evaluate on a test set, write files; return metrics.
 
     problem: a key of OPERATOR_PROBLEMS (or of OPERATOR_PROBLEMS_2D: run_operator_problem2d);
-    backbone: a key of BACKBONES; out_dir: created if needed; seed: data, initialisation and
-    batch order; n_train / n_test samples (default 200 / 100; 2-D: TRAJECTORIES_2D); n_x grid
-    nodes on [0, 1]; n_times output times (default per problem); config: TrainingConfig (defaults),
-    epochs overrides config.epochs; members: ensemble size (boon-ensemble only); threads:
-    torch.set_num_threads (None leaves it); figure: write boundary.png.
+    backbone: a key of BACKBONES; out_dir: created if needed; seed: data, initialisation, batch
+    order and draws; n_train / n_test samples (default 200 / 100; 2-D: TRAJECTORIES_2D); n_x
+    grid nodes on [0, 1]; n_times output times (default per problem); config: TrainingConfig
+    (defaults), epochs overrides config.epochs; members: ensemble size (boon-ensemble only);
+    threads: torch.set_num_threads (None leaves it); figure: write boundary.png; draws: draws
+    per test sample and method in `<method>.nc` and report: write report.html (boon-ensemble).
+    Returns the contents of metrics.json (see the module docstring).
     """
     if problem in OPERATOR_PROBLEMS_2D:
         return run_operator_problem2d(
@@ -92,6 +127,8 @@ def run_operator_problem(
         raise UsageError(f"problem: expected one of {known}, got {problem!r}")
     if backbone not in BACKBONES:
         raise UsageError(f"backbone: expected one of {sorted(BACKBONES)}, got {backbone!r}")
+    check_positive_int(draws, "draws")
+    check_positive_int(members, "members")
     n_train = 200 if n_train is None else n_train
     n_test = 100 if n_test is None else n_test
     config, out_dir = _prepare(
@@ -109,60 +146,86 @@ def run_operator_problem(
         "config": config_dict(config),
         "machine": {"platform": platform.platform(), "torch": torch.__version__},
     }
+    posteriors = None
     if backbone != "boon-ensemble":
         model, seconds = train_model(kind, spec, train, config, seed)
         result["metrics"] = {**evaluate(model, kind, spec, test), "train_s": seconds}
         _save(model, out_dir / "model.pt", problem, kind)
         prediction = predict(model, kind, test).to(torch.float64)
     else:
-        check_positive_int(members, "members")
         ensemble = BoonEnsemble.train(spec, train, config, members, seed)
         for index, model in enumerate(ensemble.models):
             _save(model, out_dir / f"member_{index}.pt", problem, kind)
         # the diagonal variance from held-out samples (neither training nor test data)
         validation = spec.generate(max(n_test // 2, 2), generator)
         ensemble.calibrate(validation)
+        sites = ensemble.sites(test) if problem in MODEL_PROBLEMS else None
+        posteriors = ensemble_posteriors(ensemble, test, sites)
         result["metrics"] = {
-            **ensemble_metrics(ensemble, spec, test),
+            **ensemble_metrics(ensemble, spec, test, sites, posteriors),
             "noise_variance": ensemble.noise_variance,
             "coverage_90": ensemble.coverage(test),
         }
-        prediction = ensemble.member_predictions(test).mean(0)
+        summaries = write_method_files(out_dir, spec, test, posteriors, sites, draws, seed)
+        result["methods"] = list(summaries)
+        result.update(summaries)
+        prediction = torch.stack([p.mean for p in posteriors["unconstrained"]])
     write_json(out_dir / "metrics.json", result)
     if figure:
         from probcons.boon.figures import plot_boundary_profiles
 
         plot_boundary_profiles(spec, test, {backbone: prediction}, out_dir / "boundary.png")
+    if report and posteriors is not None:
+        from probcons.report import write_report
+
+        write_report([out_dir])
     return result
 
 
-def ensemble_metrics(ensemble: BoonEnsemble, problem, test) -> dict:
-    """Relative L2, mean predictive std, BC residual and (heat) conservation error, before/after."""
-    predictions = ensemble.predict(test)
+def ensemble_posteriors(
+    ensemble: BoonEnsemble, test: OperatorData, sites: list[ConstraintSites] | None
+) -> dict[str, list[Posterior]]:
+    """{method: one Posterior per test sample}: ENSEMBLE_METHODS on the model's `sites`, or
+    the ensemble's Gaussian alone ("unconstrained") when there are none."""
+    if sites is None:
+        return {"unconstrained": ensemble.predict(test)}
+    return {method: [s.posterior(method) for s in sites] for method in ENSEMBLE_METHODS}
+
+
+def _site_residual(sites: ConstraintSites, field: torch.Tensor, name: str) -> float:
+    """max |G u - b| over the rows of site `name`."""
+    return float(sites.residual(field)[..., sites.columns[name]].abs().max())
+
+
+def ensemble_metrics(
+    ensemble: BoonEnsemble,
+    problem: OperatorProblem,
+    test: OperatorData,
+    sites: list[ConstraintSites] | None = None,
+    posteriors: dict[str, list[Posterior]] | None = None,
+) -> dict:
+    """Relative L2, mean predictive std, BC residual and, with the model's sites (heat), the
+    conservation error before and after ProbConserv and the posterior's relative L2 and rows.
+
+    sites: `ensemble.sites(test)` (traced here when None on a problem with a model file);
+    posteriors: `ensemble_posteriors(ensemble, test, sites)` (computed here when None).
+    """
+    if sites is None and problem.name in MODEL_PROBLEMS:
+        sites = ensemble.sites(test)
+    if posteriors is None:
+        posteriors = ensemble_posteriors(ensemble, test, sites)
     truth = test.targets
-    rel = []
-    spread = []
-    bc = []
+    rel, spread, bc = [], [], []
     ce_prior, ce_post, bc_post, rel_post = [], [], [], []
-    for i, prediction in enumerate(predictions):
+    for i, prediction in enumerate(posteriors["unconstrained"]):
         rel.append(float((prediction.mean - truth[i]).norm() / truth[i].norm()))
         spread.append(float(prediction.stddev.mean()))
-        bc.append(
-            float(
-                problem.condition.residual(
-                    prediction.mean[None],
-                    test.boundary[i : i + 1] if test.boundary is not None else None,
-                )
-                .abs()
-                .max()
-            )
-        )
-        if problem.name == "heat-neumann":
-            conservation, boundary = heat_constraints(problem, test, i, problem.condition.order)
-            posterior = conserve(prediction, [conservation, boundary])
-            ce_prior.append(float(conservation.residual(prediction.mean).abs().max()))
-            ce_post.append(float(conservation.residual(posterior.mean).abs().max()))
-            bc_post.append(float(boundary.residual(posterior.mean).abs().max()))
+        bc.append(_condition_residual(problem, test, i, prediction.mean))
+        if sites is not None and {MASS_SITE, BOUNDARY_SITE} <= set(sites[i].columns):
+            posterior = posteriors["probconserv"][i]
+            ce_prior.append(_site_residual(sites[i], prediction.mean, MASS_SITE))
+            ce_post.append(_site_residual(sites[i], posterior.mean, MASS_SITE))
+            bc_post.append(_site_residual(sites[i], posterior.mean, BOUNDARY_SITE))
             rel_post.append(float((posterior.mean - truth[i]).norm() / truth[i].norm()))
     metrics = {
         "rel_l2": sum(rel) / len(rel),
@@ -180,6 +243,118 @@ def ensemble_metrics(ensemble: BoonEnsemble, problem, test) -> dict:
             }
         )
     return metrics
+
+
+def _condition_residual(
+    problem: OperatorProblem, data: OperatorData, index: int, field: torch.Tensor
+) -> float:
+    """max |R u - g| of the problem's boundary condition for sample `index`."""
+    boundary = None if data.boundary is None else data.boundary[index : index + 1]
+    return float(problem.condition.residual(field[None], boundary).abs().max())
+
+
+def _draw_generator(seed: int, index: int, method: int) -> torch.Generator:
+    """The generator of the draws of test sample `index` under method number `method`: one
+    SeedSequence entropy per run, one stream per sample and method."""
+    entropy = [seed, DRAW_STREAM, index, method]
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]))
+
+
+def _parameters(problem: OperatorProblem, data: OperatorData) -> tuple[np.ndarray, str]:
+    """(F,) one scalar per test sample and its name: the sampled physical parameter when
+    there is one (heat: w), else the sample's index."""
+    if data.parameters is not None and data.parameters.reshape(len(data), -1).shape[1] == 1:
+        names = [name for name in problem.parameters if name.endswith("_range")]
+        name = names[0].removesuffix("_range") if len(names) == 1 else "parameter"
+        return data.parameters.reshape(-1).numpy(), name
+    return np.arange(len(data), dtype=np.float64), "test sample"
+
+
+def write_method_files(
+    out_dir: Path,
+    problem: OperatorProblem,
+    test: OperatorData,
+    posteriors: dict[str, list[Posterior]],
+    sites: list[ConstraintSites] | None,
+    draws: int,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """Write `<method>.nc` for every method of `posteriors` and return {method: summary}.
+
+    Each test sample is a function on the grid (output times, x), with `draws` draws from its
+    own generator per method (`_draw_generator`); the time of interest is the middle output
+    time. constant_data: the exact moments, the parameter, the mass U(t) (heat: the model's
+    mass rows, from the exact fluxes; else the trapezoid mass of the truth) and, with `sites`,
+    the rows each sample was conditioned on (the same rows for every method, as on GPME runs).
+    The summary has the GPME runner's keys (mse, mse_t, ce = mean |G m - b| over all the rows,
+    with sites only; ll, crps, coverage_50, coverage_90) plus rel_l2 and boundary_error (per
+    sample max |R m - g|), each a mean over samples with its standard error `<key>_se`.
+    """
+    from probcons.runner import constraint_arrays, summarize
+
+    grid = Grid(problem.times, problem.x)
+    time_of_interest = float(problem.times[problem.n_times // 2])
+    time_index = grid.time_index(time_of_interest)
+    truth = test.targets.to(torch.float64)
+    constraint = None if sites is None else constraint_arrays([s.constraint for s in sites])
+    if sites is not None and MASS_SITE in sites[0].columns and not sites[0].flat:
+        mass = torch.stack([s.constraint.values[:, s.columns[MASS_SITE]][:, 0] for s in sites])
+    else:  # no exact mass known: the trapezoid mass of the truth
+        mass = truth @ grid.trapezoid_weights()
+    parameter, parameter_name = _parameters(problem, test)
+    condition = problem.condition
+    attrs = {
+        "problem": problem.name,
+        "backbone": "boon-ensemble",
+        "sigma_G": 0.0,
+        "parameter_name": parameter_name,
+        "time_of_interest": time_of_interest,
+        "seed": seed,
+        "constraint_flat": None if sites is None else int(sites[0].flat),
+        "boundary_condition": condition.kind if condition.sides == ("left", "right") else None,
+    }
+    summaries = {}
+    for number, (method, predictions) in enumerate(posteriors.items()):
+        samples, means, variances, per_sample = [], [], [], []
+        for i, posterior in enumerate(predictions):
+            field = posterior.sample(draws, _draw_generator(seed, i, number))
+            samples.append(field.numpy().astype(np.float32))
+            means.append(posterior.mean.numpy())
+            variances.append(posterior.variance.numpy())
+            row = _score(posterior, field, truth[i], time_index)
+            if sites is not None:  # CE as on GPME runs: mean |G m - b| over every row
+                row["ce"] = float(sites[i].residual(posterior.mean).abs().mean())
+            row["boundary_error"] = _condition_residual(problem, test, i, posterior.mean)
+            per_sample.append(row)
+        data = posterior_inference_data(
+            samples=np.stack(samples),
+            truth=truth.numpy(),
+            mean=np.stack(means),
+            variance=np.stack(variances),
+            parameter=parameter,
+            mass=mass.numpy(),
+            grid=grid,
+            attrs={**attrs, "method": method},
+            constraint=constraint,
+        )
+        write_inference_data(out_dir / f"{method}.nc", data)
+        summaries[method] = summarize(per_sample)
+    return summaries
+
+
+def _score(posterior: Posterior, draws: torch.Tensor, truth: torch.Tensor, time_index: int):
+    """The GPME runner's per-function scores of a posterior and its draws (D, n_t, n_x)."""
+    mean, variance = posterior.mean, posterior.variance
+    return {
+        "mse": scores.mse(mean, truth),
+        "mse_t": scores.mse(mean[time_index], truth[time_index]),
+        "ll": float(scores.gaussian_log_likelihood(mean, variance, truth).mean()),
+        "crps": float(scores.crps_ensemble(draws, truth).mean()),
+        "coverage_50": float(scores.central_interval_coverage(draws, truth, 0.5).double().mean()),
+        "coverage_90": float(scores.central_interval_coverage(draws, truth, 0.9).double().mean()),
+        "rel_l2": float((mean - truth).norm() / truth.norm()),
+    }
 
 
 def run_operator_problem2d(
