@@ -1,7 +1,8 @@
 """Train the members of an ensemble: one after another by default, in parallel processes on request.
 
 A `MemberTask` says how to build one untrained member and how to compute its loss on a fresh
-random batch. `train_member` trains member k with Adam and a cosine learning-rate decay
+random batch. `train_member` trains member k on the training engine (`probcons.training.engine`, task
+`MemberRun`) with Adam and a cosine learning-rate decay
 
     lr(s) = lr_0 (f + (1 - f) (1 + cos(pi s / S)) / 2),  s = 0 .. S - 1, f = final fraction,
 
@@ -49,9 +50,11 @@ from probcons.backbones.members import (
     member_path,
     restore_members,
 )
-from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.checkpoint import save_checkpoint
 from probcons.errors import UsageError
 from probcons.resources import checkpoint_path, shipped_checkpoints
+from probcons.training import engine
+from probcons.training.engine import TrainingTask, cosine_decay
 from probcons.validation import check_nonnegative, check_positive_int
 
 SEED_STRIDE = 1_000_003
@@ -102,9 +105,7 @@ class MemberTrainingOptions:
 
     def learning_rate_at(self, step: int) -> float:
         """Cosine decay from learning_rate to final_fraction * learning_rate over `steps`."""
-        progress = step / max(self.steps - 1, 1)
-        cosine = (1 + math.cos(math.pi * progress)) / 2
-        return self.learning_rate * (self.final_fraction + (1 - self.final_fraction) * cosine)
+        return cosine_decay(self.learning_rate, step / max(self.steps - 1, 1), self.final_fraction)
 
     def identity(self) -> dict[str, Any]:
         """The options that must match when a member is resumed."""
@@ -148,23 +149,6 @@ def _check_options(options: Any) -> MemberTrainingOptions:
     return options
 
 
-def _check_resumable(payload: dict, task: MemberTask, options: MemberTrainingOptions, path: Path):
-    hyper = payload["hyperparameters"]
-    expected = {"backbone": task.backbone, "task": task.hyperparameters()}
-    found = {"backbone": hyper.get("backbone"), "task": hyper.get("task")}
-    if found != expected:
-        raise UsageError(
-            f"resume: {str(path)!r} holds a member of {found}, not of {expected}; "
-            "choose another directory"
-        )
-    stored = {k: v for k, v in hyper.get("training", {}).items() if k not in RESUMABLE_OPTIONS}
-    if stored != options.identity():
-        raise UsageError(
-            f"resume: {str(path)!r} was trained with options {stored}, got {options.identity()}; "
-            "resume with the same options or choose another directory"
-        )
-
-
 @torch.no_grad()
 def validation_loss(task: MemberTask, model: nn.Module, batch_size: int) -> float:
     """The task's loss on one fixed batch (seed VALIDATION_SEED), the same for every member."""
@@ -173,6 +157,92 @@ def validation_loss(task: MemberTask, model: nn.Module, batch_size: int) -> floa
     value = float(task.loss(model, batch_size, generator))
     model.train()
     return value
+
+
+class MemberRun(TrainingTask):
+    """Member `index` of `task` as a training-engine task: a fresh batch per step from the
+    member's batch generator, the cosine schedule of `options`, and a member file whose extra
+    holds the mean loss of every checkpoint interval (`history`), `done` and, once done, the
+    `validation_loss`."""
+
+    data_parallel = False  # under torchrun each rank trains members of its own
+
+    def __init__(self, task: MemberTask, index: int, options: MemberTrainingOptions):
+        self.task, self.index, self.options = task, index, options
+        self.weight_decay = options.weight_decay
+        self.generator = torch.Generator().manual_seed(member_seeds(options.seed, index)[1])
+        self.history: list[float] = []
+        self.interval: list[float] = []
+
+    @property
+    def total_steps(self) -> int:
+        return self.options.steps
+
+    def build(self) -> nn.Module:
+        return self.task.build()
+
+    def loss(self, network, step):
+        loss = self.task.loss(network, self.options.batch_size, self.generator)
+        return loss, {"loss": float(loss.detach())}
+
+    def learning_rate(self, step: int) -> float:
+        return self.options.learning_rate_at(step)
+
+    def check_loss(self, loss, step):
+        if not torch.isfinite(loss):
+            raise UsageError(
+                f"training: member {self.index} reached a non-finite loss at step {step}; "
+                "lower learning_rate"
+            )
+
+    def after_step(self, model, step, logs, clock):
+        self.interval.append(logs["loss"])
+        if step % self.options.checkpoint_every == 0 or step == self.options.steps:
+            self.history.append(sum(self.interval) / len(self.interval))
+            self.interval = []
+        return {"loss": f"{logs['loss']:.4g}"}
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "backbone": self.task.backbone,
+            "task": self.task.hyperparameters(),
+            "training": asdict(self.options),
+            "member": self.index,
+        }
+
+    def check_resumable(self, hyperparameters, path):
+        expected = {"backbone": self.task.backbone, "task": self.task.hyperparameters()}
+        found = {"backbone": hyperparameters.get("backbone"), "task": hyperparameters.get("task")}
+        if found != expected:
+            raise UsageError(
+                f"resume: {str(path)!r} holds a member of {found}, not of {expected}; "
+                "choose another directory"
+            )
+        stored = {
+            k: v
+            for k, v in hyperparameters.get("training", {}).items()
+            if k not in RESUMABLE_OPTIONS
+        }
+        if stored != self.options.identity():
+            raise UsageError(
+                f"resume: {str(path)!r} was trained with options {stored}, got "
+                f"{self.options.identity()}; resume with the same options or choose another "
+                "directory"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def extra(self, model, step):
+        done = step == self.options.steps
+        extra = {"done": done, "history": list(self.history)}
+        if done:
+            extra["validation_loss"] = validation_loss(self.task, model, self.options.batch_size)
+        return extra
+
+    def load(self, state, extra):
+        self.generator.set_state(state["generator"])
+        self.history = list(extra["history"])
 
 
 def train_member(
@@ -187,102 +257,31 @@ def train_member(
     """Train member `index` of `task` into directory/member-kk.pt; returns that path.
 
     A finished member file is left as it is when `resume` is true; an unfinished one continues
-    from its last checkpoint (the same batches and weights as an uninterrupted run).
+    from its last checkpoint (the same batches and weights as an uninterrupted run). Initial
+    weights come from a forked random state seeded with the member's weight seed.
     """
     task = _check_task(task)
     options = _check_options(options)
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise UsageError(f"index: expected an integer >= 0, got {index!r}")
     path = member_path(directory, index)
-    weight_seed, batch_seed = member_seeds(options.seed, index)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(weight_seed)
-        model = task.build()
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
-    )
-    generator = torch.Generator().manual_seed(batch_seed)
-    step, history, seconds, cpu_seconds = 0, [], 0.0, 0.0
-    if path.exists():
-        if not resume:
-            raise UsageError(
-                f"directory: {str(path)!r} exists; pass resume=True (--resume) to continue it "
-                "or choose another directory"
-            )
-        payload = load_checkpoint(path)
-        _check_resumable(payload, task, options, path)
-        model.load_state_dict(payload["state"]["model"])
-        optimizer.load_state_dict(payload["state"]["optimizer"])
-        generator.set_state(payload["state"]["generator"])
-        extra = payload["extra"]
-        step, history, seconds = extra["step"], list(extra["history"]), extra["seconds"]
-        cpu_seconds = extra.get("cpu_seconds", 0.0)  # absent in checkpoints before it was kept
-        if step >= options.steps:
-            return path
-
-    def save(done: bool) -> None:
-        extra = {
-            "step": step,
-            "done": done,
-            "history": history,
-            "seconds": seconds,  # wall time
-            "cpu_seconds": cpu_seconds,  # process CPU time (wall time misleads on a shared machine)
-        }
-        if done:
-            extra["validation_loss"] = validation_loss(task, model, options.batch_size)
-        save_checkpoint(
-            path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(),
-            },
-            {
-                "backbone": task.backbone,
-                "task": task.hyperparameters(),
-                "training": asdict(options),
-                "member": index,
-            },
-            extra,
+    if path.exists() and not resume:
+        raise UsageError(
+            f"directory: {str(path)!r} exists; pass resume=True (--resume) to continue it "
+            "or choose another directory"
         )
-
-    model.train()
-    bar = tqdm(
-        total=options.steps,
-        initial=step,
+    engine.train(
+        MemberRun(task, index, options),
+        member_seeds(options.seed, index)[0],
+        path,
+        resume=True,
+        checkpoint_every=options.checkpoint_every,
+        progress=progress,
+        isolate_seed=True,
         desc=f"{task.problem_name} {task.backbone} member {index}",
-        unit="step",
         position=position,
         leave=position is None,
-        disable=not progress,
     )
-    interval_losses: list[float] = []
-    started, cpu_started = time.perf_counter(), time.process_time()
-    while step < options.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = options.learning_rate_at(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss = task.loss(model, options.batch_size, generator)
-        if not torch.isfinite(loss):
-            bar.close()
-            raise UsageError(
-                f"training: member {index} reached a non-finite loss at step {step}; "
-                "lower learning_rate"
-            )
-        loss.backward()
-        optimizer.step()
-        step += 1
-        interval_losses.append(float(loss.detach()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{interval_losses[-1]:.4g}", refresh=False)
-        if step % options.checkpoint_every == 0 or step == options.steps:
-            history.append(sum(interval_losses) / len(interval_losses))
-            interval_losses = []
-            seconds += time.perf_counter() - started
-            cpu_seconds += time.process_time() - cpu_started
-            started, cpu_started = time.perf_counter(), time.process_time()
-            save(done=step == options.steps)
-    bar.close()
     return path
 
 

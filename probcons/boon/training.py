@@ -27,8 +27,9 @@ samples, and the weights follow a single process's run.
 from __future__ import annotations
 
 import math
-import time
+from abc import abstractmethod
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -38,6 +39,8 @@ from probcons.boon.correction import BoonFNO1d
 from probcons.boon.problems import OperatorData, OperatorProblem
 from probcons.errors import UsageError
 from probcons.operators.fno import FNO1d
+from probcons.training import engine
+from probcons.training.engine import TrainingTask, step_decay
 from probcons.validation import check_in_interval, check_positive_int
 
 MODEL_KINDS = ("fno", "fno-bc", "boon")
@@ -181,6 +184,118 @@ def relative_l2(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return difference / target.flatten(1).norm(dim=1)
 
 
+class OperatorTask(TrainingTask):
+    """Epochs over a fixed training set of n samples, in mini-batches of b: each epoch a new
+    order from the task's `shuffle` generator; step decay of the learning rate per epoch,
+    lr_e = learning_rate * decay_factor^floor(e / decay_every); Adam's weight decay and the
+    gradient clip of `config`. Under torchrun each mini-batch is split over the ranks
+    (`distributed.split_minibatch`). Subclasses give `build` and `batch_loss`.
+
+    callback(epoch, model) after each epoch, on every rank.
+    """
+
+    def __init__(self, config: TrainingConfig, n_samples: int, seed: int, callback=None):
+        self.config = config
+        self.n_samples = n_samples
+        self.callback = callback
+        self.steps_per_epoch = math.ceil(n_samples / config.batch_size)
+        self.weight_decay = config.weight_decay
+        self.grad_clip = config.grad_clip
+        self.shuffle = torch.Generator().manual_seed(seed)
+        self.order: torch.Tensor | None = None
+        self.world = distributed.world()
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * self.steps_per_epoch
+
+    def learning_rate(self, step: int) -> float:
+        config = self.config
+        epoch = step // self.steps_per_epoch
+        return step_decay(config.learning_rate, epoch // config.decay_every, config.decay_factor)
+
+    def loss(self, network: nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        position = step % self.steps_per_epoch
+        if position == 0:
+            self.order = torch.randperm(self.n_samples, generator=self.shuffle)
+        begin = position * self.config.batch_size
+        index, weight = distributed.split_minibatch(
+            self.order[begin : begin + self.config.batch_size], self.world
+        )
+        errors = self.batch_loss(network, step, index)
+        return distributed.minibatch_loss(errors, weight), {
+            "loss_sum": float(errors.detach().sum()) if weight != 0.0 else 0.0
+        }
+
+    @abstractmethod
+    def batch_loss(self, network: nn.Module, step: int, index: torch.Tensor) -> torch.Tensor:
+        """Per-sample losses (b,) of the samples `index` at optimizer step `step`."""
+
+    def end_epoch(self, model: nn.Module, epoch: int, logs: dict[str, float]) -> dict | None:
+        """Called after the last step of `epoch`; returns progress-bar values."""
+        return None
+
+    def after_step(self, model, step, logs, clock):
+        if step % self.steps_per_epoch:
+            return None
+        shown = self.end_epoch(model, step // self.steps_per_epoch - 1, logs)
+        if self.callback is not None:
+            self.callback(step // self.steps_per_epoch - 1, model)
+            model.train()  # the callback may have evaluated it
+        return shown
+
+    def state_dict(self) -> dict:
+        return {"shuffle": self.shuffle.get_state(), "order": self.order}
+
+    def load(self, state: dict, extra: dict) -> None:
+        self.shuffle.set_state(state["shuffle"])
+        self.order = state["order"]
+
+
+class OperatorTask1d(OperatorTask):
+    """Model u = model(a[, g]) of `kind`; per-sample loss the relative L2 error; BOON's kernel
+    correction ramped up over the first steps (`TrainingConfig.correction_strength`)."""
+
+    def __init__(
+        self,
+        kind: str,
+        problem: OperatorProblem,
+        train: OperatorData,
+        config: TrainingConfig,
+        seed: int = 0,
+        callback=None,
+        correct_layers: bool = True,
+    ):
+        super().__init__(config, len(train), seed, callback)
+        self.kind, self.problem, self.data = check_kind(kind), problem, train
+        self.correct_layers = correct_layers
+
+    def build(self) -> nn.Module:
+        model = build_model(self.kind, self.problem, self.config, self.correct_layers)
+        self.inputs = model_inputs(self.kind, self.data, input_channels(model)).float()
+        self.targets = self.data.targets.float()
+        self.boundary = None if self.data.boundary is None else self.data.boundary.float()
+        return model
+
+    def hyperparameters(self) -> dict:
+        return {
+            "kind": self.kind,
+            "problem": self.problem.name,
+            "config": config_dict(self.config),
+            "correct_layers": self.correct_layers,
+        }
+
+    def batch_loss(self, network, step, index):
+        if self.kind == "boon":
+            model = distributed.unwrap(network)
+            model.correction_strength = self.config.correction_strength(step, self.steps_per_epoch)
+            boundary = None if self.boundary is None else self.boundary[index]
+            output = network(self.inputs[index], boundary)
+        else:
+            output = network(self.inputs[index])
+        return relative_l2(output, self.targets[index])
+
+
 def train_model(
     kind: str,
     problem: OperatorProblem,
@@ -189,53 +304,23 @@ def train_model(
     seed: int = 0,
     callback=None,
     correct_layers: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> tuple[nn.Module, float]:
     """Train a new model of `kind`; returns (model, seconds). callback(epoch, model) after each epoch.
-    correct_layers: as in `build_model`.
+    correct_layers: as in `build_model`. checkpoint: a file written after every epoch and
+    resumed from when it exists (`probcons.training.engine`).
 
     In a process group (torchrun) each mini-batch of config.batch_size samples is split over the
     ranks and the returned model (the same on every rank) is the unwrapped module; the callback
     runs on every rank (write files from rank 0 only: `distributed.world().is_main`).
     """
-    current = distributed.world()
-    torch.manual_seed(seed)
-    model = build_model(kind, problem, config, correct_layers)
-    inputs = model_inputs(kind, train, input_channels(model)).float()
-    targets = train.targets.float()
-    boundary = None if train.boundary is None else train.boundary.float()
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    task = OperatorTask1d(kind, problem, train, config, seed, callback, correct_layers)
+    model, _, clock = engine.train(
+        task, seed, checkpoint, resume=True, checkpoint_every=task.steps_per_epoch
     )
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, config.decay_every, config.decay_factor)
-    network = distributed.wrap(model)
-    shuffle = torch.Generator().manual_seed(seed)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    start = time.perf_counter()
-    for epoch in range(config.epochs):
-        model.train()
-        order = torch.randperm(len(train), generator=shuffle)
-        for begin in range(0, len(train), config.batch_size):
-            index, weight = distributed.split_minibatch(
-                order[begin : begin + config.batch_size], current
-            )
-            if kind == "boon":
-                step = epoch * steps_per_epoch + begin // config.batch_size
-                model.correction_strength = config.correction_strength(step, steps_per_epoch)
-                output = network(inputs[index], None if boundary is None else boundary[index])
-            else:
-                output = network(inputs[index])
-            loss = distributed.minibatch_loss(relative_l2(output, targets[index]), weight)
-            optimizer.zero_grad()
-            loss.backward()
-            if config.grad_clip is not None:  # after DDP's all-reduce: the global gradient
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-        schedule.step()
-        if callback is not None:
-            callback(epoch, model)
     if kind == "boon":
         model.correction_strength = 1.0
-    return model.eval(), time.perf_counter() - start
+    return model.eval(), clock.seconds
 
 
 def boundary_error(

@@ -15,7 +15,6 @@ with weight decay and a step decay of the learning rate. Evaluation rolls each t
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +25,16 @@ from probcons import distributed
 from probcons.boon.correction2d import BoonFNO2d
 from probcons.boon.problems2d import OperatorProblem2d, Trajectories2d
 from probcons.boon.training import (
+    OperatorTask,
     TrainingConfig,
     check_kind,
     config_dict,
     relative_l2,
 )
-from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.checkpoint import load_checkpoint
 from probcons.errors import UsageError
 from probcons.operators.fno import FNO2d
+from probcons.training import engine
 
 BOUNDARY_BAND = 0.05  # fraction of the side next to each wall left out of the interior metric
 
@@ -140,6 +141,51 @@ def step_loss(
     return relative_l2(prediction - current, target - current)
 
 
+class OperatorTask2d(OperatorTask):
+    """One-step model of `kind` on the teacher-forced pairs of `train`; per-sample loss
+    `step_loss`; the epoch's mean loss is logged (summed over ranks) and checkpointed."""
+
+    def __init__(
+        self,
+        kind: str,
+        problem: OperatorProblem2d,
+        train: Trajectories2d,
+        config: TrainingConfig2d,
+        seed: int = 0,
+        callback=None,
+    ):
+        inputs, targets = problem.step_pairs(train)
+        super().__init__(config, len(inputs), seed, callback)
+        self.kind, self.problem = check_kind(kind), problem
+        self.inputs, self.targets = inputs.float(), targets.float()
+        self.epoch_sum, self.epoch_loss = 0.0, None
+
+    def build(self) -> nn.Module:
+        return build_model2d(self.kind, self.problem, self.config)
+
+    def hyperparameters(self) -> dict:
+        return {"kind": self.kind, "problem": self.problem.name, "config": config_dict(self.config)}
+
+    def batch_loss(self, network, step_index, index):
+        targets = self.targets[index]
+        output = step(network, self.kind, self.problem, self.inputs[index], targets)
+        return step_loss(output, targets, self.inputs[index, : self.problem.channels])
+
+    def after_step(self, model, step, logs, clock):
+        self.epoch_sum += logs["loss_sum"]  # this rank's samples
+        return super().after_step(model, step, logs, clock)
+
+    def end_epoch(self, model, epoch, logs):
+        total = self.epoch_sum
+        if self.world.is_distributed:  # the sum over all ranks' samples (a collective)
+            total = distributed.average({"loss": total})["loss"] * self.world.size
+        self.epoch_sum, self.epoch_loss = 0.0, total / self.n_samples
+        return {"loss": f"{self.epoch_loss:.3e}"}
+
+    def extra(self, model, step):
+        return {"loss": self.epoch_loss}
+
+
 def train_model2d(
     kind: str,
     problem: OperatorProblem2d,
@@ -152,88 +198,23 @@ def train_model2d(
 ) -> tuple[nn.Module, float]:
     """Train a new one-step model of `kind` on all teacher-forced pairs; returns (model, seconds).
 
-    callback(epoch, model) after each epoch; progress shows a tqdm bar over epochs; checkpoint:
-    a file written atomically after every epoch (weights, optimizer, schedule, shuffle state,
-    seconds so far) and resumed from when it exists. seconds counts training only.
+    callback(epoch, model) after each epoch; progress shows a tqdm bar over steps; checkpoint:
+    a file written atomically after every epoch (`probcons.training.engine`: weights, optimizer,
+    shuffle state, seconds so far) and resumed from when it exists. seconds counts training only.
     In a process group (torchrun) each mini-batch is split over the ranks
     (`distributed.split_minibatch`); rank 0 alone writes the checkpoint and shows progress.
     """
-    current = distributed.world()
-    torch.manual_seed(seed)
-    model = build_model2d(kind, problem, config)
-    inputs, targets = problem.step_pairs(train)
-    inputs, targets = inputs.float(), targets.float()
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    task = OperatorTask2d(kind, problem, train, config, seed, callback)
+    model, _, clock = engine.train(
+        task,
+        seed,
+        checkpoint,
+        resume=True,
+        checkpoint_every=task.steps_per_epoch,
+        progress=progress,
+        desc=f"{problem.name} {kind}",
     )
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, config.decay_every, config.decay_factor)
-    network = distributed.wrap(model)
-    shuffle = torch.Generator().manual_seed(seed)
-    first, elapsed = 0, 0.0
-    if checkpoint is not None and Path(checkpoint).is_file():
-        saved = load_checkpoint(checkpoint)
-        if (
-            saved["extra"].get("config") != config_dict(config)
-            or saved["extra"].get("kind") != kind
-        ):
-            raise UsageError(
-                f"checkpoint: {str(checkpoint)!r} was written for another kind or configuration"
-            )
-        model.load_state_dict(saved["state"]["model"])
-        optimizer.load_state_dict(saved["state"]["optimizer"])
-        schedule.load_state_dict(saved["state"]["schedule"])
-        shuffle.set_state(saved["state"]["shuffle"])
-        first, elapsed = int(saved["extra"]["epochs_done"]), float(saved["extra"]["seconds"])
-    epochs = range(first, config.epochs)
-    progress = progress and current.is_main
-    if progress:
-        from tqdm.auto import tqdm
-
-        epochs = tqdm(
-            epochs, desc=f"{problem.name} {kind}", unit="epoch", initial=first, total=config.epochs
-        )
-    start = time.perf_counter()
-    for epoch in epochs:
-        model.train()
-        order = torch.randperm(len(inputs), generator=shuffle)
-        total = 0.0
-        for begin in range(0, len(inputs), config.batch_size):
-            index, weight = distributed.split_minibatch(
-                order[begin : begin + config.batch_size], current
-            )
-            output = step(network, kind, problem, inputs[index], targets[index])
-            errors = step_loss(output, targets[index], inputs[index, : problem.channels])
-            loss = distributed.minibatch_loss(errors, weight)
-            optimizer.zero_grad()
-            loss.backward()
-            if config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            total += float(errors.detach().sum()) if weight != 0.0 else 0.0  # this rank's
-        schedule.step()
-        if current.is_distributed:  # the sum over all ranks' samples (a collective: every rank)
-            total = distributed.average({"loss": total})["loss"] * current.size
-        if progress:
-            epochs.set_postfix(loss=f"{total / len(inputs):.3e}")
-        if checkpoint is not None and current.is_main:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "shuffle": shuffle.get_state(),
-            }
-            extra = {
-                "kind": kind,
-                "problem": problem.name,
-                "config": config_dict(config),
-                "epochs_done": epoch + 1,
-                "seconds": elapsed + time.perf_counter() - start,
-                "loss": total / len(inputs),
-            }
-            save_checkpoint(checkpoint, state, {"kind": kind}, extra)
-        if callback is not None:
-            callback(epoch, model)
-    return model.eval(), elapsed + time.perf_counter() - start
+    return model.eval(), clock.seconds
 
 
 def rollout(
