@@ -188,7 +188,7 @@ def checkpoint_row(problem, path: Path, oracle: bool = False) -> dict:
     return {
         "checkpoint": str(path),
         "step": step,
-        "train_s": payload["extra"].get("train_seconds", math.nan),
+        "train_s": payload["extra"].get("seconds", payload["extra"].get("train_seconds", math.nan)),
         "kl": kl,
         "by_contexts": score_network(problem, network, oracle),
     }

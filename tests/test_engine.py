@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from probcons.checkpoint import load_checkpoint
+from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.errors import UsageError
 from probcons.training import engine
 
@@ -99,3 +99,15 @@ def test_isolate_seed_leaves_the_global_stream():
     torch.manual_seed(7)
     engine.train(Local(), seed=1, isolate_seed=True)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_resume_reads_the_wall_seconds_of_an_anp_checkpoint_from_before_the_engine(tmp_path):
+    """ANP last.pt files written by the trainer's own loop name the wall seconds train_seconds."""
+    path = tmp_path / "run.pt"
+    engine.train(Regression(), seed=1, checkpoint=path, max_steps=4)
+    payload = load_checkpoint(path)
+    extra = dict(payload["extra"])
+    extra["train_seconds"] = extra.pop("seconds") + 100.0
+    save_checkpoint(path, payload["state"], payload["hyperparameters"], extra)
+    _, done, clock = engine.train(Regression(), seed=1, checkpoint=path, resume=True)
+    assert done == 6 and clock.seconds >= 100.0

@@ -1,6 +1,7 @@
 """Training: seeds fix the weights, resume continues exactly, checkpoints rebuild the backbone."""
 
 import argparse
+import math
 
 import pytest
 import torch
@@ -11,7 +12,13 @@ from probcons.checkpoint import load_checkpoint
 from probcons.cli import main
 from probcons.constraints import conservation_constraint
 from probcons.problems import get_problem, sample_contexts
-from probcons.training import TrainingOptions, add_train_arguments, train_anp, train_command
+from probcons.training import (
+    TrainingOptions,
+    add_train_arguments,
+    train_anp,
+    train_command,
+    trainer,
+)
 from probcons.training.calibration import (
     calibrate_checkpoint,
     fit_context_calibration,
@@ -108,9 +115,43 @@ def test_a_run_saved_before_newer_options_existed_resumes(stefan, tmp_path):
     hyper = payload["hyperparameters"]
     for key in ("likelihood_beta", "kl_capacity", "deterministic_dropout", "min_contexts"):
         del hyper["training"][key]
-    save_checkpoint(tmp_path / "last.pt", payload["state"], hyper, payload["extra"])
+    extra = dict(payload["extra"])
+    extra["train_seconds"] = extra.pop("seconds")  # the trainer's own loop named it so
+    save_checkpoint(tmp_path / "last.pt", payload["state"], hyper, extra)
     result = train_anp(stefan, tmp_path, tiny(stefan), options(), resume=True, progress=False)
     assert result.steps == options().total_steps
+    assert result.train_seconds >= extra["train_seconds"]
+
+
+def test_last_checkpoint_is_the_engines_and_rebuilds_the_backbone(stefan, tmp_path):
+    """last.pt: the engine's layout (wall seconds as `seconds`); best.pt keeps train_seconds."""
+    result = train_anp(stefan, tmp_path, tiny(stefan), options(), progress=False)
+    last = load_checkpoint(result.last_path)
+    assert set(last["state"]) == {
+        "network",
+        "optimizer",
+        "rng_torch",
+        "rng_data",
+        "pool",
+        "permutation",
+    }
+    assert set(last["extra"]) == {"step", "seconds", "cpu_seconds", "best_validation", "history"}
+    assert last["extra"]["history"] == result.history
+    assert 0 < last["extra"]["seconds"] <= result.train_seconds
+    best = load_checkpoint(result.best_path)["extra"]
+    assert best["train_seconds"] <= result.train_seconds and best["cpu_seconds"] >= 0
+    assert ANPBackbone.from_checkpoint(result.last_path, n_samples=2).problem == "stefan"
+
+
+def test_learning_rate_is_the_cosine_decay_to_a_tenth():
+    """lr_s = lr0 (0.1 + 0.9 (1 + cos(pi min(s / S, 1))) / 2), as floats, to the last bit."""
+    for lr0, epochs in ((1e-3, 2), (3e-4, 5), (0.1, 1)):
+        chosen = options(learning_rate=lr0, epochs=epochs, n_functions=40, batch_size=3)
+        total = chosen.total_steps
+        for step in range(total + 3):
+            progress = min(step / total, 1.0)
+            expected = lr0 * (0.1 + (1 - 0.1) * 0.5 * (1 + math.cos(math.pi * progress)))
+            assert trainer.learning_rate(chosen, step) == expected
 
 
 def test_best_checkpoint_rebuilds_the_backbone(stefan, tmp_path):

@@ -126,7 +126,8 @@ def export_checkpoint(best_path: Path, export_path: Path, last_path: Path | None
     if last_path is not None:
         last = load_checkpoint(last_path)["extra"]
         extra["run_steps"] = last["step"]
-        extra["run_train_seconds"] = last["train_seconds"]
+        # the engine's wall seconds (train_seconds in a last.pt written before the engine)
+        extra["run_train_seconds"] = last.get("seconds", last.get("train_seconds"))
         extra["run_cpu_seconds"] = last.get("cpu_seconds")
         extra["history"] = last["history"]
     save_checkpoint(export_path, payload["state"], payload["hyperparameters"], extra)

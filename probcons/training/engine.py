@@ -207,7 +207,8 @@ def train(
             torch.set_rng_state(state["rng_torch"])
         task.load(state, extra)
         step = int(extra["step"])
-        clock = Clock(float(extra["seconds"]), float(extra.get("cpu_seconds", 0.0)))
+        seconds = extra.get("seconds", extra.get("train_seconds"))  # ANP last.pt before the engine
+        clock = Clock(float(seconds), float(extra.get("cpu_seconds", 0.0)))
     if (
         task.data_parallel and distributed.broadcast(step) != step
     ):  # a rank that does not see rank 0's checkpoint

@@ -11,7 +11,8 @@ and an Adam step with a cosine learning-rate decay. Every `validate_every` steps
 predictive NLL of held-out functions (z ~ p(z | C), `validation_samples` draws mixed) is
 measured and the best weights are written to `best.pt`; every `checkpoint_every` steps the
 full state (weights, optimizer, random states, epoch order) goes to `last.pt`, atomically,
-so `resume=True` continues an interrupted run exactly where it stopped.
+so `resume=True` continues an interrupted run exactly where it stopped. The loop is the
+training engine's (`probcons.training.engine.train`); `ANPTask` says what it trains.
 
 Under torchrun (a process group of K ranks, see `probcons.distributed`) every rank draws the
 same global batch of B functions and trains on its B / K rows through DistributedDataParallel;
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -39,11 +39,13 @@ from probcons.backbones.anp import (
     elbo_loss,
     marginal_likelihood_loss,
 )
-from probcons.checkpoint import load_checkpoint, save_checkpoint
+from probcons.checkpoint import save_checkpoint
 from probcons.errors import UsageError
 from probcons.mixture import mixture_moments
 from probcons.softc import softc_loss, softc_penalty
+from probcons.training import engine
 from probcons.training.data import keep_contexts, sample_batch
+from probcons.training.engine import Clock, TrainingTask, cosine_decay
 from probcons.validation import (
     check_choice,
     check_in_interval,
@@ -195,8 +197,7 @@ def hyperparameters(problem, config: ANPConfig, options: TrainingOptions) -> dic
 def learning_rate(options: TrainingOptions, step: int) -> float:
     """Cosine decay from learning_rate to FINAL_LEARNING_RATE_FRACTION of it over total_steps."""
     progress = min(step / max(options.total_steps, 1), 1.0)
-    floor = FINAL_LEARNING_RATE_FRACTION
-    return options.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cosine_decay(options.learning_rate, progress, FINAL_LEARNING_RATE_FRACTION)
 
 
 def kl_weight(options: TrainingOptions, step: int) -> float:
@@ -386,12 +387,6 @@ def predictive_scores(
     return mixture_scores(means, stds, batch.target_u, variance_scale)
 
 
-def _clock(wall: float, cpu: float, wall_started: float, cpu_started: float):
-    """Add the wall and CPU (process) time since the last reading; restart both clocks."""
-    now, cpu_now = time.perf_counter(), time.process_time()
-    return wall + now - wall_started, cpu + cpu_now - cpu_started, now, cpu_now
-
-
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
     """The saved run must match the requested one except for the number of epochs (options
     added since the run was saved take their defaults, as when it was trained)."""
@@ -413,6 +408,124 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path)
         )
 
 
+class ANPTask(TrainingTask):
+    """ANP meta-training as a training-engine task (`probcons.training.engine`).
+
+    The built module is the `TrainingObjective`; its `network` is what Adam optimizes and what
+    checkpoints hold under "network" (the key `probcons.backbones.anp.load_anp_network` reads).
+    Step s: batch positions s mod S of the epoch's permutation of the pool (S = steps_per_epoch,
+    a new permutation from `rng_data` at each epoch start), contexts and targets from `rng_data`,
+    z from torch's global generator; learning rate `learning_rate(options, s)`. After each step
+    the logged terms are averaged over ranks; every `validate_every` steps (and at the last)
+    rank 0 scores the validation set, appends to `history` and writes `best.pt` on a new best.
+    """
+
+    weights_key = "network"
+    uses_global_rng = True
+
+    def __init__(self, problem, config: ANPConfig, options: TrainingOptions, best_path: Path):
+        self.problem, self.config, self.options = problem, config, options
+        self.best_path = Path(best_path)
+        self.world = distributed.world()
+        self.rows = distributed.shard(options.batch_size, self.world)
+        self.rng_data = torch.Generator().manual_seed(options.seed)
+        self.pool = problem.sample_parameters(options.n_functions, self.rng_data)
+        self.permutation: torch.Tensor | None = None
+        self.best_validation = math.inf
+        self.history: list[dict[str, float]] = []
+        self.validation = ValidationSet(problem, options) if self.world.is_main else None
+
+    @property
+    def total_steps(self) -> int:
+        return self.options.total_steps
+
+    def build(self) -> nn.Module:
+        return TrainingObjective(AttentiveNeuralProcess(self.config), self.problem, self.options)
+
+    def weights(self, model: nn.Module) -> nn.Module:
+        return model.network
+
+    def learning_rate(self, step: int) -> float:
+        return learning_rate(self.options, step)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return hyperparameters(self.problem, self.config, self.options)
+
+    def check_resumable(self, hyperparameters: dict[str, Any], path: Path) -> None:
+        _check_resumable(hyperparameters, self.hyperparameters(), path)
+
+    def loss(self, network: nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        options = self.options
+        position = step % options.steps_per_epoch
+        if position == 0 or self.permutation is None:
+            self.permutation = torch.randperm(options.n_functions, generator=self.rng_data)
+        rows = slice(position * options.batch_size, (position + 1) * options.batch_size)
+        parameters = self.pool[self.permutation[rows]]
+        batch = training_batch(self.problem, parameters, self.rng_data, options)
+        if self.world.is_distributed:  # every rank drew the global batch; keep this rank's rows
+            batch = batch.functions(self.rows)
+            parameters = parameters[self.rows]
+        loss, terms, penalty = network(batch, parameters, step)
+        return loss, {
+            "loss": float(loss.detach()),
+            "nll": float(terms.nll.detach()),
+            "kl": float(terms.kl.detach()),
+            "softc": float(penalty.detach()),
+        }
+
+    def after_step(
+        self, model: nn.Module, step: int, logs: dict[str, float], clock: Clock
+    ) -> dict[str, str]:
+        logs = distributed.average(logs)  # the global batch's values
+        shown = {"loss": f"{logs['loss']:.3f}", "kl": f"{logs['kl']:.2f}"}
+        options = self.options
+        validate = step % options.validate_every == 0 or step == options.total_steps
+        if validate and self.world.is_main:
+            clock.lap()
+            scores = self.validation.evaluate(model.anp)
+            epoch = step / options.steps_per_epoch
+            self.history.append({"step": step, "epoch": epoch, **logs, **scores})
+            if scores["val_nll"] < self.best_validation:
+                self.save_best(model, step, clock, scores)
+            shown["val"] = f"{scores['val_nll']:.3f}"
+        return shown
+
+    def save_best(
+        self, model: nn.Module, step: int, clock: Clock, scores: dict[str, float]
+    ) -> None:
+        """Write best.pt: the network after `step` steps, its validation scores, the time so
+        far (`train_seconds`: wall; `cpu_seconds`: process CPU)."""
+        self.best_validation = scores["val_nll"]
+        save_checkpoint(
+            self.best_path,
+            {"network": model.network.state_dict()},
+            self.hyperparameters(),
+            {
+                "step": step,
+                "train_seconds": clock.seconds,
+                "cpu_seconds": clock.cpu_seconds,
+                **scores,
+            },
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rng_data": self.rng_data.get_state(),
+            "pool": self.pool,
+            "permutation": self.permutation,
+        }
+
+    def extra(self, model: nn.Module, step: int) -> dict[str, Any]:
+        return {"best_validation": self.best_validation, "history": list(self.history)}
+
+    def load(self, state: dict[str, Any], extra: dict[str, Any]) -> None:
+        self.rng_data.set_state(state["rng_data"])
+        self.pool = state["pool"]
+        self.permutation = state["permutation"]
+        self.best_validation = float(extra["best_validation"])
+        self.history = list(extra["history"])
+
+
 def train_anp(
     problem,
     out_dir: str | os.PathLike,
@@ -428,6 +541,8 @@ def train_anp(
     max_steps: stop after this many steps in this call (for tests and for interrupting on
     purpose). In a process group (torchrun) options.batch_size is the global batch, a multiple
     of the world size; only rank 0 validates, writes checkpoints and shows the progress bar.
+    last.pt is the engine's checkpoint (extra: step, seconds, cpu_seconds, best_validation,
+    history); best.pt holds the network, its validation scores and train_seconds, cpu_seconds.
     """
     options = options or TrainingOptions()
     config = config or ANPConfig(t_range=problem.t_range, x_range=problem.x_range)
@@ -439,152 +554,24 @@ def train_anp(
             f"{problem.name!r}, got {config.t_range}, {config.x_range}"
         )
     current = distributed.world()
-    rows = distributed.shard(options.batch_size, current)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    hyper = hyperparameters(problem, config, options)
     best_path, last_path = out / BEST, out / LAST
-
-    torch.manual_seed(options.seed)
-    anp = AttentiveNeuralProcess(config)
-    anp.network.train()
-    optimizer = torch.optim.Adam(anp.network.parameters(), lr=options.learning_rate)
-    data_generator = torch.Generator().manual_seed(options.seed)
-    pool = problem.sample_parameters(options.n_functions, data_generator)
-    permutation = None
-    step, train_seconds, cpu_seconds, best_validation = 0, 0.0, 0.0, math.inf
-    history: list[dict[str, float]] = []
-
-    if resume and last_path.exists():
-        payload = load_checkpoint(last_path)
-        _check_resumable(payload["hyperparameters"], hyper, last_path)
-        state, extra = payload["state"], payload["extra"]
-        anp.network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_torch"])
-        data_generator.set_state(state["rng_data"])
-        pool = state["pool"]
-        permutation = state["permutation"]
-        step = int(extra["step"])
-        train_seconds = float(extra["train_seconds"])
-        cpu_seconds = float(extra.get("cpu_seconds", 0.0))
-        best_validation = float(extra["best_validation"])
-        history = list(extra["history"])
-    if distributed.broadcast(step) != step:  # a rank that does not see rank 0's last.pt
-        raise UsageError(
-            f"resume: rank {current.rank} found step {step} in {str(last_path)!r}, rank 0 "
-            "another; put --out on a file system every node sees"
-        )
-
-    objective = distributed.wrap(TrainingObjective(anp, problem, options))
-    validation = ValidationSet(problem, options) if current.is_main else None
-    steps_per_epoch = options.steps_per_epoch
-    stop = options.total_steps if max_steps is None else min(options.total_steps, step + max_steps)
-
-    def save_last() -> None:
-        if not current.is_main:
-            return
-        save_checkpoint(
-            last_path,
-            {
-                "network": anp.network.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng_torch": torch.get_rng_state(),
-                "rng_data": data_generator.get_state(),
-                "pool": pool,
-                "permutation": permutation,
-            },
-            hyper,
-            {
-                "step": step,
-                "train_seconds": train_seconds,
-                "cpu_seconds": cpu_seconds,
-                "best_validation": best_validation,
-                "history": history,
-            },
-        )
-
-    bar = distributed.progress_bar(
-        total=options.total_steps,
-        initial=step,
-        disable=not progress,
+    task = ANPTask(problem, config, options, best_path)
+    out.mkdir(parents=True, exist_ok=True)
+    model, step, clock = engine.train(
+        task,
+        options.seed,
+        last_path,
+        resume=resume,
+        checkpoint_every=options.checkpoint_every,
+        max_steps=max_steps,
+        progress=progress,
         desc=f"train {problem.name}",
-        unit="step",
-    )
-    started = time.perf_counter()
-    cpu_started = time.process_time()
-    last_terms: dict[str, float] = {}
-    while step < stop:
-        position = step % steps_per_epoch
-        if position == 0 or permutation is None:
-            permutation = torch.randperm(options.n_functions, generator=data_generator)
-        index = permutation[position * options.batch_size : (position + 1) * options.batch_size]
-        parameters = pool[index]
-        batch = training_batch(problem, parameters, data_generator, options)
-        if current.is_distributed:  # every rank drew the global batch; keep this rank's rows
-            batch = batch.functions(rows)
-            parameters = parameters[rows]
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(options, step)
-        loss, terms, penalty = objective(batch, parameters, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        last_terms = {
-            "loss": float(loss.detach()),
-            "nll": float(terms.nll.detach()),
-            "kl": float(terms.kl.detach()),
-            "softc": float(penalty.detach()),
-        }
-        last_terms = distributed.average(last_terms)  # the global batch's values
-        bar.update(1)
-        bar.set_postfix(loss=f"{last_terms['loss']:.3f}", kl=f"{last_terms['kl']:.2f}")
-        validate = step % options.validate_every == 0 or step == options.total_steps
-        if validate and current.is_main:
-            train_seconds, cpu_seconds, started, cpu_started = _clock(
-                train_seconds, cpu_seconds, started, cpu_started
-            )
-            scores = validation.evaluate(anp)
-            history.append({"step": step, "epoch": step / steps_per_epoch, **last_terms, **scores})
-            if scores["val_nll"] < best_validation:
-                best_validation = scores["val_nll"]
-                save_checkpoint(
-                    best_path,
-                    {"network": anp.network.state_dict()},
-                    hyper,
-                    {
-                        "step": step,
-                        "train_seconds": train_seconds,
-                        "cpu_seconds": cpu_seconds,
-                        **scores,
-                    },
-                )
-            bar.set_postfix(
-                loss=f"{last_terms['loss']:.3f}",
-                kl=f"{last_terms['kl']:.2f}",
-                val=f"{scores['val_nll']:.3f}",
-            )
-        if step % options.checkpoint_every == 0 or step == stop:
-            train_seconds, cpu_seconds, started, cpu_started = _clock(
-                train_seconds, cpu_seconds, started, cpu_started
-            )
-            save_last()
-    bar.close()
-    train_seconds, cpu_seconds, started, cpu_started = _clock(
-        train_seconds, cpu_seconds, started, cpu_started
     )
     if current.is_main and not best_path.exists():  # stopped before the first validation
-        scores = validation.evaluate(anp)
-        best_validation = scores["val_nll"]
-        save_checkpoint(
-            best_path,
-            {"network": anp.network.state_dict()},
-            hyper,
-            {"step": step, "train_seconds": train_seconds, "cpu_seconds": cpu_seconds, **scores},
-        )
-    best_validation, history = distributed.broadcast((best_validation, history))
+        task.save_best(model, step, clock, task.validation.evaluate(model.anp))
+    best_validation, history = distributed.broadcast((task.best_validation, task.history))
     distributed.barrier()  # every rank returns once rank 0's checkpoints are written
     return TrainingResult(
-        best_path, last_path, best_validation, train_seconds, cpu_seconds, step, history
+        best_path, last_path, best_validation, clock.seconds, clock.cpu_seconds, step, history
     )
