@@ -606,21 +606,165 @@ def _corrected_mean(
     return update.shifted(mean, residual)
 
 
+DEGENERATE_TOLERANCE = 1e-14
+"""An exact row whose prior variance g Sigma g^T is at most this times (|g| sd)^2, its
+Cauchy-Schwarz bound, is degenerate: float64 forms g Sigma g^T with an error of a few eps times
+that bound, so below ~50 eps the variance is round-off and an exact update would divide round-off
+by round-off. (A prior of condition number 1e12 keeps rows down to 1e-12: those pass.)"""
+DEGENERATE_OPTIONS = ("raise", "drop")
+"""What conditioning does with a degenerate exact row: raise, or drop it with a warning."""
+
+
+def _system_diagonal(update: ConstraintUpdate) -> torch.Tensor | None:
+    """diag(S), (n_t, r), from the factors the update already formed; None if it has none."""
+    inverse = update.inverse
+    shape = update.constraint.values.shape
+    if inverse is not None and inverse.factor is not None:
+        return inverse.factor.square().sum(dim=-1).reshape(shape)
+    local = getattr(update, "local_factor", None)  # low rank: S = B + M M^T, B = L L^T
+    projected = getattr(update, "projected", None)
+    if isinstance(local, torch.Tensor) and isinstance(projected, torch.Tensor):
+        return (local.square().sum(dim=-1) + projected.square().sum(dim=-1)).reshape(shape)
+    return None
+
+
+def _row_variances(covariance: Covariance, constraint: LinearConstraint) -> torch.Tensor:
+    """g Sigma g^T per row, (n_t, r), computed directly (when no update could be formed)."""
+    n_t, r, n_x = constraint.weights.shape
+    if isinstance(covariance, (DiagonalCovariance, LowRankCovariance)):
+        diagonal = (
+            covariance.variance
+            if isinstance(covariance, DiagonalCovariance)
+            else covariance.diagonal_part
+        )
+        variance = torch.einsum(
+            "jki,ji->jk", constraint.weights.square(), diagonal.reshape(n_t, n_x)
+        )
+        if isinstance(covariance, LowRankCovariance):
+            projected = torch.matmul(constraint.weights, covariance.factor.reshape(n_t, n_x, -1))
+            variance = variance + projected.square().sum(dim=-1)
+        return variance
+    if isinstance(covariance, BlockCovariance) and covariance.n_x == n_x:
+        return torch.einsum(
+            "jki,jik->jk", constraint.weights, covariance.slice_product(constraint.weights)
+        )
+    matrix = constraint.to_dense()
+    return (matrix * covariance.matmul(matrix.T).T).sum(dim=1).reshape(n_t, r)
+
+
+def _screen_rows(
+    grid,
+    covariance: Covariance,
+    constraint: LinearConstraint,
+    on_degenerate: str,
+    variance: torch.Tensor | None,
+) -> LinearConstraint:
+    """Exact rows whose prior variance is at most DEGENERATE_TOLERANCE (|g| sd)^2: raise naming
+    the first, or ("drop") replace each by 0 u = 0 + eps, eps ~ N(0, 1), which moves nothing.
+    Returns `constraint` itself when no row is degenerate. O(N r) beyond `variance`."""
+    exact = constraint.noise_std == 0
+    if not bool(exact.any()):
+        return constraint
+    if variance is None:
+        variance = _row_variances(covariance, constraint)
+    bound = _row_scale(constraint, covariance.diagonal().clamp_min(0).sqrt())
+    degenerate = exact & (variance <= DEGENERATE_TOLERANCE * bound)
+    if not bool(degenerate.any()):
+        return constraint
+    where = torch.nonzero(degenerate)
+    labels = []
+    for j, k in where.tolist():
+        at = f" (t = {float(grid.t[j]):g})" if constraint.n_t == grid.n_t else ""
+        labels.append(f"row {constraint.names[k]!r} of time slice {j}{at}")
+    if on_degenerate == "drop":
+        import warnings
+
+        warnings.warn(
+            f"constraint: dropped {len(labels)} exact row(s) the prior already fixes "
+            f"(variance <= {DEGENERATE_TOLERANCE:g} of (|g| sd)^2): {', '.join(labels)}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        weights = constraint.weights.clone()
+        weights[degenerate] = 0.0
+        values = constraint.values.masked_fill(degenerate, 0.0)
+        noise = constraint.noise_std.masked_fill(degenerate, 1.0)
+        return LinearConstraint(weights, values, noise, constraint.names)
+    j, k = where[0].tolist()
+    value, scale = float(variance[j, k]), float(bound[j, k])
+    ratio = f"{value / scale:.3g} of" if scale > 0 else "and"
+    more = f" ({len(labels) - 1} more degenerate rows)" if len(labels) > 1 else ""
+    raise SingularConstraintError(
+        f"constraint: G Sigma G^T + R is singular at {labels[0]}: its prior variance "
+        f"g Sigma g^T = {value:.3g} is {ratio} its Cauchy-Schwarz bound (|g| sd)^2 = {scale:.3g} "
+        f"(tolerance {DEGENERATE_TOLERANCE:g}): zero prior variance along the row, so the prior "
+        "already fixes it and an exact update would only amplify round-off; remove the row, give "
+        f"it noise_std > 0, or pass on_degenerate='drop'{more}"
+    )
+
+
+def _check_on_degenerate(on_degenerate) -> str:
+    if not isinstance(on_degenerate, str) or on_degenerate not in DEGENERATE_OPTIONS:
+        allowed = ", ".join(repr(option) for option in DEGENERATE_OPTIONS)
+        raise UsageError(f"on_degenerate: expected one of {allowed}, got {on_degenerate!r}")
+    return on_degenerate
+
+
+def _screened_update(
+    prediction, covariance, constraint, rcond, singular, on_degenerate
+) -> tuple[LinearConstraint, ConstraintUpdate]:
+    """The update after degenerate exact rows are screened out (singular="raise" only: the
+    pseudo-inverse drops them itself). Healthy rows: the very same update as without screening."""
+    if singular != "raise":
+        return constraint, constraint_update(covariance, constraint, rcond, singular)
+    try:
+        update = constraint_update(covariance, constraint, rcond, singular)
+    except SingularConstraintError:
+        update = None
+    if update is not None and isinstance(covariance, DiagonalCovariance):
+        return constraint, update  # S_kk >= (|g| sd)^2 / n_x: only S_kk = 0, which fails above
+    variance = None if update is None else _system_diagonal(update)
+    screened = _screen_rows(prediction.grid, covariance, constraint, on_degenerate, variance)
+    if update is None or screened is not constraint:  # raises if S is still singular
+        update = constraint_update(covariance, screened, rcond, singular)
+    return screened, update
+
+
+def _flat_view(prediction, constraint: LinearConstraint) -> torch.Tensor:
+    """The prior mean shaped for the constraint: (1, N) for rows on the flattened grid (rows that
+    mix time slices, e.g. relative flux rows), else (n_t, n_x) after the grid check."""
+    grid = prediction.grid
+    if constraint.n_t == 1 and constraint.n_x == grid.size and grid.n_t > 1:
+        return prediction.mean.reshape(1, grid.size)
+    _check_grid(prediction, constraint)
+    return prediction.mean
+
+
 def conditioned_moments(
     prediction,
     constraint: LinearConstraint,
     rcond: float = RCOND,
     singular: str = "raise",
+    on_degenerate: str = "raise",
 ) -> tuple[torch.Tensor, Covariance] | None:
     """(mu~, Sigma~) of a Gaussian (mean (n_t, n_x), covariance, grid) given G u = b + eps;
-    None when the constraint has no rows. The arguments of `condition`."""
+    None when the constraint has no rows. The arguments of `condition`.
+
+    Rows on the flattened grid (n_t = 1, n_x = N) apply to a prediction on any grid of N points.
+    on_degenerate: an exact row with prior variance at most DEGENERATE_TOLERANCE (|g| sd)^2
+    raises a SingularConstraintError naming the row ("raise") or is dropped with a warning
+    ("drop"); checked with singular="raise" (the pseudo-inverse drops such rows itself).
+    """
     singular = _check_singular(singular)
+    on_degenerate = _check_on_degenerate(on_degenerate)
     constraint = _as_constraint(constraint)
     if constraint is None:
         return None
-    _check_grid(prediction, constraint)
-    update = constraint_update(prediction.covariance, constraint, rcond, singular)
-    mean = _corrected_mean(prediction.mean, constraint, update)
+    mean = _flat_view(prediction, constraint)
+    constraint, update = _screened_update(
+        prediction, prediction.covariance, constraint, rcond, singular, on_degenerate
+    )
+    mean = _corrected_mean(mean, constraint, update).reshape(prediction.grid.shape)
     return mean, ConditionedCovariance(update)
 
 
@@ -629,16 +773,27 @@ def projected_mean(
     constraint: LinearConstraint,
     rcond: float = RCOND,
     singular: str = "raise",
+    on_degenerate: str = "raise",
 ) -> torch.Tensor | None:
-    """mu - G^T (G G^T + R)^-1 (G mu - b), (n_t, n_x); None when the constraint has no rows."""
+    """mu - G^T (G G^T + R)^-1 (G mu - b), (n_t, n_x); None when the constraint has no rows.
+    Flattened rows and on_degenerate as in `conditioned_moments` (here only all-zero exact rows
+    are degenerate)."""
     singular = _check_singular(singular)
+    on_degenerate = _check_on_degenerate(on_degenerate)
     constraint = _as_constraint(constraint)
     if constraint is None:
         return None
-    _check_grid(prediction, constraint)
+    mean = _flat_view(prediction, constraint)
     ones = torch.ones(1, dtype=torch.float64).expand(prediction.grid.size)
-    update = DiagonalUpdate(DiagonalCovariance(ones), constraint, rcond, singular)
-    return _corrected_mean(prediction.mean, constraint, update)
+    identity = DiagonalCovariance(ones)
+    try:  # |g|^2 >= |g|_1^2 / n_x: only an all-zero exact row is degenerate, and it fails here
+        update = DiagonalUpdate(identity, constraint, rcond, singular)
+    except SingularConstraintError:
+        if singular != "raise":
+            raise
+        constraint = _screen_rows(prediction.grid, identity, constraint, on_degenerate, None)
+        update = DiagonalUpdate(identity, constraint, rcond, singular)
+    return _corrected_mean(mean, constraint, update).reshape(prediction.grid.shape)
 
 
 def condition(
@@ -646,6 +801,7 @@ def condition(
     constraint: LinearConstraint,
     rcond: float = RCOND,
     singular: str = "raise",
+    on_degenerate: str = "raise",
 ) -> Posterior:
     """ProbConserv: the exact Gaussian posterior of u given G u = b + eps (sigma_G >= 0).
 
@@ -653,9 +809,13 @@ def condition(
     (stacked); an empty list returns `prediction`. singular: "raise" (a singular
     S = G Sigma G^T + R is a SingularConstraintError) or "pinv" (S^+ instead of S^-1:
     redundant rows that agree count once, rows on zero-variance points that already hold are
-    dropped, rows that disagree raise).
+    dropped, rows that disagree raise). on_degenerate: "raise" (an exact row whose prior
+    variance g Sigma g^T is round-off of zero is a SingularConstraintError naming it) or "drop"
+    (the row is dropped with a warning); see `conditioned_moments`.
     """
-    return check_posterior(prediction).condition(constraint, rcond=rcond, singular=singular)
+    return check_posterior(prediction).condition(
+        constraint, rcond=rcond, singular=singular, on_degenerate=on_degenerate
+    )
 
 
 def project(
@@ -663,12 +823,15 @@ def project(
     constraint: LinearConstraint,
     rcond: float = RCOND,
     singular: str = "raise",
+    on_degenerate: str = "raise",
 ) -> Posterior:
     """HardC: mu~ = mu - G^T (G G^T + R)^-1 (G mu - b); the covariance is left unchanged.
 
     singular="pinv" uses (G G^T + R)^+: the minimum-norm correction when rows are redundant.
     """
-    return check_posterior(prediction).project(constraint, rcond=rcond, singular=singular)
+    return check_posterior(prediction).project(
+        constraint, rcond=rcond, singular=singular, on_degenerate=on_degenerate
+    )
 
 
 __all__ = [

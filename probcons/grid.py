@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -12,10 +12,16 @@ from probcons.validation import as_float64_vector, check_positive_int
 
 @dataclass(frozen=True, eq=False)
 class Grid:
-    """A tensor-product grid of times `t` (n_t,) and positions `x` (n_x,), both increasing."""
+    """A tensor-product grid of times `t` (n_t,) and positions `x` (n_x,), both increasing.
+
+    One time is a snapshot (n_t = 1: the form of `dense_constraint` and of index grids). One
+    position is rejected unless `allow_single_point=True`: a one-point x-axis has no extent, so
+    its quadrature weights are 0 and every mass, boundary or derivative row on it is empty.
+    """
 
     t: torch.Tensor
     x: torch.Tensor
+    allow_single_point: bool = field(default=False, kw_only=True, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("t", "x"):
@@ -23,6 +29,24 @@ class Grid:
             if values.numel() > 1 and not bool((values[1:] > values[:-1]).all()):
                 raise UsageError(f"{name}: expected strictly increasing values, got {values}")
             object.__setattr__(self, name, values)
+        if self.x.numel() == 1 and self.allow_single_point is not True:
+            raise UsageError(
+                f"x: expected at least 2 positions (a one-point axis has no extent: its "
+                f"quadrature weight is 0), got 1 ({float(self.x[0]):g}); pass "
+                "allow_single_point=True for an index grid"
+            )
+
+    @classmethod
+    def index(cls, n_t: int, n_x: int) -> Grid:
+        """An index grid t = 0..n_t-1, x = 0..n_x-1 (labels, not coordinates; any n >= 1)."""
+        check_positive_int(n_t, "n_t")
+        check_positive_int(n_x, "n_x")
+        t = torch.arange(n_t, dtype=torch.float64)
+        return cls(t, torch.arange(n_x, dtype=torch.float64), allow_single_point=True)
+
+    def flattened(self) -> Grid:
+        """The index grid of one slice over all N = n_t n_x points (t-major order kept)."""
+        return Grid.index(1, self.size)
 
     @classmethod
     def uniform(

@@ -122,3 +122,17 @@ def test_noise_std_rejects_bool():
     grid = Grid.uniform((0, 1), (0, 1), 3, 4)
     with pytest.raises(ValueError, match="noise_std: expected a finite number >= 0, got True"):
         conservation_constraint(grid, torch.ones(3), True)
+
+
+def test_flattened_rows_act_on_the_flattened_field():
+    grid = Grid.uniform((0, 1), (0, 1), 3, 4)
+    constraint = conservation_constraint(grid, torch.tensor([1.0, 2.0, 3.0])).stack(
+        periodic_constraint(grid)
+    )
+    flat = constraint.flattened()
+    assert (flat.n_t, flat.rows_per_slice, flat.n_x) == (1, 6, 12)
+    assert flat.names[:3] == ("mass[0]", "periodic[0]", "mass[1]")
+    field = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.allclose(
+        flat.residual(field.reshape(1, 12)).reshape(3, 2), constraint.residual(field), atol=1e-15
+    )

@@ -550,9 +550,13 @@ def test_constraint_on_zero_variance_points_needs_noise(grid, noise):
     assert torch.isfinite(posterior.mean).all() and torch.isfinite(posterior.variance).all()
 
 
-def test_single_point_grid_conservation_is_singular_not_nan():
-    """One x point: trapezoid weights are 0, so the mass row is empty; reported, not NaN."""
-    grid = Grid([0.0, 1.0], [0.5])
+def test_single_point_x_axis_is_rejected_by_the_grid():
+    """One x point would make the trapezoid mass row empty (weights 0): the Grid refuses it,
+    naming the axis, before any constraint is built; the explicit opt-in still conditions
+    to a singular-row error, never NaN."""
+    with pytest.raises(ValueError, match="x: expected at least 2 positions"):
+        Grid([0.0, 1.0], [0.5])
+    grid = Grid([0.0, 1.0], [0.5], allow_single_point=True)
     prior = GaussianPrediction(torch.zeros(2, 1), DiagonalCovariance(torch.ones(2)), grid)
     with pytest.raises(ValueError, match="singular"):
         condition(prior, conservation_constraint(grid, torch.ones(2)))

@@ -5,6 +5,8 @@ contexts; a Matern-5/2 kernel with one lengthscale per input is fitted by maximi
 marginal likelihood (Adam). The prediction on the grid carries the GP's latent covariance: the full
 (N, N) matrix up to `dense_limit` points, else the exact covariance within each time slice with the
 correlations between slices dropped (a BlockCovariance: exact marginals, O(n_t n_x^2) memory).
+Without a Problem, `fit(t, x, u)` takes any observations on any rectangle and `predict(grid)`
+returns the posterior on any grid.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import gpytorch
 import torch
 
 from probcons.covariance import BlockCovariance, DenseCovariance
-from probcons.grid import Grid
+from probcons.errors import UsageError
+from probcons.grid import Grid, check_grid
 from probcons.prediction import GaussianPrediction
 from probcons.problems import Contexts, Problem
+from probcons.validation import as_float64_tensor
 
 
 class _ExactGP(gpytorch.models.ExactGP):
@@ -54,15 +58,13 @@ class GPBackbone:
         self.dense_limit = dense_limit
 
     def _scale(self, problem: Problem, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        (t0, t1), (x0, x1) = problem.t_range, problem.x_range
-        return torch.stack([(t - t0) / (t1 - t0), (x - x0) / (x1 - x0)], dim=-1)
+        return _to_unit_square(problem.t_range, problem.x_range, t, x)
 
-    def fit(self, problem: Problem, contexts: Contexts) -> tuple[_ExactGP, float, float]:
-        """Fit kernel hyperparameters on the contexts; returns (model, output mean, output std)."""
-        inputs = self._scale(problem, contexts.t, contexts.x)
-        offset = float(contexts.u.mean())
-        scale = float(contexts.u.std()) or 1.0
-        targets = (contexts.u - offset) / scale
+    def _train(self, inputs: torch.Tensor, u: torch.Tensor) -> tuple[_ExactGP, float, float]:
+        """Fit kernel hyperparameters to (inputs (n, 2), u (n,)); (model, output mean, output std)."""
+        offset = float(u.mean())
+        scale = float(u.std()) or 1.0
+        targets = (u - offset) / scale
         likelihood = gpytorch.likelihoods.GaussianLikelihood(
             noise_constraint=gpytorch.constraints.GreaterThan(self.noise_floor)
         ).double()
@@ -82,18 +84,29 @@ class GPBackbone:
         likelihood.eval()
         return model, offset, scale
 
-    def predict(
-        self,
-        problem: Problem,
-        parameter: float,
-        contexts: Contexts,
-        grid: Grid,
-        generator: torch.Generator | None = None,
+    def fit_contexts(self, problem: Problem, contexts: Contexts) -> tuple[_ExactGP, float, float]:
+        """Fit on a problem's contexts (inputs scaled by its ranges); (model, output mean, std)."""
+        return self._train(self._scale(problem, contexts.t, contexts.x), contexts.u)
+
+    def fit(self, t, x, u, t_range=None, x_range=None) -> GPBackbone:
+        """Fit to any observations u_k = u(t_k, x_k), each (n,), n >= 2; no Problem needed.
+
+        Inputs are scaled to the unit square by t_range and x_range (default: the data's own
+        ranges; give the prediction grid's rectangle when it is larger). Returns self; then
+        `predict(grid)` gives the latent GP posterior on any grid.
+        """
+        data = Contexts(t, x, u)
+        if data.u.numel() < 2:
+            raise UsageError(f"u: expected at least 2 observations, got {data.u.numel()}")
+        ranges = (_range(t_range, data.t, "t_range"), _range(x_range, data.x, "x_range"))
+        inputs = _to_unit_square(*ranges, data.t, data.x)
+        self.fitted_ = (self._train(inputs, data.u), ranges)
+        return self
+
+    def _posterior(
+        self, model: _ExactGP, offset: float, scale: float, points: torch.Tensor, grid: Grid
     ) -> GaussianPrediction:
-        """Latent GP posterior on `grid` (the parameter enters only through the contexts)."""
-        model, offset, scale = self.fit(problem, contexts)
-        times, positions = grid.mesh()
-        points = self._scale(problem, times, positions)  # (n_t, n_x, 2)
+        """The latent posterior at points (n_t, n_x, 2) as a GaussianPrediction on `grid`."""
         with torch.no_grad(), gpytorch.settings.fast_pred_var(False):
             if grid.size <= self.dense_limit:
                 posterior = model(points.reshape(-1, 2))
@@ -107,3 +120,53 @@ class GPBackbone:
                 covariance = BlockCovariance(blocks, validate=False)
             mean = posterior.mean.reshape(grid.shape) * scale + offset
         return GaussianPrediction(mean, covariance, grid)
+
+    def predict(
+        self,
+        problem,
+        parameter: float | None = None,
+        contexts: Contexts | None = None,
+        grid: Grid | None = None,
+        generator: torch.Generator | None = None,
+    ) -> GaussianPrediction:
+        """Latent GP posterior on a grid: `predict(grid)` after `fit(t, x, u)`, or
+        `predict(problem, parameter, contexts, grid)` fitted to the contexts (the parameter
+        enters only through them)."""
+        if isinstance(problem, Grid) and parameter is None and contexts is None and grid is None:
+            grid = problem
+            if getattr(self, "fitted_", None) is None:
+                raise UsageError(
+                    "grid: predict(grid) expects fit(t, x, u) first; it was not called"
+                )
+            (model, offset, scale), ranges = self.fitted_
+            times, positions = grid.mesh()
+            return self._posterior(
+                model, offset, scale, _to_unit_square(*ranges, times, positions), grid
+            )
+        if not isinstance(problem, Problem):
+            raise UsageError(
+                "problem: expected a probcons Problem (predict(problem, parameter, contexts, "
+                f"grid)) or a Grid (predict(grid) after fit), got {type(problem).__name__}"
+            )
+        check_grid(grid)
+        model, offset, scale = self.fit_contexts(problem, contexts)
+        times, positions = grid.mesh()
+        points = self._scale(problem, times, positions)  # (n_t, n_x, 2)
+        return self._posterior(model, offset, scale, points, grid)
+
+
+def _to_unit_square(t_range, x_range, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(t, x) scaled to [0, 1]^2 by the rectangle t_range x x_range, stacked on the last axis."""
+    (t0, t1), (x0, x1) = t_range, x_range
+    return torch.stack([(t - t0) / (t1 - t0), (x - x0) / (x1 - x0)], dim=-1)
+
+
+def _range(value, data: torch.Tensor, name: str) -> tuple[float, float]:
+    """(low, high), low < high: given, else the data's extent (width 1 when all values agree)."""
+    if value is None:
+        low, high = float(data.min()), float(data.max())
+        return (low, high) if high > low else (low, low + 1.0)
+    bounds = as_float64_tensor(value, name).reshape(-1)
+    if bounds.numel() != 2 or not float(bounds[1]) > float(bounds[0]):
+        raise UsageError(f"{name}: expected (low, high) with low < high, got {value!r}")
+    return float(bounds[0]), float(bounds[1])

@@ -133,6 +133,18 @@ class LinearConstraint:
         dense[index, :, index, :] = self.weights
         return dense.reshape(n_t * r, n_t * n_x)
 
+    def flattened(self) -> LinearConstraint:
+        """The same m rows on the flattened grid (n_t = 1, n_x = N), to stack with rows that mix
+        time slices; row k of slice j is named "name[j]". Dense: m N entries."""
+        n_t, r, _ = self.weights.shape
+        names = tuple(f"{name}[{j}]" for j in range(n_t) for name in self.names)
+        return LinearConstraint(
+            self.to_dense()[None],
+            self.values.reshape(1, -1),
+            self.noise_std.reshape(1, -1),
+            names,
+        )
+
     def __repr__(self) -> str:
         return (
             f"LinearConstraint(n_t={self.n_t}, rows_per_slice={self.rows_per_slice}, "

@@ -89,15 +89,13 @@ def latent_prior(fn) -> Posterior:
         return fn.prediction
     if isinstance(base, torch.distributions.MultivariateNormal) and base.batch_shape == ():
         n = base.event_shape[0]
-        grid = Grid(torch.zeros(1), torch.arange(n, dtype=torch.float64))
+        grid = Grid.index(1, n)
         covariance = DenseCovariance(base.covariance_matrix.to(torch.float64))
         return GaussianPrediction(base.loc.reshape(1, n), covariance, grid)
     if isinstance(base, torch.distributions.Normal):
         loc, scale = torch.broadcast_tensors(base.loc, base.scale)
         shape = loc.shape if loc.dim() == 2 else (1, loc.numel())
-        grid = Grid(
-            torch.arange(shape[0], dtype=torch.float64), torch.arange(shape[1], dtype=torch.float64)
-        )
+        grid = Grid.index(*shape)
         variance = (scale.to(torch.float64) ** 2).reshape(-1)
         return GaussianPrediction(loc.reshape(shape), DiagonalCovariance(variance), grid)
     raise UsageError(
@@ -227,7 +225,7 @@ def _flat(constraint: LinearConstraint) -> LinearConstraint:
 
 def flat_grid(grid: Grid) -> Grid:
     """One time slice over the t-major flattening of `grid` (for rows that mix time slices)."""
-    return Grid(torch.zeros(1, dtype=torch.float64), torch.arange(grid.size, dtype=torch.float64))
+    return grid.flattened()
 
 
 @dataclass(frozen=True)
