@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probcons.boon.conditions import neumann
+from probcons.constraints.boundary_condition import neumann
 from probcons.io import write_json
 from probcons.machine import cpu_name
 from probcons.solvers.cavity import (

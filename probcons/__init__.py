@@ -31,6 +31,7 @@ _EXPORTS = {
     "BlockCovariance": "probcons.covariance",
     "DenseCovariance": "probcons.covariance",
     "LinearConstraint": "probcons.constraints",
+    "BoundaryCondition": "probcons.constraints",
     "conservation_constraint": "probcons.constraints",
     "dirichlet_constraint": "probcons.constraints",
     "neumann_constraint": "probcons.constraints",

@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-from probcons.boon.conditions import dirichlet, neumann
 from probcons.boon.correction import BoundaryCorrectionError
 from probcons.boon.correction2d import (
     BoonFNO2d,
@@ -17,6 +16,7 @@ from probcons.boon.correction2d import (
 )
 from probcons.boon.problems2d import make_problem2d
 from probcons.boon.training2d import TrainingConfig2d, evaluate2d, load_model2d, train_model2d
+from probcons.constraints.boundary_condition import dirichlet, neumann
 from probcons.operators import FNO2d
 
 torch.set_num_threads(1)
@@ -169,7 +169,7 @@ def test_singular_boundary_block_is_detected():
 
 
 def test_arguments_are_validated():
-    from probcons.boon.conditions import periodic
+    from probcons.constraints.boundary_condition import periodic
 
     with pytest.raises(ValueError, match="x: expected a Dirichlet or Neumann"):
         BoundaryCondition2d(periodic(), dirichlet())

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from probcons.boon.conditions import neumann
+from probcons.constraints.boundary_condition import neumann
 from probcons.solvers import (
     gaussian_random_field,
     solve_burgers_dirichlet,

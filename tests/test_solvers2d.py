@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from probcons.boon.conditions import neumann
+from probcons.constraints.boundary_condition import neumann
 from probcons.solvers.cavity import (
     cavity_trajectories,
     cavity_vorticity,

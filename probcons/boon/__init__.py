@@ -8,7 +8,6 @@ report); in 2-D (correction2d, problems2d, training2d) Dirichlet and Neumann con
 four sides.
 """
 
-from probcons.boon.conditions import BoundaryCondition, dirichlet, neumann, periodic
 from probcons.boon.correction import (
     BoonFNO1d,
     BoundaryCorrectionError,
@@ -30,6 +29,7 @@ from probcons.boon.ensemble import (
     model_arguments,
     problem_model,
 )
+from probcons.constraints.boundary_condition import BoundaryCondition, dirichlet, neumann, periodic
 
 __all__ = [
     "BoonEnsemble",

@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probcons.boon.conditions import BoundaryCondition
+from probcons.constraints.boundary_condition import BoundaryCondition
 from probcons.errors import UsageError
 from probcons.operators.fno import FNO1d, FourierLayer
 from probcons.operators.spectral import SpectralConv1d

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from probcons.boon.conditions import BoundaryCondition
 from probcons.boon.correction import MAX_CONDITION, BoundaryCorrectionError
+from probcons.constraints.boundary_condition import BoundaryCondition
 from probcons.errors import UsageError
 from probcons.operators.fno import FNO2d, FourierLayer
 from probcons.operators.spectral import SpectralConv2d
@@ -160,14 +160,14 @@ class BoundaryCondition2d:
 
 def dirichlet2d() -> BoundaryCondition2d:
     """u = g on all four sides."""
-    from probcons.boon.conditions import dirichlet
+    from probcons.constraints.boundary_condition import dirichlet
 
     return BoundaryCondition2d(dirichlet(), dirichlet())
 
 
 def neumann2d(step_x: float, step_y: float, order: int = 2) -> BoundaryCondition2d:
     """du/dn-type rows on all four sides: u_x = g on the x-sides, u_y = g on the y-sides."""
-    from probcons.boon.conditions import neumann
+    from probcons.constraints.boundary_condition import neumann
 
     return BoundaryCondition2d(neumann(step_x, order), neumann(step_y, order))
 

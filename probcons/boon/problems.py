@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from probcons.boon.conditions import BoundaryCondition, dirichlet, neumann, periodic
+from probcons.constraints.boundary_condition import BoundaryCondition, dirichlet, neumann, periodic
 from probcons.errors import UsageError
 from probcons.solvers import (
     gaussian_random_field,

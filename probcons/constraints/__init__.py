@@ -5,6 +5,7 @@ from probcons.constraints.boundary import (
     neumann_constraint,
     periodic_constraint,
 )
+from probcons.constraints.boundary_condition import BoundaryCondition
 from probcons.constraints.conservation import (
     conservation_constraint,
     flux_conservation_constraint,
@@ -16,6 +17,7 @@ from probcons.constraints.quadrature import QUADRATURE_RULES, quadrature_weights
 
 __all__ = [
     "QUADRATURE_RULES",
+    "BoundaryCondition",
     "LinearConstraint",
     "conservation_constraint",
     "dense_constraint",

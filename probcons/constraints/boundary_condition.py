@@ -1,4 +1,9 @@
-"""Boundary conditions of a 1-D operator output as linear rows on the grid.
+"""One boundary-condition type for both papers: BOON's kernel correction and the exact update.
+
+A BoundaryCondition is consumed by the BOON layers (`rows`, `residual`, `enforce` on an
+operator's output (batch, channels, n)) and by the probabilistic constraints
+(`constraint(grid, left, right)`: the same rows per time slice as a LinearConstraint, built by
+`dirichlet_constraint`, `neumann_constraint`, `periodic_constraint`).
 
 Each condition is r rows per channel, sum_n R[k, n] u[c, n] = g[c, k], and each row k has an
 anchor node a_k (the boundary node it is solved for):
@@ -14,9 +19,20 @@ from dataclasses import dataclass
 
 import torch
 
+from probcons.constraints.boundary import (
+    dirichlet_constraint,
+    neumann_constraint,
+    periodic_constraint,
+)
 from probcons.constraints.finite_difference import derivative_weights
+from probcons.constraints.linear import LinearConstraint
 from probcons.errors import UsageError
+from probcons.grid import Grid, check_grid
 from probcons.validation import check_positive_int
+
+STEP_TOLERANCE = 1e-9
+"""Relative mismatch between a Neumann condition's step h and the grid's spacing that is
+refused: the stencil would not be the derivative on that grid."""
 
 KINDS = ("dirichlet", "neumann", "periodic")
 SIDES = ("left", "right")
@@ -88,6 +104,31 @@ class BoundaryCondition:
                 rows[k, n - weights.numel() : n] = weights
                 anchors.append(n - 1)
         return rows, anchors
+
+    def constraint(
+        self, grid: Grid, left=0.0, right=0.0, noise_std: float = 0.0
+    ) -> LinearConstraint:
+        """The condition's rows at every time slice of `grid`, as a LinearConstraint.
+
+        left, right: the boundary data g at each end (scalars or (n_t,)); ignored for the ends
+        the condition does not cover, and for periodic. A Neumann condition's step must be the
+        grid's spacing (uniform grid), else the rows would not be its derivative there.
+        """
+        check_grid(grid)
+        values = {side: value for side, value in (("left", left), ("right", right))}
+        chosen = {side: values[side] for side in self.sides}
+        if self.kind == "periodic":
+            return periodic_constraint(grid, noise_std)
+        if self.kind == "dirichlet":
+            return dirichlet_constraint(grid, **chosen, noise_std=noise_std)
+        spacing = grid.x[1:] - grid.x[:-1]
+        step = float(self.step)
+        if float((spacing - step).abs().max()) > STEP_TOLERANCE * step:
+            raise UsageError(
+                f"step: the Neumann condition's step {step:g} is not the grid's spacing "
+                f"(from {float(spacing.min()):g} to {float(spacing.max()):g})"
+            )
+        return neumann_constraint(grid, **chosen, order=self.order, noise_std=noise_std)
 
     def _data(self, data, u: torch.Tensor) -> torch.Tensor:
         """Boundary data broadcast to (batch, channels, r); zeros when absent."""
