@@ -36,9 +36,8 @@ from pathlib import Path
 
 import torch
 
-from probcons.boon.ensemble import BoonEnsemble
+from probcons.backbones.boon_ensemble import BoonEnsemble
 from probcons.boon.figures import plot_boundary_profiles, plot_insulator
-from probcons.boon.problems import OPERATOR_PROBLEMS, make_problem
 from probcons.boon.training import (
     MODEL_KINDS,
     TrainingConfig,
@@ -51,6 +50,7 @@ from probcons.boon.training import (
 from probcons.io import write_json
 from probcons.machine import cpu_name
 from probcons.metrics import gaussian_interval_coverage, gaussian_log_likelihood
+from probcons.problems.operators import OPERATOR_PROBLEMS, make_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = 0.9  # nominal coverage of the probabilistic section

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from probcons.boon.problems2d import OPERATOR_PROBLEMS_2D, make_problem2d
 from probcons.boon.training import MODEL_KINDS
 from probcons.boon.training2d import (
     TrainingConfig2d,
@@ -36,6 +35,7 @@ from probcons.boon.training2d import (
 )
 from probcons.io import write_json
 from probcons.machine import cpu_name
+from probcons.problems.operators2d import OPERATOR_PROBLEMS_2D, make_problem2d
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {"fno": "FNO", "fno-bc": "FNO + boundary channels", "boon": "BOON"}

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from probcons.boon.problems import OPERATOR_PROBLEMS, make_problem
 from probcons.boon.training import (
     TrainingConfig,
     config_dict,
@@ -35,6 +34,7 @@ from probcons.boon.training import (
     train_model,
 )
 from probcons.io import write_json
+from probcons.problems.operators import OPERATOR_PROBLEMS, make_problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpme import machine  # noqa: E402

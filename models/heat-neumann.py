@@ -11,9 +11,9 @@ A plain Pyro model: the BOON ensemble's Gaussian prediction for one input is the
 
 import pyro
 
-from probcons.boon.problems import heat_mass
 from probcons.constraints import conservation_constraint, neumann_constraint
 from probcons.inference import GaussianField, observe_constraint
+from probcons.problems.operators import heat_mass
 
 
 def model(prediction, problem, parameter, boundary, noise_std=0.0):

@@ -7,17 +7,12 @@ import pytest
 import torch
 
 from probcons.boon.correction import BoundaryCorrectionError
-from probcons.boon.correction2d import (
-    BoonFNO2d,
-    BoundaryCondition2d,
-    CorrectedFourierLayer2d,
-    dirichlet2d,
-    neumann2d,
-)
-from probcons.boon.problems2d import make_problem2d
+from probcons.boon.correction2d import BoonFNO2d, CorrectedFourierLayer2d
 from probcons.boon.training2d import TrainingConfig2d, evaluate2d, load_model2d, train_model2d
 from probcons.constraints.boundary_condition import dirichlet, neumann
+from probcons.constraints.boundary_condition2d import BoundaryCondition2d, dirichlet2d, neumann2d
 from probcons.operators import FNO2d
+from probcons.problems.operators2d import make_problem2d
 
 torch.set_num_threads(1)
 
@@ -237,8 +232,8 @@ def test_interrupted_training_resumes_to_the_same_weights(wave, tmp_path):
 
 
 def test_cli_runs_the_cavity_end_to_end(tmp_path, monkeypatch):
-    from probcons.boon import problems2d
     from probcons.cli import main
+    from probcons.problems import operators2d as problems2d
 
     monkeypatch.setitem(problems2d.CAVITY, "resolution", 15)
     real = problems2d.make_problem2d

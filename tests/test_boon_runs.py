@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from probcons.boon.ensemble import (
+from probcons.backbones.boon_ensemble import (
     BoonEnsemble,
     conserve,
     heat_constraints,
     model_arguments,
     problem_model,
 )
-from probcons.boon.problems import make_problem
 from probcons.boon.runner import ENSEMBLE_METHODS, run_operator_problem
 from probcons.boon.training import TrainingConfig
 from probcons.cli import main
 from probcons.errors import UsageError
 from probcons.inference import ExactConditioning
+from probcons.problems.operators import make_problem
 from probcons.report.data import MethodData
 from probcons.resources import model_file
 

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from probcons.boon.ensemble import BoonEnsemble, conserve, heat_constraints
-from probcons.boon.problems import OPERATOR_PROBLEMS, make_problem
+from probcons.backbones.boon_ensemble import BoonEnsemble, conserve, heat_constraints
 from probcons.boon.runner import BACKBONES, run_operator_problem
 from probcons.boon.training import TrainingConfig, evaluate, train_model
 from probcons.operators import load_operator
+from probcons.problems.operators import OPERATOR_PROBLEMS, make_problem
 
 torch.set_num_threads(1)
 
@@ -120,7 +120,7 @@ def test_probabilistic_boon_with_conservation_satisfies_both(heat):
 
 
 def test_calibrated_noise_variance_recovers_the_missing_variance():
-    from probcons.boon.ensemble import calibrated_noise_variance
+    from probcons.backbones.boon_ensemble import calibrated_noise_variance
 
     generator = torch.Generator().manual_seed(3)
     members = torch.randn(4, 200, 50, generator=generator, dtype=torch.float64) * 0.1
@@ -138,7 +138,7 @@ def test_calibrated_noise_variance_recovers_the_missing_variance():
 
 
 def test_over_dispersed_ensemble_keeps_the_floor_and_bad_shapes_raise():
-    from probcons.boon.ensemble import calibrated_noise_variance
+    from probcons.backbones.boon_ensemble import calibrated_noise_variance
 
     members = torch.tensor([[0.0, 0.0], [2.0, -2.0], [-2.0, 2.0]], dtype=torch.float64)[..., None]
     targets = torch.zeros(2, 1, dtype=torch.float64)

@@ -338,11 +338,11 @@ def test_train_refuses_an_unknown_backbone_with_the_choices(capsys):
 def test_catalog_matches_the_registries():
     """The light tables the parser uses are the registries' keys, in order."""
     from probcons.backbones.member_training import BACKBONE_KINDS
-    from probcons.boon.problems import OPERATOR_PROBLEMS
-    from probcons.boon.problems2d import OPERATOR_PROBLEMS_2D
     from probcons.boon.runner import BACKBONES as OPERATOR_BACKBONES
     from probcons.cli import catalog
     from probcons.problems import PROBLEMS
+    from probcons.problems.operators import OPERATOR_PROBLEMS
+    from probcons.problems.operators2d import OPERATOR_PROBLEMS_2D
     from probcons.runner import METHODS
     from probcons.training.command import BACKBONES as ANP_BACKBONES
 

@@ -18,12 +18,12 @@ from probcons.backbones.anp import (
 )
 from probcons.backbones.ensemble import DeepEnsembleTask, EnsembleConfig
 from probcons.backbones.member_training import MemberTrainingOptions, train_members
-from probcons.boon.problems import make_problem
-from probcons.boon.problems2d import make_problem2d
 from probcons.boon.training import TrainingConfig, train_model
 from probcons.boon.training2d import TrainingConfig2d, train_model2d
 from probcons.checkpoint import load_checkpoint
 from probcons.problems import get_problem
+from probcons.problems.operators import make_problem
+from probcons.problems.operators2d import make_problem2d
 from probcons.training import TrainingOptions, train_anp
 from probcons.training.data import sample_batch
 from probcons.training.trainer import sharded_elbo_loss

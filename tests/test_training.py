@@ -12,18 +12,13 @@ from probcons.checkpoint import load_checkpoint
 from probcons.cli import main
 from probcons.constraints import conservation_constraint
 from probcons.problems import get_problem, sample_contexts
-from probcons.training import (
-    TrainingOptions,
-    add_train_arguments,
-    train_anp,
-    train_command,
-    trainer,
-)
+from probcons.training import TrainingOptions, train_anp, trainer
 from probcons.training.calibration import (
     calibrate_checkpoint,
     fit_context_calibration,
     fit_variance_scale,
 )
+from probcons.training.command import add_train_arguments, train_command
 from probcons.training.trainer import mixture_log_likelihood, mixture_scores
 
 

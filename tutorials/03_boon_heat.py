@@ -32,9 +32,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from probcons.boon.ensemble import BoonEnsemble
-from probcons.boon.problems import make_problem
+from probcons.backbones.boon_ensemble import BoonEnsemble
 from probcons.boon.training import TrainingConfig, evaluate, predict, train_model
+from probcons.problems.operators import make_problem
 from probcons.resources import model_file
 
 SMALL = os.environ.get("PROBCONS_TUTORIAL_SMALL", "0") not in ("", "0")

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+import probcons.training.engine as engine
 from probcons import distributed
 from probcons.backbones.ensemble import DeepEnsembleBackbone, DeepEnsembleTask, EnsembleConfig
 from probcons.backbones.fno_ensemble import (
@@ -53,7 +54,6 @@ from probcons.backbones.members import (
 from probcons.checkpoint import save_checkpoint
 from probcons.errors import UsageError
 from probcons.resources import checkpoint_path, shipped_checkpoints
-from probcons.training import engine
 from probcons.training.engine import TrainingTask, cosine_decay
 from probcons.validation import check_nonnegative, check_positive_int
 

@@ -1,11 +1,11 @@
 """BOON: boundary-corrected Fourier neural operators (Saad et al., ICLR 2023).
 
-Kernel corrections of each Fourier layer for Dirichlet, Neumann and periodic conditions, the
-exact output solve, operator-learning problems with their own data, training, a Gaussian
-ensemble whose constraints come from a Pyro model file (models/heat-neumann.py, through
-ExactConditioning) and a runner writing the common run folder (`<method>.nc`, metrics.json,
-report); in 2-D (correction2d, problems2d, training2d) Dirichlet and Neumann conditions on all
-four sides.
+The method only: kernel corrections of each Fourier layer for Dirichlet, Neumann and periodic
+conditions and the exact output solve (correction, correction2d: all four sides in 2-D), their
+training tasks on the one engine (training, training2d) and the operator runner. The boundary
+conditions live in `probcons.constraints` (shared with the exact update), the operator problems
+in `probcons.problems` (operators, operators2d) and the Gaussian BOON ensemble in
+`probcons.backbones.boon_ensemble`.
 """
 
 from probcons.boon.correction import (
@@ -15,37 +15,20 @@ from probcons.boon.correction import (
     boundary_blocks,
     boundary_columns,
 )
-from probcons.boon.correction2d import (
-    BoonFNO2d,
-    BoundaryCondition2d,
-    CorrectedFourierLayer2d,
-    dirichlet2d,
-    neumann2d,
-)
-from probcons.boon.ensemble import (
-    BoonEnsemble,
-    conserve,
-    heat_constraints,
-    model_arguments,
-    problem_model,
-)
+from probcons.boon.correction2d import BoonFNO2d, CorrectedFourierLayer2d
 from probcons.constraints.boundary_condition import BoundaryCondition, dirichlet, neumann, periodic
+from probcons.constraints.boundary_condition2d import BoundaryCondition2d, dirichlet2d, neumann2d
 
 __all__ = [
-    "BoonEnsemble",
     "BoonFNO1d",
     "BoonFNO2d",
-    "BoundaryCondition2d",
-    "CorrectedFourierLayer2d",
     "BoundaryCondition",
+    "BoundaryCondition2d",
     "BoundaryCorrectionError",
     "CorrectedFourierLayer",
+    "CorrectedFourierLayer2d",
     "boundary_blocks",
     "boundary_columns",
-    "conserve",
-    "heat_constraints",
-    "model_arguments",
-    "problem_model",
     "dirichlet",
     "dirichlet2d",
     "neumann",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from probcons.boon.problems import OperatorData, OperatorProblem
 from probcons.errors import UsageError
+from probcons.problems.operators import OperatorData, OperatorProblem
 
 BAND = 0.2  # fraction of the domain shown next to each end
 

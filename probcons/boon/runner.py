@@ -35,9 +35,7 @@ import numpy as np
 import torch
 
 from probcons import metrics as scores
-from probcons.boon.ensemble import MODEL_PROBLEMS, BoonEnsemble
-from probcons.boon.problems import OPERATOR_PROBLEMS, OperatorData, OperatorProblem, make_problem
-from probcons.boon.problems2d import OPERATOR_PROBLEMS_2D, make_problem2d
+from probcons.backbones.boon_ensemble import MODEL_PROBLEMS, BoonEnsemble
 from probcons.boon.training import TrainingConfig, config_dict, evaluate, predict, train_model
 from probcons.errors import UsageError
 from probcons.grid import Grid
@@ -45,6 +43,13 @@ from probcons.inference import ConstraintSites
 from probcons.io import write_json
 from probcons.posterior import Posterior
 from probcons.posterior_files import posterior_inference_data, write_inference_data
+from probcons.problems.operators import (
+    OPERATOR_PROBLEMS,
+    OperatorData,
+    OperatorProblem,
+    make_problem,
+)
+from probcons.problems.operators2d import OPERATOR_PROBLEMS_2D, make_problem2d
 from probcons.validation import check_positive_int
 
 BACKBONES = {"fno": "fno", "fno-bc": "fno-bc", "boon-fno": "boon", "boon-ensemble": "boon"}

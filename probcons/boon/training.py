@@ -34,12 +34,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import probcons.training.engine as engine
 from probcons import distributed
 from probcons.boon.correction import BoonFNO1d
-from probcons.boon.problems import OperatorData, OperatorProblem
 from probcons.errors import UsageError
 from probcons.operators.fno import FNO1d
-from probcons.training import engine
+from probcons.problems.operators import OperatorData, OperatorProblem
 from probcons.training.engine import TrainingTask, step_decay
 from probcons.validation import check_in_interval, check_positive_int
 

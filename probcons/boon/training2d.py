@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import probcons.training.engine as engine
 from probcons import distributed
 from probcons.boon.correction2d import BoonFNO2d
-from probcons.boon.problems2d import OperatorProblem2d, Trajectories2d
 from probcons.boon.training import (
     OperatorTask,
     TrainingConfig,
@@ -34,7 +34,7 @@ from probcons.boon.training import (
 from probcons.checkpoint import load_checkpoint
 from probcons.errors import UsageError
 from probcons.operators.fno import FNO2d
-from probcons.training import engine
+from probcons.problems.operators2d import OperatorProblem2d, Trajectories2d
 
 BOUNDARY_BAND = 0.05  # fraction of the side next to each wall left out of the interior metric
 
@@ -298,7 +298,7 @@ def load_model2d(path: str | Path) -> tuple[nn.Module, str, OperatorProblem2d]:
 
     The problem is rebuilt with the saved name, n, n_steps and t_end (its default solver setup).
     """
-    from probcons.boon.problems2d import make_problem2d
+    from probcons.problems.operators2d import make_problem2d
 
     saved = load_checkpoint(path)
     extra = saved["extra"]

@@ -1,14 +1,10 @@
-"""Meta-training of the ANP backbone: data per the paper's protocol, trainer, command."""
+"""Training: one engine (`engine`: a task protocol, one loop, schedules, checkpoints, DDP) and
+the ANP's meta-training task on it (data per the paper's protocol, `trainer`). The command line
+(`probcons train`, `probcons calibrate`) is `probcons.training.command`, kept out of this
+package's import so that the engine does not pull in the runner.
+"""
 
-from probcons.training.command import add_train_arguments, train_command
 from probcons.training.data import sample_batch
 from probcons.training.trainer import TrainingOptions, TrainingResult, train_anp
 
-__all__ = [
-    "TrainingOptions",
-    "TrainingResult",
-    "add_train_arguments",
-    "sample_batch",
-    "train_anp",
-    "train_command",
-]
+__all__ = ["TrainingOptions", "TrainingResult", "sample_batch", "train_anp"]

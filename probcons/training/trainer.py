@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import probcons.training.engine as engine
 from probcons import distributed
 from probcons.backbones.anp import (
     ANPConfig,
@@ -43,7 +44,6 @@ from probcons.checkpoint import save_checkpoint
 from probcons.errors import UsageError
 from probcons.mixture import mixture_moments
 from probcons.softc import softc_loss, softc_penalty
-from probcons.training import engine
 from probcons.training.data import keep_contexts, sample_batch
 from probcons.training.engine import Clock, TrainingTask, cosine_decay
 from probcons.validation import (

@@ -48,7 +48,7 @@ ENTRY_POINTS = (
     "probcons.conditioning.condition(prior, constraint) -> GaussianPrediction-like",
     "probcons.boon.runner.run_operator_problem(problem, backbone, out_dir, seed, n_train=, "
     "n_test=, n_x=, config=, members=, threads=, figure=) -> {'metrics', 'sizes', ...}",
-    "probcons.boon.problems.make_problem(name, n_x=); OperatorProblem.generate(n, generator) "
+    "probcons.problems.operators.make_problem(name, n_x=); OperatorProblem.generate(n, generator) "
     "-> OperatorData(inputs, targets, boundary)",
     "probcons.boon.training.TrainingConfig(modes, width, layers, padding, projection_width, "
     "epochs, batch_size), train_model(kind, problem, train, config, seed) -> (model, s), "
@@ -245,9 +245,9 @@ def compute_conditioning() -> dict:
 
 def compute_boon(directory: Path) -> dict:
     """boon-fno and boon-ensemble through the runner; the same BOON through the training API."""
-    from probcons.boon.problems import make_problem
     from probcons.boon.runner import run_operator_problem
     from probcons.boon.training import TrainingConfig, predict, train_model
+    from probcons.problems.operators import make_problem
 
     config = TrainingConfig(**BOON_CONFIG)
     runs = {}

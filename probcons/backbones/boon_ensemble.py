@@ -28,7 +28,6 @@ import pyro
 import torch
 from scipy.optimize import minimize_scalar
 
-from probcons.boon.problems import OperatorData, OperatorProblem, heat_mass
 from probcons.boon.training import TrainingConfig, predict, train_model
 from probcons.constraints import conservation_constraint, neumann_constraint
 from probcons.covariance import LowRankCovariance
@@ -43,6 +42,7 @@ from probcons.inference import (
 from probcons.metrics import gaussian_interval_coverage
 from probcons.posterior import Posterior
 from probcons.prediction import GaussianPrediction
+from probcons.problems.operators import OperatorData, OperatorProblem, heat_mass
 from probcons.resources import model_file
 from probcons.validation import check_nonnegative, check_positive_int
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from probcons.boon.correction2d import BoundaryCondition2d, dirichlet2d, neumann2d
+from probcons.constraints.boundary_condition2d import BoundaryCondition2d, dirichlet2d, neumann2d
 from probcons.errors import UsageError
 from probcons.validation import check_positive_int
 
