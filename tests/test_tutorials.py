@@ -47,7 +47,7 @@ def _failing_cell(path: Path, stderr: str) -> str:
     return f"cell {cell} (line {line}): {source[line - 1].strip()}"
 
 
-def test_there_are_five_tutorials_in_order():
+def test_there_are_six_tutorials_in_order():
     names = [path.name for path in TUTORIALS]
     assert names == [
         "01_quickstart.py",
@@ -55,6 +55,7 @@ def test_there_are_five_tutorials_in_order():
         "03_boon_heat.py",
         "04_calibration.py",
         "05_your_own_grid.py",
+        "06_your_own_pde.py",
     ]
     readme = (ROOT / "tutorials" / "README.md").read_text()
     positions = [readme.index(name) for name in names]

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from probcons.cli import calibrate, listing, report, run, train
+from probcons.cli import calibrate, condition, listing, report, run, train
 from probcons.cli.parser import CommandParser
 from probcons.errors import ModelError, ProbconsError, SingularConstraintError, UsageError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-SUBCOMMANDS = (run, train, calibrate, report, listing)
+SUBCOMMANDS = (run, condition, train, calibrate, report, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:
