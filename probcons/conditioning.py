@@ -26,6 +26,7 @@ from probcons.covariance import (
 )
 from probcons.errors import SingularConstraintError, UsageError
 from probcons.posterior import Posterior, check_posterior
+from probcons.validation import check_in_interval
 
 RCOND = 1e-13
 """A pivot of S below rcond times S's largest diagonal entry marks S as singular."""
@@ -33,6 +34,8 @@ DENSE_LIMIT = 20_000
 """Largest N for which a general covariance is handled as a dense matrix."""
 CHUNK_ELEMENTS = 1 << 20
 """Entries of each (points, rank) temporary of the low-rank variance update (8 MB in float64)."""
+SAMPLE_CHUNK_ELEMENTS = 1 << 16
+"""Entries of each block of the gain subtracted from a posterior draw (512 kB: in cache)."""
 REFINEMENT_STEPS = 2
 """Most steps of iterative refinement of S y = rows, so that G (Sigma G^T y) + R y = rows."""
 REFINEMENT_TOLERANCE = 1e-14
@@ -42,6 +45,11 @@ SINGULAR_OPTIONS = ("raise", "pinv")
 CONSISTENCY_TOLERANCE = 1e-8
 """With singular="pinv", the part of (b - G mu) that S cannot reach, relative to the size of
 |b| + |G| |mu| (both scaled like the rows of S), above which the rows are inconsistent."""
+
+
+def _check_rcond(rcond) -> float:
+    """A relative pivot threshold: a real number in (0, 1)."""
+    return check_in_interval(rcond, "rcond", 0.0, 1.0, include_low=False, include_high=False)
 
 
 def _check_singular(singular) -> str:
@@ -259,13 +267,37 @@ class ConstraintUpdate(ABC):
 
     def shifted(self, base: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """base + Sigma G^T S^-1 y as a new tensor: base (n_t, n_x), y (n_t, r)."""
-        return self.gain(rows).reshape(base.shape).add_(base)
+        gain = self.gain(rows).reshape(base.shape)
+        return gain + base if base.requires_grad else gain.add_(base)
+
+    def subtract_gain(self, fields: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """fields - Sigma G^T S^-1 y in place: fields (n, N), y (n, n_t, r)."""
+        return fields.sub_(self.gain(rows))
+
+    def differentiated(self) -> bool:
+        """True when the prior's numbers require grad: the update then avoids in-place work."""
+        return any(
+            isinstance(value, torch.Tensor) and value.requires_grad
+            for value in vars(self.covariance).values()
+        )
+
+    def reduction_through_rows(self) -> torch.Tensor:
+        """diag(A S^-1 A^T), A = Sigma G^T, from m solves and spreads: (m, N) memory, for
+        priors that are differentiated through (every structure; no in-place operations)."""
+        n_t, r = self.constraint.values.shape
+        m = n_t * r
+        unit = torch.eye(m, dtype=torch.float64).reshape(m, n_t, r)
+        spread = self.spread(unit)  # (m, N): row k is (Sigma G^T e_k)^T
+        inverse = self.solve(unit).reshape(m, m)  # S^-1 (symmetric)
+        return torch.einsum("kn,kl,ln->n", spread, inverse, spread)
 
     def posterior_variance(self) -> torch.Tensor:
         """diag(Sigma~) = diag(Sigma) - variance_reduction, clamped at zero against round-off."""
-        reduction = self.variance_reduction()  # a new tensor: overwritten in place
         prior = self.covariance
         variance = prior.variance if isinstance(prior, DiagonalCovariance) else prior.diagonal()
+        if self.differentiated():
+            return (variance - self.reduction_through_rows()).clamp(min=0)
+        reduction = self.variance_reduction()  # a new tensor: overwritten in place
         return torch.sub(variance, reduction, out=reduction).clamp_(min=0)
 
     def noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -338,6 +370,8 @@ class DiagonalUpdate(SliceUpdate):
         if shared is not None:
             products = (shared[:, None, :] * shared[None, :, :]).reshape(r * r, n_x)
             return (variance @ products.T).reshape(n_t, r, r)
+        if variance.requires_grad:  # differentiated through: one einsum, no out= buffers
+            return torch.einsum("jkn,jn,jln->jkl", weights, variance, weights)
         system = torch.empty(n_t, r, r, dtype=torch.float64)
         step = max(1, CHUNK_ELEMENTS // n_x)
         scaled = torch.empty(min(step, n_t), n_x, dtype=torch.float64)  # one row times v
@@ -360,7 +394,37 @@ class DiagonalUpdate(SliceUpdate):
         if self.refinement_steps:
             return super().shifted(base, rows)
         field = _apply_transpose(self.constraint, self.solve(rows))  # (n_t, n_x), new
+        if base.requires_grad or field.requires_grad:  # differentiated through: no out=
+            return torch.addcmul(base, field, self.variance)
         return torch.addcmul(base, field, self.variance, out=field)
+
+    def subtract_gain(self, fields, rows):
+        """fields - v * G^T S^-1 y in place, a block of time slices of one draw at a time, so
+        the gain never exists as a second (n, N) array (the same operations, entry by entry,
+        as fields.sub_(gain(rows)); without refinement only)."""
+        if self.refinement_steps:
+            return super().subtract_gain(fields, rows)
+        solved = self.solve(rows)  # (n, n_t, r)
+        n_t, n_x = self.variance.shape
+        step = max(1, SAMPLE_CHUNK_ELEMENTS // n_x)
+        blocks = fields.reshape(-1, n_t, n_x)
+        for draw in range(blocks.shape[0]):
+            for start in range(0, n_t, step):
+                stop = min(start + step, n_t)
+                gain = self._slice_transpose(solved[draw, start:stop], start, stop)
+                blocks[draw, start:stop].sub_(gain.mul_(self.variance[start:stop]))
+        return fields
+
+    def _slice_transpose(self, rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """G^T y on time slices start:stop, rows (stop - start, r) -> (stop - start, n_x)."""
+        shared = _shared_rows(self.constraint)
+        if shared is not None:
+            return rows @ shared
+        weights = self.constraint.weights[start:stop]
+        field = rows[:, 0, None] * weights[:, 0]
+        for row in range(1, self.constraint.rows_per_slice):
+            field.addcmul_(rows[:, row, None], weights[:, row])
+        return field
 
     def _explained(self) -> torch.Tensor:
         """v_i w_i^T S_j^+ w_i per point (w_i the rows' weights there): in [0, 1], (n_t, n_x)."""
@@ -379,6 +443,8 @@ class DiagonalUpdate(SliceUpdate):
 
     def posterior_variance(self):
         """v - v q, q = v w^T S^+ w: one new (N,) array, written in place."""
+        if self.differentiated():
+            return super().posterior_variance()
         share = self._explained()
         variance = torch.addcmul(self.variance, self.variance, share, value=-1, out=share)
         return variance.clamp_(min=0).reshape(-1)
@@ -533,7 +599,7 @@ class ConditionedCovariance(Covariance):
         """z - Sigma G^T S^-1 (G z + eps) for prior draws z (n, N), slack eps (n, n_t, r)."""
         constraint = self.update.constraint
         rows = _apply(constraint, prior.reshape(-1, constraint.n_t, constraint.n_x))
-        return prior.sub_(self.update.gain(rows.add_(noise)))
+        return self.update.subtract_gain(prior, rows.add_(noise))
 
     def sample(self, n, generator=None):
         """Pathwise: z - Sigma G^T S^-1 (G z + eps), z ~ N(0, Sigma)."""
@@ -756,6 +822,7 @@ def conditioned_moments(
     ("drop"); checked with singular="raise" (the pseudo-inverse drops such rows itself).
     """
     singular = _check_singular(singular)
+    rcond = _check_rcond(rcond)
     on_degenerate = _check_on_degenerate(on_degenerate)
     constraint = _as_constraint(constraint)
     if constraint is None:
@@ -779,6 +846,7 @@ def projected_mean(
     Flattened rows and on_degenerate as in `conditioned_moments` (here only all-zero exact rows
     are degenerate)."""
     singular = _check_singular(singular)
+    rcond = _check_rcond(rcond)
     on_degenerate = _check_on_degenerate(on_degenerate)
     constraint = _as_constraint(constraint)
     if constraint is None:

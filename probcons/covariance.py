@@ -153,6 +153,10 @@ class DiagonalCovariance(Covariance):
     def transform(self, base):
         return base * self.variance.sqrt()
 
+    def sample(self, n, generator=None):
+        """n zero-mean draws (n, N): the standard normals scaled in place (no second array)."""
+        return _normal((n, self.size), generator).mul_(self.variance.sqrt())
+
     def matmul(self, matrix):
         return self.variance[:, None] * matrix
 
@@ -168,6 +172,11 @@ class LowRankCovariance(Covariance):
     def __init__(self, diagonal: torch.Tensor, factor: torch.Tensor) -> None:
         diagonal = as_float64_tensor(diagonal, "diagonal").reshape(-1)
         factor = as_float64_tensor(factor, "factor")
+        if factor.dim() == 2 and factor.shape[1] == 0:
+            raise UsageError(
+                f"factor: expected at least one column, got shape {tuple(factor.shape)}; "
+                "use DiagonalCovariance for a covariance without a low-rank part"
+            )
         if factor.dim() != 2 or factor.shape[0] != diagonal.numel():
             raise UsageError(
                 f"factor: expected shape ({diagonal.numel()}, k), got {describe(factor)}"

@@ -59,26 +59,68 @@ def crps_gaussian(mean: torch.Tensor, variance: torch.Tensor, truth: torch.Tenso
     return scoringrules.crps_normal(_numpy(truth), _numpy(mean), sigma)
 
 
-def crps_ensemble(samples: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
-    """Pointwise CRPS of the empirical distribution of `samples` (D, ...) (scoringrules)."""
-    return scoringrules.crps_ensemble(_numpy(truth), _numpy(samples), m_axis=0)
+def sorted_draws(samples: torch.Tensor) -> torch.Tensor:
+    """The draws (D, ...) sorted along the draw axis: one sort serves every quantile level and
+    the CRPS of a prediction (pass it with `presorted=True`).
+
+    Sorted by NumPy with the draws last in memory (the layout scoringrules takes; the result is
+    a (D, ...) view of it): ten times faster than torch.sort along a leading axis.
+    """
+    draws_last = np.ascontiguousarray(np.moveaxis(_numpy(samples), 0, -1))
+    draws_last.sort(axis=-1)
+    return torch.from_numpy(draws_last).movedim(-1, 0)
 
 
-def central_interval(samples: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pointwise (lower, upper) sample quantiles of the central `level` interval."""
+def crps_ensemble(
+    samples: torch.Tensor, truth: torch.Tensor, *, presorted: bool = False
+) -> np.ndarray:
+    """Pointwise CRPS of the empirical distribution of `samples` (D, ...) (scoringrules,
+    quantile-decomposition estimator); presorted: `samples` is sorted along the draws."""
+    if not presorted:
+        return scoringrules.crps_ensemble(_numpy(truth), _numpy(samples), m_axis=0)
+    # draws last and contiguous, as scoringrules lays them out after its own sort
+    ensemble = np.ascontiguousarray(np.moveaxis(_numpy(samples), 0, -1))
+    return scoringrules.crps_ensemble(_numpy(truth), ensemble, sorted_ensemble=True)
+
+
+def sample_quantiles(sorted_samples: torch.Tensor, probabilities) -> torch.Tensor:
+    """Quantiles (len(probabilities), ...) of draws sorted along the first axis (D, ...):
+    torch.quantile's linear interpolation, rank q (D - 1) between its floor and ceiling,
+    computed the same way so the values are equal."""
+    q = torch.as_tensor(probabilities, dtype=sorted_samples.dtype).reshape(-1)
+    ranks = q * (sorted_samples.shape[0] - 1)
+    below = ranks.to(torch.long)
+    weights = ranks - below
+    above = ranks.ceil().to(torch.long)
+    shape = (-1,) + (1,) * (sorted_samples.dim() - 1)
+    return torch.lerp(
+        sorted_samples[below],
+        sorted_samples[above],
+        weights.reshape(shape).expand(len(q), *sorted_samples.shape[1:]),
+    )
+
+
+def central_interval(
+    samples: torch.Tensor, level: float, *, presorted: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pointwise (lower, upper) sample quantiles of the central `level` interval;
+    presorted: `samples` is sorted along the draws (`sorted_draws`)."""
     if not 0 < level < 1:
         raise UsageError(f"level: expected a value in (0, 1), got {level!r}")
     tail = (1 - level) / 2
+    if presorted:
+        lower, upper = sample_quantiles(samples, [tail, 1 - tail])
+        return lower, upper
     quantiles = torch.tensor([tail, 1 - tail], dtype=samples.dtype)
     lower, upper = torch.quantile(samples.reshape(samples.shape[0], -1), quantiles, dim=0)
     return lower.reshape(samples.shape[1:]), upper.reshape(samples.shape[1:])
 
 
 def central_interval_coverage(
-    samples: torch.Tensor, truth: torch.Tensor, level: float
+    samples: torch.Tensor, truth: torch.Tensor, level: float, *, presorted: bool = False
 ) -> torch.Tensor:
     """Pointwise: is the truth inside the central `level` interval of the samples?"""
-    lower, upper = central_interval(samples, level)
+    lower, upper = central_interval(samples, level, presorted=presorted)
     return (truth >= lower) & (truth <= upper)
 
 

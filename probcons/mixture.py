@@ -12,6 +12,7 @@ conditioned components keeps the spread between latent samples in its variance.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -66,30 +67,40 @@ class GaussianMixture(Posterior):
     def __len__(self) -> int:
         return len(self.components)
 
+    @functools.cached_property
+    def _means(self) -> torch.Tensor:
+        """The component means stacked once (a conditioned component's variance is computed
+        anew on every access, and the mixture's moments are read several times)."""
+        return torch.stack([c.mean for c in self.components])
+
+    @functools.cached_property
+    def _variances(self) -> torch.Tensor:
+        return torch.stack([c.variance for c in self.components])
+
     @property
     def means(self) -> torch.Tensor:
         """Component means, (K, n_t, n_x)."""
-        return torch.stack([c.mean for c in self.components])
+        return self._means.clone()
 
     @property
     def variances(self) -> torch.Tensor:
         """Component marginal variances, (K, n_t, n_x)."""
-        return torch.stack([c.variance for c in self.components])
+        return self._variances.clone()
 
     @property
     def mean(self) -> torch.Tensor:
         """Mixture mean (1/K) sum_k mu_k, (n_t, n_x)."""
-        return self.means.mean(dim=0)
+        return self._means.mean(dim=0)
 
     @property
     def within_variance(self) -> torch.Tensor:
         """Average component variance (1/K) sum_k diag Sigma_k, (n_t, n_x)."""
-        return self.variances.mean(dim=0)
+        return self._variances.mean(dim=0)
 
     @property
     def between_variance(self) -> torch.Tensor:
         """Variance of the component means (1/K) sum_k (mu_k - mean)^2, (n_t, n_x)."""
-        means = self.means
+        means = self._means
         return ((means - means.mean(dim=0)) ** 2).mean(dim=0)
 
     @property
@@ -112,11 +123,11 @@ class GaussianMixture(Posterior):
             raise UsageError(
                 f"values: expected shape {tuple(self.grid.shape)}, got {describe(values)}"
             )
-        variances = self.variances
+        variances = self._variances
         if bool((variances <= 0).any()):
             raise UsageError("values: the mixture has zero marginal variance at some point")
         log_pdf = -0.5 * (
-            (values - self.means) ** 2 / variances + torch.log(2 * math.pi * variances)
+            (values - self._means) ** 2 / variances + torch.log(2 * math.pi * variances)
         )
         return torch.logsumexp(log_pdf, dim=0) - math.log(len(self))
 

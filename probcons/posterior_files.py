@@ -8,6 +8,7 @@ constraint_row, constraint_point), .constraint_values and .constraint_noise_std 
 constraint_slice, constraint_row), with the rows' names as the constraint_row coordinate
 (slice and point are t and x, or 1 and t-major grid points when attrs constraint_flat = 1);
 root attributes problem, backbone, method, sigma_G, parameter_name, time_of_interest.
+Numeric variables are zlib-compressed except the draws (`UNCOMPRESSED`).
 """
 
 from __future__ import annotations
@@ -69,7 +70,38 @@ def posterior_inference_data(
     return data
 
 
+UNCOMPRESSED = (("posterior_predictive", "u"),)
+"""(group, variable) stored without zlib: the float32 draws have random low mantissa bits and
+compress by about 8 %, at several seconds per run; every other numeric variable is zlib'd."""
+
+
+def netcdf_encoding(group: str, dataset) -> dict[str, dict]:
+    """xarray encoding of one InferenceData group: zlib on numeric variables but UNCOMPRESSED."""
+    return {
+        name: {"zlib": (group, name) not in UNCOMPRESSED}
+        for name, values in dataset.variables.items()
+        if np.issubdtype(values.dtype, np.number)
+    }
+
+
+def write_groups(path: str | os.PathLike, data: az.InferenceData, unlimited: str | None = None):
+    """ArviZ's netCDF layout (a group per InferenceData group, h5netcdf), encoded by
+    `netcdf_encoding`; `unlimited`: a dimension left growable in the groups that have it."""
+    mode = "w"
+    for group in data.groups():
+        dataset = data[group]
+        dataset.to_netcdf(
+            path,
+            mode=mode,
+            group=group,
+            engine="h5netcdf",
+            encoding=netcdf_encoding(group, dataset),
+            unlimited_dims=[unlimited] if unlimited in dataset.dims else None,
+        )
+        mode = "a"
+
+
 def write_inference_data(path: str | os.PathLike, data: az.InferenceData) -> None:
-    """Write InferenceData to netCDF atomically."""
+    """Write InferenceData to netCDF atomically (`write_groups`)."""
     with atomic_write(path) as temporary:
-        data.to_netcdf(str(temporary), engine="h5netcdf")
+        write_groups(str(temporary), data)

@@ -52,7 +52,7 @@ class GaussianPrediction(Posterior):
         check_positive_int(n, "n")
         check_generator(generator)
         noise = self.covariance.sample(n, generator).reshape(n, *self.grid.shape)
-        return self.mean + noise
+        return noise.add_(self.mean)  # the draws in place: no second (n, N) array
 
     def condition(self, constraint, **options) -> GaussianPrediction:
         """ProbConserv: the exact posterior given G u = b + eps (see `probcons.conditioning`)."""

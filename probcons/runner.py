@@ -9,7 +9,9 @@ Functions are processed in chunks of `chunk_functions`: a chunk's draws and mome
 to the methods' files (netCDF with an unlimited `function` dimension) and then dropped, and only
 the per-function scores (a few numbers each) are kept for the summary, so memory stays flat as
 `n_functions` grows. Every function has its own seeds, so the files and metrics do not depend on
-the chunk size.
+the chunk size. The report's per-function summaries are fed as the functions go, from the draws
+as the files store them (`probcons.report.summary.MethodSummarizer`), so the report reads no file
+back; one sort of each function's draws serves the CRPS, every interval and the report.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from probcons.backbones import get_backbone
 from probcons.errors import ModelError, UsageError
 from probcons.inference import ConstraintSites, ExactConditioning
 from probcons.io import default_mode, write_json
-from probcons.posterior_files import posterior_inference_data
+from probcons.posterior_files import posterior_inference_data, write_groups
 from probcons.problems import Problem, get_problem, sample_contexts
 from probcons.report import write_report
+from probcons.report.data import constraint_residual, plain_attributes
+from probcons.report.summary import MethodSummarizer
 from probcons.resources import model_file
 from probcons.validation import check_nonnegative, check_positive_int
 
@@ -196,24 +200,28 @@ def score_function(
     constraint,
     problem: Problem,
     parameter: float,
+    ordered: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Metrics of one function: prediction moments, samples (D, n_t, n_x) and the exact field;
     CE = mean |G mean - b| over the rows of `constraint` (a LinearConstraint or the
-    ConstraintSites the posterior was conditioned on)."""
+    ConstraintSites the posterior was conditioned on). ordered: the samples sorted along the
+    draws (`metrics.sorted_draws`), if at hand; one sort serves the CRPS and both intervals."""
     grid = prediction.grid
     index = grid.time_index(problem.time_of_interest)
     mean, variance = prediction.mean, prediction.variance
+    if ordered is None:
+        ordered = metrics.sorted_draws(samples)
     scores = {
         "mse": metrics.mse(mean, truth),
         "mse_t": metrics.mse(mean[index], truth[index]),
         "ce": float(constraint.residual(mean).abs().mean()),
         "ll": float(metrics.gaussian_log_likelihood(mean, variance, truth).mean()),
-        "crps": float(metrics.crps_ensemble(samples, truth).mean()),
+        "crps": float(metrics.crps_ensemble(ordered, truth, presorted=True).mean()),
         "coverage_50": float(
-            metrics.central_interval_coverage(samples, truth, 0.5).double().mean()
+            metrics.central_interval_coverage(ordered, truth, 0.5, presorted=True).double().mean()
         ),
         "coverage_90": float(
-            metrics.central_interval_coverage(samples, truth, 0.9).double().mean()
+            metrics.central_interval_coverage(ordered, truth, 0.9, presorted=True).double().mean()
         ),
     }
     threshold = problem.front_threshold(parameter)
@@ -256,6 +264,7 @@ def run(
     model_args = (problem, parameter, settings.noise_std)
     scores: dict[str, list[dict[str, float]]] = {method: [] for method in settings.methods}
     staging = _staging_directory(settings.out)
+    summarizers = None  # the report's per-method summaries, fed as the functions go
     try:
         bar = tqdm(
             total=settings.n_functions,
@@ -274,19 +283,26 @@ def run(
                 prediction = backbone.predict(problem, parameter, contexts, grid, generator)
                 sites = collect_sites(conditioning, prediction, *model_args)
                 collected_rows.append(sites)
+                if report and summarizers is None:
+                    summarizers = _report_summarizers(settings, problem, grid, sites)
                 for offset, method in enumerate(settings.methods):
                     posterior = sites.posterior(method)
                     draws = torch.Generator().manual_seed(
                         settings.seed * 1_000_003 + 7919 * function + offset
                     )
                     samples = posterior.sample(settings.draws, draws)
+                    ordered = metrics.sorted_draws(samples)
                     store = collected[method]
                     store["samples"].append(samples.numpy().astype(np.float32))
                     store["mean"].append(posterior.mean.numpy())
                     store["variance"].append(posterior.variance.numpy())
                     scores[method].append(
-                        score_function(posterior, samples, truth, sites, problem, parameter)
+                        score_function(
+                            posterior, samples, truth, sites, problem, parameter, ordered
+                        )
                     )
+                    if summarizers is not None:
+                        _summarize_stored(summarizers[method], store, ordered, truth, mass, sites)
                 bar.update(1)
             _append_chunk(staging, settings, problem, grid, truth, mass, collected, collected_rows)
             del collected
@@ -298,8 +314,65 @@ def run(
         if staging.exists():
             shutil.rmtree(staging)
     if report:
-        write_report([settings.out])
+        write_report([settings.out], summaries=[s.summary() for s in summarizers.values()])
     return summary
+
+
+def _file_attributes(settings: RunSettings, problem: Problem, method: str, flat: bool) -> dict:
+    """The attributes of every group of a method's file."""
+    return {
+        "problem": settings.problem,
+        "backbone": settings.backbone,
+        "method": method,
+        "sigma_G": settings.noise_std,
+        "parameter_name": problem.parameter_name,
+        "time_of_interest": problem.time_of_interest,
+        "seed": settings.seed,
+        "constraint_flat": int(flat),
+    }
+
+
+def _report_summarizers(settings, problem, grid, sites) -> dict[str, MethodSummarizer]:
+    """One report summarizer per method, as `write_report` would make reading the files."""
+    return {
+        method: MethodSummarizer(
+            settings.out.resolve().name,
+            method,
+            None,
+            grid=grid,
+            attrs=plain_attributes(_file_attributes(settings, problem, method, sites.flat)),
+            n_functions=settings.n_functions,
+            n_draws=settings.draws,
+            parameters=[float(settings.parameter)] * settings.n_functions,
+            has_ce=True,  # the files hold the constraint rows
+        )
+        for method in settings.methods
+    }
+
+
+def _summarize_stored(summarizer, store, ordered, truth, mass, sites) -> None:
+    """Feed the report the function just drawn as its file will hold it: float32 draws, float64
+    moments and constraint rows; ordered (the float64 draws sorted) rounds to the float32 ones
+    sorted, since rounding keeps the order."""
+    as_stored = _as_float64_tensor
+    mean, variance = as_stored(store["mean"][-1]), as_stored(store["variance"][-1])
+    constraint = sites.constraint
+    residual = constraint_residual(
+        as_stored(constraint.weights.numpy()), as_stored(constraint.values.numpy()), mean
+    )
+    summarizer.add(
+        as_stored(store["samples"][-1]),
+        as_stored(truth.numpy()),
+        (mean, variance),
+        as_stored(mass.numpy()),
+        residual,
+        ordered=ordered.to(torch.float32).to(torch.float64),
+    )
+
+
+def _as_float64_tensor(values: np.ndarray) -> torch.Tensor:
+    """A stored array as the report reads it back (`probcons.report.data.MethodData`)."""
+    return torch.from_numpy(np.asarray(values, dtype=np.float64))
 
 
 def _staging_directory(out: Path) -> Path:
@@ -327,16 +400,7 @@ def _append_chunk(staging, settings, problem, grid, truth, mass, collected, rows
             parameter=np.full(n_functions, settings.parameter),
             mass=np.broadcast_to(mass.numpy(), (n_functions, grid.n_t)),
             grid=grid,
-            attrs={
-                "problem": settings.problem,
-                "backbone": settings.backbone,
-                "method": method,
-                "sigma_G": settings.noise_std,
-                "parameter_name": problem.parameter_name,
-                "time_of_interest": problem.time_of_interest,
-                "seed": settings.seed,
-                "constraint_flat": int(rows[0].flat),
-            },
+            attrs=_file_attributes(settings, problem, method, rows[0].flat),
             constraint=constraint,
         )
         append_inference_data(staging / f"{method}.nc", data)
@@ -345,29 +409,12 @@ def _append_chunk(staging, settings, problem, grid, truth, mass, collected, rows
 def append_inference_data(path: Path, data: az.InferenceData) -> None:
     """Write `data` to `path`, or append it along `function` when the file exists.
 
-    The first write is ArviZ's netCDF layout (a group per InferenceData group, zlib-compressed)
-    with `function` unlimited; later writes grow that dimension and fill the new rows, numbering
+    The first write is ArviZ's netCDF layout (a group per InferenceData group, zlib-compressed
+    but for the draws: `probcons.posterior_files.netcdf_encoding`) with `function` unlimited; later writes grow that dimension and fill the new rows, numbering
     the functions on from the file's last one.
     """
     if not path.exists():
-        mode = "w"
-        for group in data.groups():
-            dataset = data[group]
-            encoding = {
-                name: {"zlib": True}
-                for name, values in dataset.variables.items()
-                if np.issubdtype(values.dtype, np.number)
-            }
-            unlimited = [FUNCTION_DIMENSION] if FUNCTION_DIMENSION in dataset.dims else None
-            dataset.to_netcdf(
-                path,
-                mode=mode,
-                group=group,
-                engine="h5netcdf",
-                encoding=encoding,
-                unlimited_dims=unlimited,
-            )
-            mode = "a"
+        write_groups(path, data, unlimited=FUNCTION_DIMENSION)
         return
     with h5netcdf.File(path, "a") as handle:
         for group in data.groups():

@@ -49,9 +49,10 @@ def coverage_from_pit(pit: torch.Tensor, levels: tuple[float, ...] = RELIABILITY
     return (deviation[None, :] <= half[:, None]).double().mean(dim=1)
 
 
-def interval_width(samples: torch.Tensor, level: float) -> torch.Tensor:
-    """(...) width q_{(1+L)/2} - q_{(1-L)/2} of the central sample interval (sharpness)."""
-    lower, upper = central_interval(samples, level)
+def interval_width(samples: torch.Tensor, level: float, *, presorted: bool = False) -> torch.Tensor:
+    """(...) width q_{(1+L)/2} - q_{(1-L)/2} of the central sample interval (sharpness);
+    presorted: `samples` is sorted along the draws."""
+    lower, upper = central_interval(samples, level, presorted=presorted)
     return upper - lower
 
 

@@ -114,9 +114,7 @@ class MethodData:
                 f"{self.path.name}: expected >= 1 function and >= {MIN_DRAWS} draws, got "
                 f"{self.n_functions} functions and {self.n_draws} draws"
             )
-        self.attrs = {
-            key: _plain(value) for key, value in self._idata.posterior_predictive.attrs.items()
-        }
+        self.attrs = plain_attributes(self._idata.posterior_predictive.attrs)
         chunks = draws.encoding.get("preferred_chunks", {})
         per_function = self.n_draws * self.grid.size * draws.dtype.itemsize
         self.block_size = max(
@@ -182,8 +180,7 @@ class MethodData:
                 ("constraint_values", rows),
             )
         )
-        field = field.reshape(weights.shape[0], weights.shape[2])  # (t, x) or (1, t-major)
-        return torch.einsum("jki,ji->jk", weights, field) - values
+        return constraint_residual(weights, values, field)
 
     def parameter(self, function: int) -> float | None:
         """The PDE parameter of function `function`, or None if not stored."""
@@ -207,6 +204,20 @@ class MethodData:
             f"MethodData(method={self.method!r}, functions={self.n_functions}, "
             f"draws={self.n_draws}, grid={self.grid!r})"
         )
+
+
+def constraint_residual(
+    weights: torch.Tensor, values: torch.Tensor, field: torch.Tensor
+) -> torch.Tensor:
+    """G u - b (slice, row) of stored constraint rows, weights (slice, row, point) and values
+    (slice, row), for a field (n_t, n_x): slices and points are t and x, or 1 and t-major."""
+    field = field.reshape(weights.shape[0], weights.shape[2])
+    return torch.einsum("jki,ji->jk", weights, field) - values
+
+
+def plain_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """A group's attributes as `MethodData.attrs` holds them (1-element arrays as scalars)."""
+    return {key: _plain(value) for key, value in attrs.items()}
 
 
 def method_sort_key(method: str) -> tuple[int, str]:

@@ -6,13 +6,14 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from probcons.errors import UsageError
 from probcons.report.calibration import FLAG_STANDARD_ERRORS
-from probcons.report.data import MethodData, method_files
+from probcons.report.data import MethodData, method_files, method_sort_key
 from probcons.report.figures import (
     error_time_figure,
     mass_figure,
@@ -189,6 +190,7 @@ def write_report(
     example_function: int = 0,
     pit_values: int = PIT_VALUES,
     seed: int = 0,
+    summaries: Sequence[MethodSummary] | None = None,
 ) -> dict[str, Path]:
     """Write report.md, report.html (self-contained) and PNGs comparing the methods of runs.
 
@@ -196,6 +198,9 @@ def write_report(
     out: the report file (.html, .md or no suffix; both documents are written beside each
         other, PNGs in `<stem>_figures/`); default `report.html` in the run directory, or in
         the common parent of several.
+    summaries: the methods of a single run directory already summarized (a `MethodSummarizer`
+        per method, fed the draws as the files hold them and made with these example_function,
+        pit_values and seed, as `probcons run` does); the files are then not read again.
     Returns {"html": ..., "markdown": ..., <figure name>: PNG path}.
     """
     started = time.perf_counter()
@@ -216,10 +221,21 @@ def write_report(
 
     notes: list[str] = []
     runs = []
+    if summaries is not None:
+        if several:
+            raise UsageError(
+                f"summaries: expected one run directory with them, got {len(directories)}"
+            )
+        if not summaries or not all(isinstance(s, MethodSummary) for s in summaries):
+            raise UsageError("summaries: expected a non-empty list of MethodSummary")
+        given = sorted(summaries, key=lambda summary: method_sort_key(summary.method))
+        runs.append((labels[0], [replace(summary, run=labels[0]) for summary in given]))
     for directory, run in zip(directories, labels, strict=True):
-        summaries = _summarize_run(directory, run, several, notes, **options)
-        if summaries:
-            runs.append((run, summaries))
+        if summaries is not None:
+            continue
+        method_summaries = _summarize_run(directory, run, several, notes, **options)
+        if method_summaries:
+            runs.append((run, method_summaries))
         else:
             notes.append(f"{run}: no readable method file")
     if not runs:

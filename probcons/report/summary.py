@@ -31,6 +31,8 @@ from probcons.metrics import (
     front_positions,
     gaussian_log_likelihood,
     mean_and_standard_error,
+    sample_quantiles,
+    sorted_draws,
 )
 from probcons.problems import PROBLEMS, Problem
 from probcons.report.calibration import (
@@ -167,7 +169,7 @@ def _profile_times(n_t: int, time_index: int) -> tuple[int, ...]:
     return tuple(chosen)
 
 
-def _boundary_operator(attrs: dict, data: MethodData):
+def _boundary_operator(attrs: dict, grid):
     """The run's boundary operator B (a LinearConstraint) from attrs['boundary_condition']."""
     text = str(attrs.get("boundary_condition", "")).strip().lower()
     if not text:
@@ -176,7 +178,6 @@ def _boundary_operator(attrs: dict, data: MethodData):
     unknown = [kind for kind in kinds if kind not in BOUNDARY_CONDITIONS]
     if unknown:
         return None, f"unknown boundary_condition {unknown} (known: {BOUNDARY_CONDITIONS})"
-    grid = data.grid
     parts = []
     for kind in kinds:
         if kind == "dirichlet":
@@ -188,25 +189,224 @@ def _boundary_operator(attrs: dict, data: MethodData):
     return parts[0].stack(*parts[1:]), None
 
 
-def _shock_setup(data: MethodData, problem, time_index: int, notes: list[str]):
+def _shock_setup(problem, grid, attrs: dict, parameters, n_functions: int, time_index, notes):
     """Per-function (true position, threshold) at the time of interest, or None."""
-    time = float(data.grid.t[time_index])
-    name = str(data.attrs.get("problem", ""))
-    fallback = data.attrs.get("front_threshold")
-    if problem is not None and data.has_parameter:
+    time = float(grid.t[time_index])
+    name = str(attrs.get("problem", ""))
+    fallback = attrs.get("front_threshold")
+    if problem is not None and parameters is not None:
         setup = []
-        for f in range(data.n_functions):
-            p = data.parameter(f)
+        for p in parameters:
             position, threshold = problem.front_position(time, p), problem.front_threshold(p)
             if position is None or threshold is None:
                 return None
             setup.append((float(position), float(threshold)))
         return setup
     if fallback is not None:
-        return [(None, float(fallback))] * data.n_functions
+        return [(None, float(fallback))] * n_functions
     if name in SHOCK_PROBLEMS:
         notes.append("shock positions skipped: constant_data.parameter is not available")
     return None
+
+
+class MethodSummarizer:
+    """Builds a `MethodSummary` from one function at a time, functions in order 0, 1, ...
+
+    `summarize_method` feeds it a file; `probcons run` feeds it the draws it holds in memory
+    (rounded to the file's float32), so the report needs neither to read the files back nor
+    to sort the draws again. Arguments describe the method file: its grid and attributes, the
+    number of functions and draws, the per-function parameters (None if not stored), and
+    whether a CE can be computed (constraint rows or mass stored).
+    """
+
+    def __init__(
+        self,
+        run: str,
+        method: str,
+        label: str | None,
+        *,
+        grid,
+        attrs: dict,
+        n_functions: int,
+        n_draws: int,
+        parameters: list[float] | None,
+        has_ce: bool,
+        example_function: int = 0,
+        pit_values: int = PIT_VALUES,
+        seed: int = 0,
+    ) -> None:
+        check_positive_int(pit_values, "pit_values")
+        if isinstance(example_function, bool) or not isinstance(example_function, int):
+            raise UsageError(f"example_function: expected an integer, got {example_function!r}")
+        self.run, self.method, self.label = run, method, label or method
+        self.grid, self.attrs, self.n_functions, self.n_draws = grid, attrs, n_functions, n_draws
+        self.parameters = parameters
+        self.notes: list[str] = []
+        self.generator = torch.Generator().manual_seed(seed)
+        time_of_interest = float(attrs.get("time_of_interest", grid.t[grid.n_t // 2]))
+        self.time_index = grid.time_index(time_of_interest)
+        self.weights = grid.trapezoid_weights()
+        self.boundary, boundary_note = _boundary_operator(attrs, grid)
+        if boundary_note:
+            self.notes.append(boundary_note)
+        problem = _problem(str(attrs.get("problem", "")))
+        self.shock_setup = _shock_setup(
+            problem, grid, attrs, parameters, n_functions, self.time_index, self.notes
+        )
+        self.example_function = min(max(example_function, 0), n_functions - 1)
+        self.profile_times = _profile_times(grid.n_t, self.time_index)
+        self.per_point_pit = max(1, math.ceil(pit_values / n_functions))
+        names = ["mse", "mse_t", "ll", "crps", "coverage_50", "coverage_90", "width_90"]
+        if has_ce:
+            names.append("ce")
+        else:
+            self.notes.append("CE not computed: constant_data has neither constraint rows nor mass")
+        if self.boundary is not None:
+            names.append("boundary_residual")
+        self.per_function = {name: np.empty(n_functions) for name in names}
+        self.mse_time = np.empty((n_functions, grid.n_t))
+        self.crps_time = np.empty((n_functions, grid.n_t))
+        self.reliability = np.empty((n_functions, len(RELIABILITY_LEVELS)))
+        self.histogram = np.zeros(PIT_BINS)
+        self.pit_sample: list[np.ndarray] = []
+        self.shock_positions: list[np.ndarray] = []
+        self.shock_truth: list[float] = []
+        self.example: Example | None = None
+        self.exact_moments = True
+        self.added = 0
+
+    def add(
+        self,
+        draws: torch.Tensor,
+        truth: torch.Tensor,
+        moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mass: torch.Tensor | None = None,
+        residual: torch.Tensor | None = None,
+        ordered: torch.Tensor | None = None,
+    ) -> None:
+        """The next function: draws (n_draws, n_t, n_x) float64 as stored, truth (n_t, n_x),
+        exact moments (mean, variance) or None, mass (n_t,) or None, the constraint residual
+        G m - b of the mean or None; ordered: `draws` sorted along the draws, if at hand."""
+        f = self.added
+        grid, per_function = self.grid, self.per_function
+        time_index = self.time_index
+        if ordered is None:
+            ordered = sorted_draws(draws)
+        if moments is None:
+            mean, variance = draws.mean(dim=0), draws.var(dim=0)
+            self.exact_moments = False
+        else:
+            mean, variance = moments
+            self.exact_moments = True
+        squared_error = (mean - truth) ** 2
+        self.mse_time[f] = squared_error.mean(dim=-1).numpy()
+        per_function["mse"][f] = float(squared_error.mean())
+        per_function["mse_t"][f] = self.mse_time[f, time_index]
+        per_function["ll"][f] = float(gaussian_log_likelihood(mean, variance, truth).mean())
+        crps = torch.as_tensor(crps_ensemble(ordered, truth, presorted=True))
+        self.crps_time[f] = crps.mean(dim=-1).numpy()
+        per_function["crps"][f] = float(crps.mean())
+        for level in TABLE_COVERAGE_LEVELS:
+            covered = central_interval_coverage(ordered, truth, level, presorted=True)
+            per_function[f"coverage_{round(100 * level)}"][f] = float(covered.double().mean())
+        per_function["width_90"][f] = float(
+            interval_width(ordered, BAND_LEVEL, presorted=True).mean()
+        )
+        if residual is not None:  # the rows the run conditioned on
+            per_function["ce"][f] = float(residual.abs().mean())
+        elif mass is not None:
+            constraint = conservation_constraint(grid, mass)
+            per_function["ce"][f] = conservation_error(mean, constraint)
+        if self.boundary is not None:
+            per_function["boundary_residual"][f] = float(
+                self.boundary.apply(mean - truth).abs().mean()
+            )
+
+        # Ties between draws and truth are judged at the draws' storage precision (float32).
+        rounded_truth = truth.to(torch.float32).to(torch.float64)
+        pit = randomized_pit(draws, rounded_truth, self.generator)
+        self.reliability[f] = coverage_from_pit(pit).numpy()
+        self.histogram += np.histogram(pit.numpy(), bins=PIT_BINS, range=(0.0, 1.0))[0]
+        chosen = torch.randperm(grid.size, generator=self.generator)
+        chosen = chosen[: min(self.per_point_pit, grid.size)]
+        self.pit_sample.append(pit.reshape(-1)[chosen].numpy())
+
+        if self.shock_setup is not None:
+            true_position, threshold = self.shock_setup[f]
+            profiles = draws[:, time_index, :]
+            if true_position is None:
+                true_position = float(
+                    front_positions(truth[time_index][None], grid.x, threshold)[0]
+                )
+            positions = front_positions(profiles, grid.x, threshold)
+            self.shock_positions.append(torch.as_tensor(positions, dtype=torch.float64).numpy())
+            self.shock_truth.append(true_position)
+
+        if f == self.example_function:
+            self.example = self._example(f, draws, ordered, truth, mean, mass)
+        self.added += 1
+
+    def _example(self, f, draws, ordered, truth, mean, mass) -> Example:
+        weights, profile_times = self.weights, list(self.profile_times)
+        draw_mass = draws @ weights  # (n_draws, n_t)
+        if mass is not None:
+            mass_truth, mass_label = mass.numpy(), "U(t) (exact)"
+        else:
+            mass_truth, mass_label = (truth @ weights).numpy(), "trapezoid of the truth"
+        quantiles = torch.tensor(BAND_QUANTILES, dtype=torch.float64)
+        mass_band = torch.quantile(draw_mass, quantiles, dim=0)
+        profile_band = sample_quantiles(ordered[:, profile_times, :], quantiles)
+        return Example(
+            function=f,
+            parameter=None if self.parameters is None else self.parameters[f],
+            mass_truth=mass_truth,
+            mass_truth_label=mass_label,
+            mass_mean=(mean @ weights).numpy(),
+            mass_lower=mass_band[0].numpy(),
+            mass_upper=mass_band[1].numpy(),
+            time_indices=self.profile_times,
+            profile_truth=truth[profile_times].numpy(),
+            profile_mean=mean[profile_times].numpy(),
+            profile_lower=profile_band[0].numpy(),
+            profile_upper=profile_band[1].numpy(),
+        )
+
+    def summary(self) -> MethodSummary:
+        """The MethodSummary once every function was added."""
+        if self.added != self.n_functions:
+            raise UsageError(
+                f"functions: expected {self.n_functions} functions added, got {self.added}"
+            )
+        notes = list(self.notes)
+        shock = None
+        if self.shock_setup is not None:
+            shock = ShockPositions(
+                float(self.grid.t[self.time_index]),
+                np.stack(self.shock_positions),
+                np.asarray(self.shock_truth),
+            )
+        if not self.exact_moments:
+            notes.append("LL and MSE use the sample mean and variance (no exact moments stored)")
+        return MethodSummary(
+            run=self.run,
+            method=self.method,
+            label=self.label,
+            attrs=self.attrs,
+            t=self.grid.t.numpy(),
+            x=self.grid.x.numpy(),
+            n_functions=self.n_functions,
+            n_draws=self.n_draws,
+            moments="exact" if self.exact_moments else "samples",
+            per_function=self.per_function,
+            mse_time=self.mse_time,
+            crps_time=self.crps_time,
+            pit_histogram=self.histogram,
+            pit_sample=np.concatenate(self.pit_sample),
+            reliability=self.reliability,
+            example=self.example,
+            shock=shock,
+            notes=notes,
+        )
 
 
 def summarize_method(
@@ -219,136 +419,29 @@ def summarize_method(
     seed: int = 0,
 ) -> MethodSummary:
     """Stream over the functions of one method file and collect what the report shows."""
-    check_positive_int(pit_values, "pit_values")
-    if isinstance(example_function, bool) or not isinstance(example_function, int):
-        raise UsageError(f"example_function: expected an integer, got {example_function!r}")
-    grid, attrs, n_f = data.grid, data.attrs, data.n_functions
-    notes: list[str] = []
-    generator = torch.Generator().manual_seed(seed)
-    time_of_interest = float(attrs.get("time_of_interest", grid.t[grid.n_t // 2]))
-    time_index = grid.time_index(time_of_interest)
-    weights = grid.trapezoid_weights()
-    boundary, boundary_note = _boundary_operator(attrs, data)
-    if boundary_note:
-        notes.append(boundary_note)
-    problem = _problem(str(attrs.get("problem", "")))
-    shock_setup = _shock_setup(data, problem, time_index, notes)
-    example_function = min(max(example_function, 0), n_f - 1)
-    profile_times = _profile_times(grid.n_t, time_index)
-    per_point_pit = max(1, math.ceil(pit_values / n_f))
-
-    names = ["mse", "mse_t", "ll", "crps", "coverage_50", "coverage_90", "width_90"]
-    if data.has_constraint or data.has_mass:
-        names.append("ce")
-    else:
-        notes.append("CE not computed: constant_data has neither constraint rows nor mass")
-    if boundary is not None:
-        names.append("boundary_residual")
-    per_function = {name: np.empty(n_f) for name in names}
-    mse_time, crps_time = np.empty((n_f, grid.n_t)), np.empty((n_f, grid.n_t))
-    reliability = np.empty((n_f, len(RELIABILITY_LEVELS)))
-    histogram = np.zeros(PIT_BINS)
-    pit_sample, shock_positions, shock_truth = [], [], []
-    example = None
-
-    for f in range(n_f):
-        draws, truth = data.draws(f), data.truth(f)
-        moments = data.moments(f)
-        if moments is None:
-            mean, variance = draws.mean(dim=0), draws.var(dim=0)
-        else:
-            mean, variance = moments
-        squared_error = (mean - truth) ** 2
-        mse_time[f] = squared_error.mean(dim=-1).numpy()
-        per_function["mse"][f] = float(squared_error.mean())
-        per_function["mse_t"][f] = mse_time[f, time_index]
-        per_function["ll"][f] = float(gaussian_log_likelihood(mean, variance, truth).mean())
-        crps = crps_ensemble(draws, truth)
-        crps_time[f] = torch.as_tensor(crps).mean(dim=-1).numpy()
-        per_function["crps"][f] = float(torch.as_tensor(crps).mean())
-        for level in TABLE_COVERAGE_LEVELS:
-            covered = central_interval_coverage(draws, truth, level)
-            per_function[f"coverage_{round(100 * level)}"][f] = float(covered.double().mean())
-        per_function["width_90"][f] = float(interval_width(draws, BAND_LEVEL).mean())
-        mass = data.mass(f)
-        residual = data.constraint_residual(f, mean)  # the rows the run conditioned on
-        if residual is not None:
-            per_function["ce"][f] = float(residual.abs().mean())
-        elif mass is not None:
-            constraint = conservation_constraint(grid, mass)
-            per_function["ce"][f] = conservation_error(mean, constraint)
-        if boundary is not None:
-            per_function["boundary_residual"][f] = float(boundary.apply(mean - truth).abs().mean())
-
-        # Ties between draws and truth are judged at the draws' storage precision (float32).
-        rounded_truth = truth.to(torch.float32).to(torch.float64)
-        pit = randomized_pit(draws, rounded_truth, generator)
-        reliability[f] = coverage_from_pit(pit).numpy()
-        histogram += np.histogram(pit.numpy(), bins=PIT_BINS, range=(0.0, 1.0))[0]
-        chosen = torch.randperm(grid.size, generator=generator)[: min(per_point_pit, grid.size)]
-        pit_sample.append(pit.reshape(-1)[chosen].numpy())
-
-        if shock_setup is not None:
-            true_position, threshold = shock_setup[f]
-            profiles = draws[:, time_index, :]
-            if true_position is None:
-                true_position = float(
-                    front_positions(truth[time_index][None], grid.x, threshold)[0]
-                )
-            positions = front_positions(profiles, grid.x, threshold)
-            shock_positions.append(torch.as_tensor(positions, dtype=torch.float64).numpy())
-            shock_truth.append(true_position)
-
-        if f == example_function:
-            draw_mass = draws @ weights  # (n_draws, n_t)
-            if mass is not None:
-                mass_truth, mass_label = mass.numpy(), "U(t) (exact)"
-            else:
-                mass_truth, mass_label = (truth @ weights).numpy(), "trapezoid of the truth"
-            quantiles = torch.tensor(BAND_QUANTILES, dtype=torch.float64)
-            mass_band = torch.quantile(draw_mass, quantiles, dim=0)
-            slices = draws[:, list(profile_times), :]
-            profile_band = torch.quantile(slices, quantiles, dim=0)
-            example = Example(
-                function=f,
-                parameter=data.parameter(f),
-                mass_truth=mass_truth,
-                mass_truth_label=mass_label,
-                mass_mean=(mean @ weights).numpy(),
-                mass_lower=mass_band[0].numpy(),
-                mass_upper=mass_band[1].numpy(),
-                time_indices=profile_times,
-                profile_truth=truth[list(profile_times)].numpy(),
-                profile_mean=mean[list(profile_times)].numpy(),
-                profile_lower=profile_band[0].numpy(),
-                profile_upper=profile_band[1].numpy(),
-            )
-        del draws, pit
-
-    shock = None
-    if shock_setup is not None:
-        shock = ShockPositions(
-            float(grid.t[time_index]), np.stack(shock_positions), np.asarray(shock_truth)
-        )
-    if moments is None:
-        notes.append("LL and MSE use the sample mean and variance (no exact moments stored)")
-    return MethodSummary(
-        run=run,
-        method=data.method,
-        label=label or data.method,
-        attrs=attrs,
-        t=grid.t.numpy(),
-        x=grid.x.numpy(),
-        n_functions=n_f,
-        n_draws=data.n_draws,
-        moments="samples" if moments is None else "exact",
-        per_function=per_function,
-        mse_time=mse_time,
-        crps_time=crps_time,
-        pit_histogram=histogram,
-        pit_sample=np.concatenate(pit_sample),
-        reliability=reliability,
-        example=example,
-        shock=shock,
-        notes=notes,
+    parameters = (
+        [data.parameter(f) for f in range(data.n_functions)] if data.has_parameter else None
     )
+    summarizer = MethodSummarizer(
+        run,
+        data.method,
+        label,
+        grid=data.grid,
+        attrs=data.attrs,
+        n_functions=data.n_functions,
+        n_draws=data.n_draws,
+        parameters=parameters,
+        has_ce=data.has_constraint or data.has_mass,
+        example_function=example_function,
+        pit_values=pit_values,
+        seed=seed,
+    )
+    for f in range(data.n_functions):
+        draws = data.draws(f)
+        mean = None if not data.has_moments else data.moments(f)
+        residual = None if mean is None else data.constraint_residual(f, mean[0])
+        if mean is None and data.has_constraint:
+            residual = data.constraint_residual(f, draws.mean(dim=0))
+        summarizer.add(draws, data.truth(f), mean, data.mass(f), residual)
+        del draws
+    return summarizer.summary()
