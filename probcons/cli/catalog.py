@@ -1,5 +1,5 @@
 """Names the command line needs before any heavy import (checked against the registries in
-tests/test_cli.py): problems, methods and the backbones `probcons train` and `run` accept."""
+tests/cli/test_cli.py): problems, methods and the backbones `probcons train` and `run` accept."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 second problem, the 2-D lid-driven cavity and the 2-D wave.
 
 Every solver works in float64 on a batch of initial conditions, (batch, n_x) -> (batch, m, n_x)
-at the requested output times, and has a convergence test (tests/test_solvers.py).
+at the requested output times, and has a convergence test (tests/solvers/test_solvers.py).
 """
 
 from probcons.solvers.burgers import solve_burgers_dirichlet, solve_burgers_periodic

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
 TUTORIAL_LIMIT_S = 120  # each tutorial, small settings, one thread
 CELL_MARKER = re.compile(r"^# %%")

@@ -11,7 +11,7 @@ from probcons.backbones.anp import ANPBackbone
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.problems import get_problem
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT = ROOT / "models" / "checkpoints" / "pme-anp.pt"
 
 

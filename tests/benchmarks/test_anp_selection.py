@@ -10,7 +10,7 @@ import torch
 from probcons.checkpoint import load_checkpoint
 from probcons.problems import get_problem
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT = ROOT / "models" / "checkpoints" / "pme-anp.pt"
 
 

@@ -28,7 +28,7 @@ from probcons.problems import PROBLEMS
 from probcons.runner import METHODS, load_model
 
 SMALL = ["--grid", "5x5", "--n-functions", "1", "--draws", "5", "--quiet"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CHECKPOINT = ROOT / "models" / "checkpoints" / "stefan-anp.pt"
 CHILD_TIMEOUT = 120
 """Seconds a child process may take before the test kills it and fails."""

@@ -16,7 +16,7 @@ from probcons.inference import ExactConditioning
 from probcons.problems import get_problem
 from probcons.runner import collect_sites, load_model, score_function
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENSEMBLE_METHODS = ("ensemble", "hardc-ensemble", "probconserv-ensemble")
 
 

@@ -19,7 +19,7 @@ from probcons.prediction import GaussianPrediction
 from probcons.problems import get_problem
 from probcons.runner import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT = ROOT / "models" / "checkpoints" / "stefan-anp.pt"
 
 
