@@ -806,6 +806,18 @@ def _flat_view(prediction, constraint: LinearConstraint) -> torch.Tensor:
     return prediction.mean
 
 
+def _checked_arguments(prediction, constraint, rcond, singular, on_degenerate):
+    """(mean as the rows see it, one LinearConstraint, rcond, singular, on_degenerate), checked;
+    None when the constraint has no rows."""
+    singular = _check_singular(singular)
+    rcond = _check_rcond(rcond)
+    on_degenerate = _check_on_degenerate(on_degenerate)
+    constraint = _as_constraint(constraint)
+    if constraint is None:
+        return None
+    return _flat_view(prediction, constraint), constraint, rcond, singular, on_degenerate
+
+
 def conditioned_moments(
     prediction,
     constraint: LinearConstraint,
@@ -821,13 +833,10 @@ def conditioned_moments(
     raises a SingularConstraintError naming the row ("raise") or is dropped with a warning
     ("drop"); checked with singular="raise" (the pseudo-inverse drops such rows itself).
     """
-    singular = _check_singular(singular)
-    rcond = _check_rcond(rcond)
-    on_degenerate = _check_on_degenerate(on_degenerate)
-    constraint = _as_constraint(constraint)
-    if constraint is None:
+    checked = _checked_arguments(prediction, constraint, rcond, singular, on_degenerate)
+    if checked is None:
         return None
-    mean = _flat_view(prediction, constraint)
+    mean, constraint, rcond, singular, on_degenerate = checked
     constraint, update = _screened_update(
         prediction, prediction.covariance, constraint, rcond, singular, on_degenerate
     )
@@ -845,13 +854,10 @@ def projected_mean(
     """mu - G^T (G G^T + R)^-1 (G mu - b), (n_t, n_x); None when the constraint has no rows.
     Flattened rows and on_degenerate as in `conditioned_moments` (here only all-zero exact rows
     are degenerate)."""
-    singular = _check_singular(singular)
-    rcond = _check_rcond(rcond)
-    on_degenerate = _check_on_degenerate(on_degenerate)
-    constraint = _as_constraint(constraint)
-    if constraint is None:
+    checked = _checked_arguments(prediction, constraint, rcond, singular, on_degenerate)
+    if checked is None:
         return None
-    mean = _flat_view(prediction, constraint)
+    mean, constraint, rcond, singular, on_degenerate = checked
     ones = torch.ones(1, dtype=torch.float64).expand(prediction.grid.size)
     identity = DiagonalCovariance(ones)
     try:  # |g|^2 >= |g|_1^2 / n_x: only an all-zero exact row is degenerate, and it fails here

@@ -1,6 +1,6 @@
 """Writing a method's posterior over many functions as ArviZ InferenceData (netCDF, h5netcdf).
 
-Schema: posterior_predictive.u (chain, draw, function, t, x) float32; observed_data.u
+Schema: posterior_predictive.u (chain, draw, function, t, x) float32 (or float64 on request); observed_data.u
 (function, t, x) the exact solution; constant_data.parameter (function), .mass (function, t),
 .u_mean and .u_variance (function, t, x) the exact predictive moments; the constraint rows
 the posterior was conditioned on, .constraint_weights (function, constraint_slice,
@@ -33,9 +33,12 @@ def posterior_inference_data(
     grid: Grid,
     attrs: dict[str, Any],
     constraint: dict[str, np.ndarray] | None = None,
+    sample_dtype: type = np.float32,
 ) -> az.InferenceData:
     """samples (F, D, n_t, n_x); truth, mean, variance (F, n_t, n_x); parameter (F,); mass (F, n_t);
-    constraint: {weights (F, S, R, P), values, noise_std (F, S, R), names (R,)} or None."""
+    constraint: {weights (F, S, R, P), values, noise_std (F, S, R), names (R,)} or None;
+    sample_dtype: how the draws are stored (float32 by default, for size; float64 keeps exact
+    constraints exact in the file)."""
     n_functions = samples.shape[0]
     coords = {
         "function": np.arange(n_functions),
@@ -58,7 +61,7 @@ def posterior_inference_data(
             dims[f"constraint_{name}"] = rows + ["constraint_point"] if name == "weights" else rows
         coords["constraint_row"] = constraint["names"]
     data = az.from_dict(
-        posterior_predictive={"u": np.moveaxis(samples, 1, 0)[None].astype(np.float32)},
+        posterior_predictive={"u": np.moveaxis(samples, 1, 0)[None].astype(sample_dtype)},
         observed_data={"u": truth},
         constant_data=constant,
         coords=coords,

@@ -193,6 +193,27 @@ def constraint_arrays(constraints: list) -> dict[str, np.ndarray]:
     }
 
 
+def field_scores(prediction, ordered: torch.Tensor, truth: torch.Tensor, constraint) -> dict:
+    """The metrics that need no Problem: MSE, CE = mean |G mean - b| over the rows of
+    `constraint` (a LinearConstraint or ConstraintSites), pointwise LL, CRPS and 50 / 90 %
+    coverage; ordered: the draws (D, n_t, n_x) sorted along D (`metrics.sorted_draws`), one
+    sort serving the CRPS and both intervals."""
+    mean, variance = prediction.mean, prediction.variance
+
+    def coverage(level: float) -> float:
+        inside = metrics.central_interval_coverage(ordered, truth, level, presorted=True)
+        return float(inside.double().mean())
+
+    return {
+        "mse": metrics.mse(mean, truth),
+        "ce": float(constraint.residual(mean).abs().mean()),
+        "ll": float(metrics.gaussian_log_likelihood(mean, variance, truth).mean()),
+        "crps": float(metrics.crps_ensemble(ordered, truth, presorted=True).mean()),
+        "coverage_50": coverage(0.5),
+        "coverage_90": coverage(0.9),
+    }
+
+
 def score_function(
     prediction,
     samples: torch.Tensor,
@@ -202,27 +223,17 @@ def score_function(
     parameter: float,
     ordered: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Metrics of one function: prediction moments, samples (D, n_t, n_x) and the exact field;
-    CE = mean |G mean - b| over the rows of `constraint` (a LinearConstraint or the
-    ConstraintSites the posterior was conditioned on). ordered: the samples sorted along the
-    draws (`metrics.sorted_draws`), if at hand; one sort serves the CRPS and both intervals."""
+    """Metrics of one function: `field_scores`, the MSE at the time of interest and, for shock
+    problems, the posterior of the front position; samples (D, n_t, n_x)."""
     grid = prediction.grid
     index = grid.time_index(problem.time_of_interest)
-    mean, variance = prediction.mean, prediction.variance
     if ordered is None:
         ordered = metrics.sorted_draws(samples)
+    scores = field_scores(prediction, ordered, truth, constraint)
     scores = {
-        "mse": metrics.mse(mean, truth),
-        "mse_t": metrics.mse(mean[index], truth[index]),
-        "ce": float(constraint.residual(mean).abs().mean()),
-        "ll": float(metrics.gaussian_log_likelihood(mean, variance, truth).mean()),
-        "crps": float(metrics.crps_ensemble(ordered, truth, presorted=True).mean()),
-        "coverage_50": float(
-            metrics.central_interval_coverage(ordered, truth, 0.5, presorted=True).double().mean()
-        ),
-        "coverage_90": float(
-            metrics.central_interval_coverage(ordered, truth, 0.9, presorted=True).double().mean()
-        ),
+        "mse": scores["mse"],
+        "mse_t": metrics.mse(prediction.mean[index], truth[index]),
+        **scores,
     }
     threshold = problem.front_threshold(parameter)
     if threshold is not None:

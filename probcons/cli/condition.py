@@ -450,22 +450,10 @@ def _scores(posterior, samples, truth, sites, stored) -> dict[str, float]:
     """The metrics of one function (those of `probcons run` that need no Problem), plus
     ce_draws_max: the largest |G u - b| over the draws as the file stores them."""
     from probcons import metrics
+    from probcons.runner import field_scores
 
-    ordered = metrics.sorted_draws(samples)
-    mean, variance = posterior.mean, posterior.variance
-    return {
-        "mse": metrics.mse(mean, truth),
-        "ce": float(sites.residual(mean).abs().mean()),
-        "ll": float(metrics.gaussian_log_likelihood(mean, variance, truth).mean()),
-        "crps": float(metrics.crps_ensemble(ordered, truth, presorted=True).mean()),
-        "coverage_50": float(
-            metrics.central_interval_coverage(ordered, truth, 0.5, presorted=True).double().mean()
-        ),
-        "coverage_90": float(
-            metrics.central_interval_coverage(ordered, truth, 0.9, presorted=True).double().mean()
-        ),
-        "ce_draws_max": float(sites.residual(stored).abs().max()),
-    }
+    scores = field_scores(posterior, metrics.sorted_draws(samples), truth, sites)
+    return {**scores, "ce_draws_max": float(sites.residual(stored).abs().max())}
 
 
 def _file_data(predictions, samples, posterior, sites, function, dtype, attrs):
@@ -492,13 +480,9 @@ def _file_data(predictions, samples, posterior, sites, function, dtype, attrs):
         grid=grid,
         attrs=attrs,
         constraint=constraint_arrays([sites.constraint]),
+        sample_dtype=dtype,
     )
     groups = {name: data[name] for name in data.groups()}
-    stored = groups["posterior_predictive"]["u"]
-    if stored.dtype != dtype:  # posterior_inference_data stores float32
-        groups["posterior_predictive"]["u"] = stored.copy(
-            data=np.moveaxis(draws, 1, 0)[None].astype(dtype)
-        )
     if truth is None:
         del groups["observed_data"]
     dropped = ["parameter"] + (["mass"] if predictions.mass is None else [])
