@@ -758,14 +758,18 @@ def _screen_rows(
         return LinearConstraint(weights, values, noise, constraint.names)
     j, k = where[0].tolist()
     value, scale = float(variance[j, k]), float(bound[j, k])
-    ratio = f"{value / scale:.3g} of" if scale > 0 else "and"
+    if scale > 0:
+        size = (
+            f"its prior variance g Sigma g^T = {value:.3g} is {value / scale:.3g} of its "
+            f"Cauchy-Schwarz bound (|g| sd)^2 = {scale:.3g} (tolerance {DEGENERATE_TOLERANCE:g})"
+        )
+    else:
+        size = "the prior's variance is zero at every point the row reads"
     more = f" ({len(labels) - 1} more degenerate rows)" if len(labels) > 1 else ""
     raise SingularConstraintError(
-        f"constraint: G Sigma G^T + R is singular at {labels[0]}: its prior variance "
-        f"g Sigma g^T = {value:.3g} is {ratio} its Cauchy-Schwarz bound (|g| sd)^2 = {scale:.3g} "
-        f"(tolerance {DEGENERATE_TOLERANCE:g}): zero prior variance along the row, so the prior "
-        "already fixes it and an exact update would only amplify round-off; remove the row, give "
-        f"it noise_std > 0, or pass on_degenerate='drop'{more}"
+        f"constraint: G Sigma G^T + R is singular at {labels[0]}: {size}; zero prior variance "
+        "along the row: the prior already fixes it and an exact update would only amplify "
+        f"round-off; remove the row, give it noise_std > 0, or pass on_degenerate='drop'{more}"
     )
 
 

@@ -4,11 +4,14 @@
     ├── UsageError (ValueError)        bad input: names the argument, what is allowed, what was given
     ├── SingularConstraintError (ValueError)
     │                                  G Sigma G^T + R is singular or a row is invisible to the prior
-    └── ModelError (ValueError)        a user's Pyro model file failed to import or to run
+    ├── ModelError (ValueError)        a user's Pyro model file failed to import or to run
+    └── OutputError (OSError)          an output file or folder could not be written (disk full,
+                                       busy, name too long, permission denied)
 
-The command line maps UsageError and ModelError to exit status 2 with one line on stderr;
-anything else is a bug and keeps its traceback. Each subclasses ValueError, so code that
-caught ValueError before still catches them.
+The command line maps UsageError and ModelError to exit status 2 with one line on stderr, and
+OutputError to exit status 74 (EX_IOERR) with one line; anything else is a bug and keeps its
+traceback. The first three subclass ValueError, so code that caught ValueError before still
+catches them; OutputError subclasses OSError and keeps the errno, strerror and filename.
 """
 
 from __future__ import annotations
@@ -30,4 +33,12 @@ class ModelError(ProbconsError, ValueError):
     """A user's Pyro model file failed to import or raised while it was traced."""
 
 
-__all__ = ["ModelError", "ProbconsError", "SingularConstraintError", "UsageError"]
+class OutputError(ProbconsError, OSError):
+    """Writing an output failed: OutputError(errno, strerror, filename), filename the output the
+    user named (the run directory or report), not the hidden file being written."""
+
+    def __str__(self) -> str:
+        return f"cannot write {str(self.filename)!r}: {self.strerror}"
+
+
+__all__ = ["ModelError", "OutputError", "ProbconsError", "SingularConstraintError", "UsageError"]

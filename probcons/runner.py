@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ from tqdm.auto import tqdm
 
 from probcons import metrics
 from probcons.backbones import get_backbone
-from probcons.errors import ModelError, UsageError
+from probcons.errors import ModelError, OutputError, UsageError
 from probcons.inference import ConstraintSites, ExactConditioning
 from probcons.io import default_mode, write_json
 from probcons.posterior_files import posterior_inference_data, write_groups
@@ -57,6 +59,16 @@ CHUNK_FUNCTIONS = 10
 """Functions per chunk: about 12 MB of float32 draws per function at 101 x 101, 100 draws and
 three methods, so a chunk holds about 120 MB whatever the number of functions."""
 FUNCTION_DIMENSION = "function"
+MAX_GRID_POINTS = 10**8
+"""Largest n_t n_x of --grid: one float64 field is then 800 MB (the truth, a mean, a variance)."""
+MAX_CHUNK_BYTES = 16 * 2**30
+"""Largest memory of one chunk's float32 draws, n_t n_x x draws x methods x functions per chunk
+x 4 bytes (16 GiB; the default run holds 120 MB)."""
+STAGING_PREFIX_SUFFIX = len(".") + len(".") + 8 + len(".previous")
+"""Characters the staging folders add to OUT's name: `.{name}.XXXXXXXX.partial`, `.previous`."""
+OWNER_FILE = ".probcons-owner"
+"""In a staging folder: `PID HOST` of the process writing it, so a later run removes the folder
+once that process is gone (a SIGKILL cannot clean up)."""
 
 
 @dataclass
@@ -97,6 +109,7 @@ class RunSettings:
             raise UsageError(
                 f"grid: expected at least {MINIMUM_GRID}x{MINIMUM_GRID} points, got {n_t}x{n_x}"
             )
+        self.check_memory()
         check_nonnegative(self.noise_std, "noise_std")
         if (
             isinstance(self.seed, bool)
@@ -113,6 +126,26 @@ class RunSettings:
         check_output_directory(self.out, self.overwrite)
         return problem
 
+    def check_memory(self) -> None:
+        """Refuse a grid of more than MAX_GRID_POINTS points, or chunks whose float32 draws
+        would exceed MAX_CHUNK_BYTES, before anything is allocated."""
+        n_t, n_x = self.grid
+        points = n_t * n_x
+        if points > MAX_GRID_POINTS:
+            raise UsageError(
+                f"grid: expected at most {MAX_GRID_POINTS:.0e} points (n_t n_x, MAX_GRID_POINTS), "
+                f"got {n_t}x{n_x} = {points:.3g}"
+            )
+        functions = min(self.chunk_functions, self.n_functions)
+        size = points * self.draws * len(self.methods) * functions * 4
+        if size > MAX_CHUNK_BYTES:
+            raise UsageError(
+                f"grid: expected at most {MAX_CHUNK_BYTES / 2**30:g} GiB of draws per chunk "
+                f"(n_t n_x x draws x methods x chunk functions x 4 bytes, MAX_CHUNK_BYTES), got "
+                f"{n_t}x{n_x} x {self.draws} x {len(self.methods)} x {functions} x 4 = "
+                f"{size / 2**30:.3g} GiB; lower --grid, --draws or --chunk-functions"
+            )
+
 
 def default_model_path(problem: str) -> Path:
     """models/<problem>.py in the working directory, else the shipped one (`probcons.resources`)."""
@@ -120,7 +153,15 @@ def default_model_path(problem: str) -> Path:
 
 
 def check_output_directory(out: Path, overwrite: bool) -> None:
-    """Refuse an existing non-empty directory (unless overwrite) or an unwritable location."""
+    """Refuse an existing non-empty directory (unless overwrite), the current directory or one
+    of its ancestors, a name too long for the staging folders, or an unwritable location."""
+    resolved, here = Path(out).resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise UsageError(
+            f"out: cannot replace the current directory or one of its ancestors (a run "
+            f"directory is removed and renamed into place), got {str(out)!r}"
+        )
+    check_name_length(out, "out", STAGING_PREFIX_SUFFIX)
     if out.exists() and not out.is_dir():
         raise UsageError(f"out: expected a directory, got the file {str(out)!r}")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -128,6 +169,38 @@ def check_output_directory(out: Path, overwrite: bool) -> None:
             f"out: {str(out)!r} exists and is not empty; pass --overwrite to replace it"
         )
     check_writable_location(out, "out")
+
+
+def check_name_length(path: Path, name: str, extra: int = 0) -> None:
+    """Refuse a component of `path` longer than its file system's NAME_MAX (the last one: less
+    `extra`, the characters a hidden staging name adds), counted in bytes as the OS sees them."""
+    resolved = Path(path).resolve()
+    ancestor = resolved.parent
+    while not _exists(ancestor):
+        ancestor = ancestor.parent
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    parts = resolved.relative_to(ancestor).parts
+    for index, part in enumerate(parts):
+        allowed = limit - extra if index == len(parts) - 1 else limit
+        length = len(os.fsencode(part))
+        if length > allowed:
+            raise UsageError(
+                f"{name}: expected path components of at most {allowed} bytes (NAME_MAX "
+                f"{limit} of the file system, less {limit - allowed} for the hidden staging "
+                f"name), got {length} bytes in {part[:20] + '...'!r}"
+            )
+
+
+def _exists(path: Path) -> bool:
+    """path.exists(), False for a name the OS refuses (ENAMETOOLONG) as for a missing one."""
+    try:
+        os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def check_writable_location(path: Path, name: str) -> None:
@@ -315,18 +388,103 @@ def run(
                     if summarizers is not None:
                         _summarize_stored(summarizers[method], store, ordered, truth, mass, sites)
                 bar.update(1)
-            _append_chunk(staging, settings, problem, grid, truth, mass, collected, collected_rows)
+            with writing(settings.out):
+                _append_chunk(
+                    staging, settings, problem, grid, truth, mass, collected, collected_rows
+                )
             del collected
         bar.close()
         summary = {method: summarize(per_function) for method, per_function in scores.items()}
-        write_json(staging / "metrics.json", summary)
-        _move_into_place(staging, settings.out, settings.overwrite)
+        with writing(settings.out):
+            write_json(staging / "metrics.json", summary)
+            _move_into_place(staging, settings.out, settings.overwrite)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        shutil.rmtree(staging, ignore_errors=True)
     if report:
-        write_report([settings.out], summaries=[s.summary() for s in summarizers.values()])
+        with writing(settings.out / "report.html"):
+            write_report([settings.out], summaries=[s.summary() for s in summarizers.values()])
     return summary
+
+
+@contextlib.contextmanager
+def writing(target: Path):
+    """Turn an OSError raised while writing `target` (ENOSPC, EBUSY, ENAMETOOLONG, EACCES, ...)
+    into an OutputError naming `target`, which the CLI reports in one line (exit 74).
+
+    What the write prints on file descriptor 2 is held back and passed on when the write
+    succeeds; when it fails it is dropped: h5py's finalizers print a traceback from C for every
+    close that fails again on a full disk, which the one-line error already says."""
+    held = _hold_stderr()
+    failed = False
+    try:
+        yield
+    except OutputError:
+        failed = True
+        raise
+    except OSError as error:
+        failed = True
+        _abandon_open_files(Path(target).absolute().parent)
+        raise OutputError(error.errno or errno.EIO, _reason(error), str(target)) from error
+    finally:
+        _release_stderr(held, replay=not failed)
+
+
+def _hold_stderr():
+    """(saved descriptor 2, temporary file now behind it), or None when no file can be made."""
+    import sys
+
+    try:
+        sink = tempfile.TemporaryFile()
+    except OSError:
+        return None
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(sink.fileno(), 2)
+    return saved, sink
+
+
+def _release_stderr(held, replay: bool) -> None:
+    """Put descriptor 2 back; write what it received meanwhile when `replay`."""
+    import sys
+
+    if held is None:
+        return
+    saved, sink = held
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    if replay:
+        sink.seek(0)
+        text = sink.read()
+        if text:
+            os.write(2, text)
+    sink.close()
+
+
+def _abandon_open_files(folder: Path) -> None:
+    """Mark closed, without the final flush, the netCDF files under `folder` that a failed write
+    left open (xarray caches them): flushing, or even reading, a file whose write failed (ENOSPC)
+    makes HDF5 crash (SIGSEGV) when the file is later collected."""
+    import gc
+    import sys
+
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None  # h5py reports each failed close
+    try:
+        for handle in gc.get_objects():
+            if not issubclass(type(handle), h5netcdf.File) or handle._closed:
+                continue
+            if str(Path(handle._filename).absolute()).startswith(str(folder)):
+                handle._closed = True  # its HDF5 file may be gone: touch nothing else
+    finally:
+        sys.unraisablehook = hook
+
+
+def _reason(error: OSError) -> str:
+    """The OS's short text for error's errno (HDF5 puts a page into strerror), else its text."""
+    if error.errno:
+        return os.strerror(error.errno)
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _file_attributes(settings: RunSettings, problem: Problem, method: str, flat: bool) -> dict:
@@ -387,14 +545,62 @@ def _as_float64_tensor(values: np.ndarray) -> torch.Tensor:
 
 
 def _staging_directory(out: Path) -> Path:
-    """A hidden folder beside `out` (same file system) that becomes `out` when the run is done."""
-    try:
+    """A hidden folder beside `out` (same file system) that becomes `out` when the run is done,
+    holding OWNER_FILE; the stale ones of killed runs beside `out` are removed first."""
+    with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
-        os.chmod(staging, default_mode(directory=True))  # mkdtemp alone gives 0700
-    except OSError as error:
-        raise UsageError(f"out: cannot write {str(out)!r} ({error.strerror})") from error
+        try:
+            os.chmod(staging, default_mode(directory=True))  # mkdtemp alone gives 0700
+            _write_owner(staging)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return staging
+
+
+def _write_owner(folder: Path) -> None:
+    (folder / OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
+
+
+def _owner_is_gone(folder: Path) -> bool:
+    """True when `folder`'s OWNER_FILE names a process of this host that no longer exists; False
+    for a live process, another host's, or a folder without a readable owner."""
+    try:
+        pid_text, host = (folder / OWNER_FILE).read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return False
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, another user's
+        return False
+    return False
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove the `.{out.name}.*.partial` and `.previous` folders beside `out` whose owner
+    process is gone; returns them. Kept: a live process's, ownerless ones, and those of a run
+    killed between its two renames while `out` is missing (they are then the only copies)."""
+    removed = []
+    for folder in sorted(out.parent.glob(f".{glob.escape(out.name)}.*")):
+        token, kind = folder.name[len(out.name) + 2 :].rpartition(".")[::2]
+        if kind not in ("partial", "previous") or not folder.is_dir() or len(token) != 8:
+            continue
+        partial = folder.with_name(f".{out.name}.{token}.partial")
+        previous = folder.with_name(f".{out.name}.{token}.previous")
+        if not (_owner_is_gone(partial) or _owner_is_gone(previous)):
+            continue
+        if previous.is_dir() and not _exists(out):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def _append_chunk(staging, settings, problem, grid, truth, mass, collected, rows) -> None:
@@ -453,9 +659,11 @@ def _move_into_place(staging: Path, out: Path, overwrite: bool) -> None:
     fails, with a UsageError, if another process filled OUT while this run was working (the
     check at start cannot see that), so concurrent runs never replace each other's results.
     """
+    owned = (staging / OWNER_FILE).exists()
     if not overwrite:
         with contextlib.suppress(OSError):
             out.rmdir()  # only succeeds when empty
+        (staging / OWNER_FILE).unlink(missing_ok=True)
         try:
             os.rename(staging, out)
         except OSError as error:
@@ -469,6 +677,9 @@ def _move_into_place(staging: Path, out: Path, overwrite: bool) -> None:
     previous = staging.with_suffix(".previous")
     if out.exists():
         os.replace(out, previous)
+        if owned:  # a kill before the rmtree below leaves it for a later run to remove
+            _write_owner(previous)
+    (staging / OWNER_FILE).unlink(missing_ok=True)
     os.replace(staging, out)
     if previous.exists():
         shutil.rmtree(previous)

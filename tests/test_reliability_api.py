@@ -818,3 +818,39 @@ def test_metrics_reject_mismatched_shapes():
         metrics.mse(torch.zeros(3, 4), torch.zeros(4))
     with pytest.raises(ValueError, match=r"truth: expected shape \(3, 4\), got \(4,\)"):
         metrics.gaussian_log_likelihood(torch.zeros(3, 4), torch.ones(3, 4), torch.zeros(4))
+
+
+@pytest.mark.parametrize("variance", [1e-310, 5e-324])
+def test_subnormal_variance_with_subnormal_noise_names_noise_not_mean(variance):
+    """A subnormal prior variance conditioned with noise_std whose square is subnormal gave
+    'mean: expected finite values' (NaN from S^-1); the constraint now refuses the noise_std."""
+    grid = Grid(torch.linspace(0, 1, 3), torch.linspace(0, 1, 4))
+    prior = GaussianPrediction(
+        torch.zeros(3, 4), DiagonalCovariance(torch.full((12,), variance)), grid
+    )
+    with pytest.raises(
+        ValueError, match=r"noise_std: expected 0 or values >= 1.49e-154.*got 1e-160"
+    ):
+        LinearConstraint(torch.ones(3, 1, 4), torch.ones(3, 1), noise_std=1e-160)
+    posterior = condition(
+        prior, LinearConstraint(torch.ones(3, 1, 4), torch.ones(3, 1), noise_std=0.1)
+    )
+    assert torch.isfinite(posterior.mean).all()
+
+
+@pytest.mark.parametrize("weight", [1e300, 1e160, 1e154])
+def test_weights_whose_squares_overflow_are_named(weight):
+    """Weights of 1e300 were reported as a singular system (G Sigma G^T overflowed to inf)."""
+    weights = torch.full((3, 1, 4), weight, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"weights: expected sums of squares per row <= 1.8e\+308"):
+        LinearConstraint(weights, torch.zeros(3, 1), noise_std=0.0)
+    LinearConstraint(torch.full((3, 1, 4), 1e150, dtype=torch.float64), torch.zeros(3, 1), 0.0)
+
+
+def test_noise_std_bool_and_condition_none_stay_fixed():
+    grid = Grid(torch.linspace(0, 1, 3), torch.linspace(0, 1, 4))
+    prior = GaussianPrediction(torch.zeros(3, 4), DiagonalCovariance(torch.ones(12)), grid)
+    with pytest.raises(ValueError, match="noise_std"):
+        conservation_constraint(grid, torch.ones(3), noise_std=True)
+    with pytest.raises(ValueError, match="constraint: expected a probcons LinearConstraint"):
+        condition(prior, None)

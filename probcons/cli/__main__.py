@@ -1,7 +1,5 @@
 """`python -m probcons.cli ...`: the `probcons` command."""
 
-import sys
+from probcons.cli import console_main
 
-from probcons.cli import main
-
-sys.exit(main())
+console_main()

@@ -7,12 +7,43 @@ never a dense (m, N) matrix (m = n_t r rows, N = n_t n_x unknowns).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from probcons.errors import UsageError
 from probcons.validation import as_float64_tensor, check_shape, describe
+
+LARGEST_SQUARABLE = math.sqrt(torch.finfo(torch.float64).max)
+"""Largest |value| whose square is finite in float64 (1.3e154): G Sigma G^T and R square the
+weights and noise_std."""
+FLOAT64_MAX = torch.finfo(torch.float64).max
+SMALLEST_SQUARABLE = math.sqrt(torch.finfo(torch.float64).tiny)
+"""Smallest nonzero |value| whose square is a normal float64 (1.5e-154); below it R = noise_std^2
+is subnormal or zero and S^-1 overflows."""
+
+
+def _check_squares_in_range(tensor: torch.Tensor, name: str) -> None:
+    """Refuse entries whose squares overflow float64, or are nonzero but below its normal
+    range, naming `name` (the message would otherwise blame a singular S or a NaN mean)."""
+    magnitude = tensor.abs()
+    largest = float(magnitude.max()) if magnitude.numel() else 0.0
+    if largest > 0 and math.isfinite(largest):
+        # the largest sum of squares of a row (weights) or entry (noise_std), without overflow
+        scaled = float((magnitude / largest).square().reshape(*tensor.shape[:2], -1).sum(-1).max())
+        if largest > LARGEST_SQUARABLE / math.sqrt(scaled):
+            raise UsageError(
+                f"{name}: expected sums of squares per row <= {FLOAT64_MAX:.3g} (squared in "
+                f"G Sigma G^T + R, larger ones overflow float64), got about "
+                f"{scaled:.3g} x {largest:.3g}^2 (largest |value| {largest:.3g})"
+            )
+    tiny = magnitude[(magnitude > 0) & (magnitude < SMALLEST_SQUARABLE)]
+    if name == "noise_std" and tiny.numel():
+        raise UsageError(
+            f"{name}: expected 0 or values >= {SMALLEST_SQUARABLE:.3g} (their squares fall "
+            f"below float64's normal range), got {float(tiny.min()):.3g}"
+        )
 
 
 def _broadcast(tensor: torch.Tensor, shape: tuple[int, ...], name: str) -> torch.Tensor:
@@ -52,6 +83,8 @@ class LinearConstraint:
         noise = _broadcast(noise, (n_t, r), "noise_std")
         if bool((noise < 0).any()):
             raise UsageError(f"noise_std: expected values >= 0, got minimum {float(noise.min())}")
+        _check_squares_in_range(weights, "weights")
+        _check_squares_in_range(noise, "noise_std")
         names = tuple(self.names) or tuple(f"row{k}" for k in range(r))
         if len(names) != r:
             raise UsageError(f"names: expected {r} row names, got {len(names)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probcons.errors import UsageError
+from probcons.errors import OutputError, UsageError
 from probcons.report.calibration import FLAG_STANDARD_ERRORS
 from probcons.report.data import MethodData, method_files, method_sort_key
 from probcons.report.figures import (
@@ -73,6 +74,11 @@ def _format(value: float | None, error: float | None = None) -> str:
     return text
 
 
+TEMPORARY_NAME = len(".") + len(".html.") + 8 + len(".tmp")
+"""Bytes the hidden temporary file of `probcons.io.atomic_write` adds to the report's stem:
+`.STEM.html.XXXXXXXX.tmp`."""
+
+
 def _output_paths(run_dirs: list[Path], out: str | os.PathLike | None) -> tuple[Path, Path]:
     if out is None:
         resolved = [directory.resolve() for directory in run_dirs]
@@ -85,7 +91,41 @@ def _output_paths(run_dirs: list[Path], out: str | os.PathLike | None) -> tuple[
                 f"out: expected a file path ending in .html, .md or no suffix, got {str(out)!r}"
             )
         base = base.with_suffix("")
+    _check_report_folder(base, out)
     return base.with_suffix(".html"), base.with_suffix(".md")
+
+
+def _check_report_folder(base: Path, out) -> None:
+    """Refuse a report whose folder lies under a file, or whose name is longer than NAME_MAX."""
+    ancestor = base.absolute().parent
+    while True:
+        try:
+            is_dir = ancestor.is_dir()
+            exists = is_dir or ancestor.exists()
+        except OSError:
+            is_dir = exists = False
+        if exists or ancestor == ancestor.parent:
+            break
+        ancestor = ancestor.parent
+    name = "out" if out is not None else "run_dirs"
+    if exists and not is_dir:
+        raise UsageError(
+            f"{name}: expected a report path under a directory, got {str(base)!r} "
+            f"({str(ancestor)!r} is a file)"
+        )
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    parts = base.absolute().relative_to(ancestor).parts
+    for index, part in enumerate(parts):
+        allowed = limit - TEMPORARY_NAME if index == len(parts) - 1 else limit
+        if len(os.fsencode(part)) > allowed:
+            raise UsageError(
+                f"{name}: expected path components of at most {allowed} bytes (NAME_MAX "
+                f"{limit} of the file system, less {limit - allowed} for the hidden temporary "
+                f"name), got {len(os.fsencode(part))} bytes in {part[:20] + '...'!r}"
+            )
 
 
 def _run_labels(run_dirs: list[Path]) -> list[str]:
@@ -305,4 +345,8 @@ def write_report(
 
     elapsed = time.perf_counter() - started
     blocks.append(Paragraph(f"Written by probcons {__version__}; analysis took {elapsed:.1f} s."))
-    return write_documents(blocks, title, html_path, markdown_path, figure_dir)
+    try:
+        return write_documents(blocks, title, html_path, markdown_path, figure_dir)
+    except OSError as error:  # disk full, busy, name too long, permission: one line in the CLI
+        reason = os.strerror(error.errno) if error.errno else " ".join(str(error).split())
+        raise OutputError(error.errno or errno.EIO, reason, str(html_path)) from error

@@ -7,10 +7,12 @@ while writing leaves the previous file intact.
 Tests marked xfail(strict=True) show defects reported to the lead; they flip when fixed.
 """
 
+import errno
 import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -525,3 +527,179 @@ def test_model_file_that_exits_at_import_is_an_error(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "failed to import (SystemExit: 0)" in error
     assert not out.exists() and list(tmp_path.iterdir()) == [model]
+
+
+# --- failed writes, refused output paths, memory, stale staging folders ----------------------
+
+
+def assert_write_error(status, error, *fragments):
+    assert status == 74, error
+    assert error.startswith("probcons: error: cannot write ") and error.count("\n") == 1, error
+    assert "Traceback" not in error
+    for fragment in fragments:
+        assert fragment in error, (fragment, error)
+
+
+@pytest.mark.parametrize(
+    ("code", "writer"),
+    [
+        (errno.ENOSPC, "append_inference_data"),
+        (errno.EBUSY, "write_json"),
+        (errno.ENAMETOOLONG, "append_inference_data"),
+        (errno.EACCES, "write_json"),
+    ],
+)
+def test_failed_writes_are_one_line_exit_74_and_leave_nothing(
+    code, writer, tmp_path, capsys, monkeypatch
+):
+    from probcons import runner
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(runner, writer, fail)
+    out = tmp_path / "run"
+    status, error = run_cli(["run", "stefan", *SMALL, "--out", str(out)], capsys)
+    assert_write_error(status, error, str(out), os.strerror(code))
+    assert list(tmp_path.iterdir()) == []  # no run folder, no staging folder
+
+
+def test_failed_write_with_overwrite_keeps_the_old_run(finished_run, tmp_path, capsys, monkeypatch):
+    from probcons import runner
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    before = run_files(out)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runner, "append_inference_data", full)
+    status, error = run_cli(["run", "stefan", *SMALL, "--overwrite", "--out", str(out)], capsys)
+    assert_write_error(status, error, "No space left on device")
+    assert run_files(out) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
+
+
+def test_full_report_disk_is_one_line_exit_74(finished_run, tmp_path, capsys, monkeypatch):
+    from probcons.report import document
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(document, "write_documents", full)
+    status, error = run_cli(["report", str(finished_run), "--out", str(tmp_path / "r")], capsys)
+    assert_write_error(status, error, "No space left on device")
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 128 KiB tmpfs (root only; skipped where mount is not permitted)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("mount -t tmpfs is not permitted here")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_really_full_disk_is_one_line_exit_74(small_tmpfs):
+    """A real ENOSPC inside HDF5, in a real interpreter: one line, exit 74, nothing left."""
+    out = small_tmpfs / "run"
+    arguments = ["--grid", "41x41", "--draws", "50", "--n-functions", "2", "--quiet"]
+    result = subprocess.run(
+        [sys.executable, "-m", "probcons.cli", "run", "stefan", *arguments, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=ENVIRONMENT,
+        timeout=CHILD_TIMEOUT,
+    )
+    assert_write_error(result.returncode, result.stderr, str(out), "No space left on device")
+    assert list(small_tmpfs.iterdir()) == []
+
+
+def test_paths_refused_up_front(finished_run, tmp_path, capsys, monkeypatch):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    too_long = tmp_path / ("r" * (limit - 10))
+    status, error = run_cli(["run", "stefan", *SMALL, "--out", str(too_long)], capsys)
+    assert_one_line_error(status, error, "out: expected path components of at most", str(limit))
+    monkeypatch.chdir(tmp_path)
+    for out in [".", str(tmp_path), str(tmp_path.parent), "/"]:
+        for extra in [[], ["--overwrite"]]:
+            status, error = run_cli(["run", "stefan", *SMALL, *extra, "--out", out], capsys)
+            assert_one_line_error(status, error, "out: cannot replace the current directory")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep")
+    status, error = run_cli(["report", str(finished_run), "--out", f"{blocker}/r.html"], capsys)
+    assert_one_line_error(status, error, "out: expected a report path under a directory")
+    assert blocker.read_text() == "keep"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_huge_grids_are_refused_before_any_allocation(tmp_path, capsys):
+    out = tmp_path / "run"
+    status, error = run_cli(
+        ["run", "stefan", "--grid", "99999999999x99999999999", "--out", str(out)], capsys
+    )
+    assert_one_line_error(status, error, "grid: expected at most 1e+08 points", "MAX_GRID_POINTS")
+    status, error = run_cli(["run", "stefan", "--grid", "5000x5000", "--out", str(out)], capsys)
+    assert_one_line_error(status, error, "grid: expected at most 16 GiB", "MAX_CHUNK_BYTES")
+    assert list(tmp_path.iterdir()) == []
+
+
+def stale_folder(parent: Path, name: str, token: str, kind: str, pid: int) -> Path:
+    from probcons.runner import OWNER_FILE
+
+    folder = parent / f".{name}.{token}.{kind}"
+    folder.mkdir()
+    (folder / OWNER_FILE).write_text(f"{pid} {socket.gethostname()}\n")
+    return folder
+
+
+def test_stale_staging_folders_of_dead_runs_are_removed(tmp_path):
+    from probcons.runner import OWNER_FILE, RunSettings, run
+
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(child.stdout)
+    out = tmp_path / "run"
+    dead_partial = stale_folder(tmp_path, "run", "deadbeef", "partial", dead)
+    dead_previous = stale_folder(tmp_path, "run", "deadbee2", "previous", dead)
+    live = stale_folder(tmp_path, "run", "livelive", "partial", os.getpid())
+    ownerless = tmp_path / ".run.noowners.partial"
+    ownerless.mkdir()
+    other = stale_folder(tmp_path, "other", "deadbeef", "partial", dead)
+    out.mkdir()  # an empty OUT is accepted; with OUT present, a dead .previous is a spare copy
+    settings = RunSettings(
+        problem="stefan", backbone="anp", n_functions=1, grid=(5, 5), draws=5, out=out
+    )
+    run(settings, progress=False, report=False)
+    assert not dead_partial.exists() and not dead_previous.exists()
+    assert live.exists() and ownerless.exists() and other.exists()
+    assert not (out / OWNER_FILE).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["run", live.name, ownerless.name, other.name]
+    )
+
+
+def test_a_run_killed_between_its_renames_keeps_both_copies(tmp_path):
+    """With OUT missing, a dead run's .partial and .previous are the only copies: kept."""
+    from probcons.runner import remove_stale_staging
+
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    partial = stale_folder(tmp_path, "run", "abcdefgh", "partial", int(child.stdout))
+    previous = stale_folder(tmp_path, "run", "abcdefgh", "previous", int(child.stdout))
+    assert remove_stale_staging(tmp_path / "run") == []
+    assert partial.exists() and previous.exists()
