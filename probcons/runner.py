@@ -397,12 +397,15 @@ def run(
         summary = {method: summarize(per_function) for method, per_function in scores.items()}
         with writing(settings.out):
             write_json(staging / "metrics.json", summary)
+            if report:  # in the staging folder: a run that is in place has its report
+                write_report(
+                    [staging],
+                    summaries=[s.summary() for s in summarizers.values()],
+                    labels=[settings.out.name],
+                )
             _move_into_place(staging, settings.out, settings.overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if report:
-        with writing(settings.out / "report.html"):
-            write_report([settings.out], summaries=[s.summary() for s in summarizers.values()])
     return summary
 
 

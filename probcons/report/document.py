@@ -231,6 +231,7 @@ def write_report(
     pit_values: int = PIT_VALUES,
     seed: int = 0,
     summaries: Sequence[MethodSummary] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write report.md, report.html (self-contained) and PNGs comparing the methods of runs.
 
@@ -241,6 +242,8 @@ def write_report(
     summaries: the methods of a single run directory already summarized (a `MethodSummarizer`
         per method, fed the draws as the files hold them and made with these example_function,
         pit_values and seed, as `probcons run` does); the files are then not read again.
+    labels: the runs' names in the report (default: the directories' names), e.g. the final
+        name of a run still in its staging folder.
     Returns {"html": ..., "markdown": ..., <figure name>: PNG path}.
     """
     started = time.perf_counter()
@@ -256,7 +259,10 @@ def write_report(
     html_path, markdown_path = _output_paths(directories, out)
     figure_dir = html_path.parent / f"{html_path.stem}_figures"
     several = len(directories) > 1
-    labels = _run_labels(directories)
+    if labels is None:
+        labels = _run_labels(directories)
+    elif len(labels) != len(directories) or not all(isinstance(x, str) and x for x in labels):
+        raise UsageError(f"labels: expected {len(directories)} non-empty run names, got {labels!r}")
     options = {"example_function": example_function, "pit_values": pit_values, "seed": seed}
 
     notes: list[str] = []

@@ -703,3 +703,24 @@ def test_a_run_killed_between_its_renames_keeps_both_copies(tmp_path):
     previous = stale_folder(tmp_path, "run", "abcdefgh", "previous", int(child.stdout))
     assert remove_stale_staging(tmp_path / "run") == []
     assert partial.exists() and previous.exists()
+
+
+def test_a_run_whose_report_fails_leaves_the_old_folder(
+    finished_run, tmp_path, capsys, monkeypatch
+):
+    """The report is written in the staging folder: when it fails, `--overwrite` keeps the old
+    run whole and no new folder without a report appears."""
+    from probcons.report import document
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    before = run_files(out)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(document, "write_documents", full)
+    status, error = run_cli(["run", "stefan", *SMALL, "--overwrite", "--out", str(out)], capsys)
+    assert_write_error(status, error, "No space left on device")
+    assert run_files(out) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
