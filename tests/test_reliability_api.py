@@ -741,7 +741,7 @@ def test_pyro_entry_points_name_bad_arguments():
         u = pyro.sample("u", GaussianField(prior))
         observe_constraint("wall", dirichlet_constraint(grid, left=0.0), u)
 
-    with pytest.raises(ValueError, match=r"latent: expected one of the model's sample sites"):
+    with pytest.raises(ValueError, match=r"latent: expected one of the sample sites of model"):
         exact_posterior(model, latent="v")
 
 

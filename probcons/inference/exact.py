@@ -317,8 +317,8 @@ class ExactConditioning:
             ) from error
         if collector.latent_message is None:
             raise UsageError(
-                f"latent: expected one of the model's sample sites {collector.names}, "
-                f"got {self.latent!r}"
+                f"latent: expected one of the sample sites of model {_describe(self.model)} "
+                f"{collector.names}, got {self.latent!r}"
             )
         return collector
 

@@ -724,3 +724,30 @@ def test_a_run_whose_report_fails_leaves_the_old_folder(
     assert_write_error(status, error, "No space left on device")
     assert run_files(out) == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize(
+    ("body", "raised"),
+    [
+        ("    raise RuntimeError('boom')\n", "RuntimeError: boom"),
+        ("    return None\n", None),  # no latent site: a usage error naming the model
+    ],
+)
+def test_a_model_that_raises_is_one_line_naming_its_file(body, raised, tmp_path, capsys):
+    model = tmp_path / "mine.py"
+    model.write_text(f"def model(prediction, problem, parameter, noise_std=0.0):\n{body}")
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text("def model(prediction):\n    return None\n")
+    out = tmp_path / "run"
+    status, error = run_cli(
+        ["run", "stefan", *SMALL, "--model", str(model), "--out", str(out)], capsys
+    )
+    if raised is None:
+        assert_one_line_error(status, error, "latent: expected one of the sample sites", str(model))
+    else:
+        assert_one_line_error(status, error, "model:", str(model), raised)
+    status, error = run_cli(
+        ["run", "stefan", *SMALL, "--model", str(wrong), "--out", str(out)], capsys
+    )
+    assert_one_line_error(status, error, "model:", str(wrong), "TypeError")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mine.py", "wrong.py"]
