@@ -8,11 +8,11 @@ named coordinates t and x (strictly increasing),
 - draws: a variable (`u`, or the only one with a draw dimension) in posterior_predictive or
   posterior with dims (chain?, draw or sample, function?, t, x), at least 2 draws; each
   function's draws become N(sample mean, low-rank sample covariance) (`from_dataarray`, with
-  D at least RELATIVE_VARIANCE_FLOOR of the largest sample variance);
+  D at least probcons.backbones.samples.VARIANCE_FLOOR of the largest sample variance);
 - or moments, in posterior_predictive, posterior, predictions or constant_data: `u_mean` (or
   `mean`) (function?, t, x) with `u_variance` (or `variance`) (function?, t, x), a diagonal
   covariance, and/or `u_factor` (or `factor`) (function?, t, x, rank), the low-rank covariance
-  D + F F^T with D the variance if given, else RELATIVE_VARIANCE_FLOOR of the largest F F^T
+  D + F F^T with D the variance if given, else VARIANCE_FLOOR of the largest F F^T
   diagonal;
 - optionally the truth, observed_data.u (or its only variable) (function?, t, x), and the
   exact mass U(t), constant_data.mass (function?, t), drawn in the report's mass figure.
@@ -55,12 +55,6 @@ VARIANCE_NAMES = ("u_variance", "variance")
 FACTOR_NAMES = ("u_factor", "factor")
 FUNCTION = "function"
 MIN_DRAWS = 2
-RELATIVE_VARIANCE_FLOOR = 1e-8
-"""Least entry of D in a prior D + F F^T built here (from draws, or from a factor without a
-variance), relative to the largest variance. from_samples' own default (1e-12) makes the
-Woodbury solve of exact rows lose digits (mass rows then hold to ~1e-9 in the posterior mean,
-~1e-7 in its draws); 1e-8 of the variance is far below the sampling error of any ensemble and
-keeps them at round-off."""
 COORDINATE_TOLERANCE = 1e-12
 """Largest relative difference between the truth's t, x coordinates and the prediction's."""
 
@@ -142,10 +136,7 @@ class UserPredictions:
             from probcons.backbones.samples import from_dataarray
 
             draws = _one_function(self.field, function)
-            samples = [dim for dim in draws.dims if dim in (*DRAW_DIMS, "chain")]
-            largest = float(draws.var(dim=samples, ddof=1).max())
-            floor = RELATIVE_VARIANCE_FLOOR * largest
-            return from_dataarray(draws, grid=self.grid, variance_floor=floor)
+            return from_dataarray(draws, grid=self.grid)  # D >= VARIANCE_FLOOR x max variance
         return _moments_prior(self, function)
 
 
@@ -427,7 +418,9 @@ def _moments_prior(predictions: UserPredictions, function: int):
     columns = np.asarray(factor.transpose("t", "x", rank).values, dtype=np.float64)
     columns = columns.reshape(grid.size, -1)
     if variance is None:
-        floor = RELATIVE_VARIANCE_FLOOR * float(np.square(columns).sum(axis=1).max())
+        from probcons.backbones.samples import VARIANCE_FLOOR
+
+        floor = VARIANCE_FLOOR * float(np.square(columns).sum(axis=1).max())
         variance = np.full(grid.size, floor)
     return from_moments(mean, LowRankCovariance(variance, columns), grid)
 

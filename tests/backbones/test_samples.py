@@ -126,3 +126,20 @@ def test_bad_dataarray_dims_are_named():
     data = xr.DataArray(np.zeros((2, 3, 4)), dims=("sample", "t", "x"))
     with pytest.raises(UsageError, match="grid: expected a Grid, or t and x coordinates"):
         from_dataarray(data)
+
+
+def test_default_floor_keeps_exact_rows_exact():
+    """24 draws on a 6 x 17 grid, one mass row per slice: with the default floor the
+    conditioned mean and fresh draws hold the rows to round-off (the 1e-12 floor left 3e-12)."""
+    from probcons import conservation_constraint
+
+    grid = Grid.uniform((0.0, 1.0), (0.0, 1.0), 6, 17)
+    t, x = grid.mesh()
+    profile = torch.sin(3 * x + t)
+    generator = torch.Generator().manual_seed(0)
+    draws = profile + 0.1 * torch.randn(24, *grid.shape, generator=generator, dtype=torch.float64)
+    rows = conservation_constraint(grid, torch.trapezoid(profile, grid.x, dim=1))
+    posterior = from_samples(draws, grid).condition(rows)
+    assert rows.residual(posterior.mean).abs().max() < 1e-14
+    fresh = posterior.sample(100, torch.Generator().manual_seed(1))
+    assert rows.residual(fresh).abs().max() < 1e-14
