@@ -55,7 +55,8 @@ class MethodData:
     """Lazy view of one method's InferenceData file; `close()` (or `with`) releases it.
 
     Attributes: path, method, attrs (dict), grid (Grid), n_functions, n_draws (chain * draw),
-    has_moments, has_mass, has_parameter. Draws are read one block of functions at a time
+    has_moments, has_mass, has_parameter, has_constraint, constraint_rows (the stored rows'
+    names, or None). Draws are read one block of functions at a time
     (`block_size` functions, aligned with the file's chunks, at most READ_BLOCK_BYTES).
     """
 
@@ -128,6 +129,11 @@ class MethodData:
         self.has_mass = constant is not None and "mass" in constant
         self.has_parameter = constant is not None and "parameter" in constant
         self.has_constraint = constant is not None and "constraint_weights" in constant
+        self.constraint_rows: tuple[str, ...] | None = None
+        if self.has_constraint and "constraint_row" in constant.coords:
+            self.constraint_rows = tuple(
+                str(name) for name in constant["constraint_row"].values.tolist()
+            )
 
     # -- one function at a time --
 

@@ -20,15 +20,24 @@ from probcons.report.figures import (
     mass_figure,
     pit_figure,
     profiles_figure,
+    region_figure,
     reliability_figure,
     shock_figure,
     shock_statistics,
 )
 from probcons.report.render import Block, Bullets, Heading, Image, Paragraph, Table, write_documents
-from probcons.report.summary import BAND_LEVEL, PIT_VALUES, MethodSummary, summarize_method
+from probcons.report.summary import (
+    BAND_LEVEL,
+    FRONT_BAND_CELLS,
+    PIT_VALUES,
+    TABLE_COVERAGE_LEVELS,
+    MethodSummary,
+    summarize_method,
+)
 
 REPORT_NAME = "report"
 SUFFIXES = (".html", ".md", "")
+UNTITLED_PROBLEMS = ("", "custom")  # problem names that say nothing: the folder names the run
 
 TABLE_METRICS = (  # (key, column header)
     ("mse", "MSE"),
@@ -50,7 +59,10 @@ DEFINITIONS = (
     "pointwise ensemble CRPS (scoringrules); Cov 50%/90%: fraction of points inside the "
     "central interval between sample quantiles (a calibrated ensemble of D draws covers about "
     "L (D - 1) / (D + 1) of them, 0.882 for L = 0.9 and D = 100); Width 90%: mean width of "
-    "that interval (sharpness); Boundary: mean |B (m - u)| of the run's boundary operator B; "
+    "that interval (sharpness); Boundary: mean |B (m - u)| of the boundary operator B named by "
+    "the run's boundary_condition attribute, else mean |G_b m - b_b| of the posterior mean over "
+    "the stored boundary rows (dirichlet_*, neumann_*, periodic) the posterior was conditioned "
+    "on; n/a: no standard error from a single function; "
     "PIT 90%: coverage of the 90% interval read off the randomized PIT, exact for any D; "
     f"Calibration: over-confident if PIT 90% < 0.9 - {FLAG_STANDARD_ERRORS:g} SE, "
     f"under-confident if > 0.9 + {FLAG_STANDARD_ERRORS:g} SE, SE the larger of the standard "
@@ -61,7 +73,8 @@ DEFINITIONS = (
 
 
 def _format(value: float | None, error: float | None = None) -> str:
-    """'1.234e-03 (5.6e-05)' or '0.8819 (0.0039)'; '-' for a missing value, '0' for exact zero."""
+    """'1.234e-03 (5.6e-05)' or '0.8819 (0.0039)'; '-' for a missing value, '0' for exact zero,
+    '(n/a)' for a NaN standard error (one function)."""
     if value is None or math.isnan(value):
         return "-"
     scientific = value != 0 and math.isfinite(value) and not 1e-2 <= abs(value) < 1e4
@@ -71,6 +84,8 @@ def _format(value: float | None, error: float | None = None) -> str:
         text = f"{value:.3e}" if scientific else f"{value:.4g}"
     if error is not None and math.isfinite(error):
         text += f" ({error:.1e})" if scientific else f" ({error:.2g})"
+    elif error is not None and math.isnan(error):
+        text += " (n/a)"
     return text
 
 
@@ -135,6 +150,58 @@ def _run_labels(run_dirs: list[Path]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         labels.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
     return labels
+
+
+def run_title(summaries: list[MethodSummary], run: str) -> str:
+    """'problem, backbone backbone, name = value' from the run's attributes; the folder name
+    `run` when they do not name a problem."""
+    attrs = summaries[0].attrs
+    problem = str(attrs.get("problem", "")).strip()
+    if problem in UNTITLED_PROBLEMS:
+        return run
+    parts = [problem]
+    backbone = str(attrs.get("backbone", "")).strip()
+    if backbone:
+        parts.append(f"{backbone} backbone")
+    parameters = summaries[0].parameters
+    if parameters:
+        name = attrs.get("parameter_name", "parameter")
+        low, high = min(parameters), max(parameters)
+        value = f"{low:.4g}" if low == high else f"{low:.4g} ... {high:.4g}"
+        parts.append(f"{name} = {value}")
+    return ", ".join(parts)
+
+
+def _region_table(summaries: list[MethodSummary]) -> Table:
+    """Per method and region: points, variance range, PIT coverage of the table's levels."""
+    levels = TABLE_COVERAGE_LEVELS
+    header = ("method", "region", "points", "variance")
+    header += tuple(f"Cov {round(100 * level)}%" for level in levels)
+    rows = []
+    for summary in summaries:
+        for region in summary.regions:
+            span = region.variance_range
+            rows.append(
+                (
+                    summary.method,
+                    region.name,
+                    str(region.n_points),
+                    "" if span is None else f"{_format(span[0])} ... {_format(span[1])}",
+                    *(_format(region.at(level)) for level in levels),
+                )
+            )
+    return Table(header, tuple(rows))
+
+
+REGION_TEXT = (
+    "Coverage of the 50% and 90% central intervals read off the randomized PIT, pooled over "
+    "the points of each region: all points; the deciles of the method's own predictive "
+    "variance over every grid point of every function (decile 1 the most certain points, "
+    "where a field that is exactly 0 sits); for a field with a front, the points within "
+    f"{FRONT_BAND_CELLS} grid steps of the true front at each time (near front) and the rest "
+    "(far from front). A method reads under-confident overall when its certain points are "
+    "over-covered; the decile and front rows show where it is calibrated."
+)
 
 
 def _run_metadata(summaries: list[MethodSummary]) -> Bullets:
@@ -288,7 +355,9 @@ def write_report(
         raise UsageError(f"run_dirs: no readable <method>.nc file in {[str(d) for d in run_dirs]}")
     everything = [summary for _, summaries in runs for summary in summaries]
 
-    title = "probcons calibration report: " + ", ".join(run for run, _ in runs)
+    title = "probcons calibration report: " + "; ".join(
+        run_title(summaries, run) for run, summaries in runs
+    )
     blocks: list[Block] = [Heading(1, title), Heading(2, "Metrics")]
     blocks += [_metrics_table(everything, several), Paragraph(DEFINITIONS)]
     blocks += [
@@ -302,7 +371,9 @@ def write_report(
     ]
     for run, summaries in runs:
         prefix = f"{run}_" if several else ""
-        blocks += [Heading(2, f"Run {run}"), _run_metadata(summaries)]
+        named = run_title(summaries, run)
+        heading = f"Run {run}" if named == run else f"Run {run}: {named}"
+        blocks += [Heading(2, heading), _run_metadata(summaries)]
         blocks.append(
             Image(
                 f"{prefix}pit",
@@ -332,6 +403,17 @@ def write_report(
                 profiles_figure(summaries),
             )
         )
+        blocks += [
+            Heading(3, "Calibration by region"),
+            Paragraph(REGION_TEXT),
+            _region_table(summaries),
+            Image(
+                f"{prefix}regions",
+                "Coverage of the 50 % and 90 % central intervals by predictive-variance decile "
+                "and near / far from the front (dotted: nominal)",
+                region_figure(summaries),
+            ),
+        ]
         figure = shock_figure(summaries)
         if figure is not None:
             blocks += [Heading(3, "Shock position"), _shock_table(summaries)]

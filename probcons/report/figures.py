@@ -7,13 +7,20 @@ needs is absent (the report then prints a note instead).
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from probcons.report.summary import BAND_LEVEL, PIT_BINS, MethodSummary, ShockPositions
+from probcons.report.summary import (
+    BAND_LEVEL,
+    PIT_BINS,
+    TABLE_COVERAGE_LEVELS,
+    MethodSummary,
+    ShockPositions,
+)
 
 PANEL_SIZE = (4.0, 3.0)  # inches per panel
 SINGLE_PANEL_SIZE = (6.0, 4.5)
@@ -24,7 +31,15 @@ SUPTITLE_HEIGHT = 0.3
 BAND_ALPHA = 0.25
 MAX_COLUMNS = 4
 SHOCK_BINS = 30
-COLORS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9")
+METHOD_COLORS = {  # the same method has the same colour in every figure of every report
+    "unconstrained": "C0",
+    "hardc": "C1",
+    "probconserv": "C2",
+    "softc": "C4",
+}
+FALLBACK_COLORS = ("C3", "C5", "C6", "C7", "C8", "C9")
+RUN_LINESTYLES = ("-", "--", ":", "-.")  # one per run where several share a figure
+REGION_MARKERS = {0.5: "s", 0.9: "o"}
 
 
 def _figure(
@@ -54,8 +69,17 @@ def _figure(
     return figure, axes
 
 
-def _color(index: int) -> str:
-    return COLORS[index % len(COLORS)]
+def method_color(method: str) -> str:
+    """A fixed colour per method name; other names get a stable one from a CRC of the name."""
+    name = method.lower()
+    if name in METHOD_COLORS:
+        return METHOD_COLORS[name]
+    return FALLBACK_COLORS[zlib.crc32(name.encode()) % len(FALLBACK_COLORS)]
+
+
+def _run_linestyle(summaries: Sequence[MethodSummary], summary: MethodSummary) -> str:
+    runs = list(dict.fromkeys(s.run for s in summaries))
+    return RUN_LINESTYLES[runs.index(summary.run) % len(RUN_LINESTYLES)]
 
 
 def _grid_shape(n: int) -> tuple[int, int]:
@@ -73,7 +97,7 @@ def reliability_figure(summaries: Sequence[MethodSummary]) -> Figure:
     figure, axes = _figure(1, 1, panel_size=SINGLE_PANEL_SIZE)
     axis = axes[0, 0]
     axis.plot([0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1, label="ideal")
-    for index, summary in enumerate(summaries):
+    for summary in summaries:
         levels, coverage, errors = summary.reliability_curve()
         axis.errorbar(
             levels,
@@ -82,7 +106,8 @@ def reliability_figure(summaries: Sequence[MethodSummary]) -> Figure:
             marker="o",
             markersize=3,
             capsize=2,
-            color=_color(index),
+            color=method_color(summary.method),
+            linestyle=_run_linestyle(summaries, summary),
             label=f"{summary.label} ({summary.calibration()})",
         )
     axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="nominal level", ylabel="empirical coverage")
@@ -95,7 +120,7 @@ def pit_figure(summaries: Sequence[MethodSummary]) -> Figure:
     """Per method: PIT histogram (top) and ECDF - uniform CDF with ArviZ's 95 % band (bottom)."""
     figure, axes = _figure(2, len(summaries))
     for index, summary in enumerate(summaries):
-        color = _color(index)
+        color = method_color(summary.method)
         top, bottom = axes[0, index], axes[1, index]
         counts = summary.pit_histogram
         edges = np.linspace(0.0, 1.0, PIT_BINS + 1)
@@ -132,9 +157,9 @@ def _mean_band(axis, t, values: np.ndarray, color: str, label: str) -> None:
 def error_time_figure(summaries: Sequence[MethodSummary]) -> Figure:
     """CRPS(t) and MSE(t): mean over functions with +- 2 SE bands, one curve per method."""
     figure, axes = _figure(1, 2)
-    for index, summary in enumerate(summaries):
+    for summary in summaries:
         for axis, values in zip(axes[0], (summary.crps_time, summary.mse_time), strict=True):
-            _mean_band(axis, summary.t, values, _color(index), summary.label)
+            _mean_band(axis, summary.t, values, method_color(summary.method), summary.label)
     for axis, name in zip(axes[0], ("CRPS", "MSE"), strict=True):
         curves = np.concatenate(
             [getattr(s, f"{name.lower()}_time").mean(axis=0) for s in summaries]
@@ -158,8 +183,8 @@ def mass_figure(summaries: Sequence[MethodSummary]) -> Figure:
     axis.plot(
         summaries[0].t, example.mass_truth, color="k", linewidth=2, label=example.mass_truth_label
     )
-    for index, summary in enumerate(summaries):
-        color, example = _color(index), summary.example
+    for summary in summaries:
+        color, example = method_color(summary.method), summary.example
         axis.plot(summary.t, example.mass_mean, color=color, linestyle="--", label=summary.label)
         axis.fill_between(
             summary.t, example.mass_lower, example.mass_upper, color=color, alpha=BAND_ALPHA
@@ -178,7 +203,7 @@ def profiles_figure(summaries: Sequence[MethodSummary]) -> Figure:
     times = summaries[0].example.time_indices
     figure, axes = _figure(len(summaries), len(times), sharey=True)
     for row, summary in enumerate(summaries):
-        color, example = _color(row), summary.example
+        color, example = method_color(summary.method), summary.example
         for column, time_index in enumerate(times):
             axis = axes[row, column]
             axis.fill_between(
@@ -238,9 +263,10 @@ def shock_figure(summaries: Sequence[MethodSummary]) -> Figure | None:
         shock = summary.shock
         values = pooled[index][np.isfinite(pooled[index])]
         stats = shock_statistics(shock)
-        axis.hist(values, bins=SHOCK_BINS, range=span, color=_color(index), alpha=0.7)
+        color = method_color(summary.method)
+        axis.hist(values, bins=SHOCK_BINS, range=span, color=color, alpha=0.7)
         axis.axvline(stats["truth"], color="k", linewidth=2, label="truth")
-        axis.axvline(stats["mean"], color=_color(index), linestyle="--", label="posterior mean")
+        axis.axvline(stats["mean"], color=color, linestyle="--", label="posterior mean")
         what = "front position x" if shock.common_truth else "front position - truth"
         axis.set(xlabel=what, ylabel="draws")
         axis.set_title(
@@ -251,4 +277,55 @@ def shock_figure(summaries: Sequence[MethodSummary]) -> Figure | None:
         axis.legend(fontsize="x-small")
     _hide_unused(axes, len(with_shock))
     figure.suptitle(f"Shock position at t = {with_shock[0].shock.time:.3g}", fontsize="medium")
+    return figure
+
+
+def region_figure(summaries: Sequence[MethodSummary]) -> Figure:
+    """PIT coverage of the 50 % and 90 % intervals per predictive-variance decile (left) and
+    near / far from the front against all points (right, when the field has a front)."""
+    with_front = any(r.kind == "front" for s in summaries for r in s.regions)
+    figure, axes = _figure(1, 2 if with_front else 1)
+    deciles, fronts = axes[0, 0], axes[0, -1] if with_front else None
+    names = ("all points", "near front", "far from front")
+    width = 0.8 / max(len(summaries), 1)
+    for index, summary in enumerate(summaries):
+        color = method_color(summary.method)
+        linestyle = _run_linestyle(summaries, summary)
+        by_variance = [r for r in summary.regions if r.kind == "variance"]
+        positions = np.arange(1, len(by_variance) + 1)
+        for level in TABLE_COVERAGE_LEVELS:
+            deciles.plot(
+                positions,
+                [r.at(level) for r in by_variance],
+                color=color,
+                linestyle=linestyle,
+                marker=REGION_MARKERS.get(level, "o"),
+                markersize=4,
+                label=f"{summary.label} {round(100 * level)} %",
+            )
+        if fronts is not None:
+            regions = {r.name: r for r in summary.regions}
+            shown = [k for k, name in enumerate(names) if name in regions]
+            offsets = np.asarray(shown) - 0.4 + width * (index + 0.5)
+            for level in TABLE_COVERAGE_LEVELS:
+                fronts.plot(
+                    offsets,
+                    [regions[names[k]].at(level) for k in shown],
+                    color=color,
+                    linestyle="none",
+                    marker=REGION_MARKERS.get(level, "o"),
+                    label=f"{summary.label} {round(100 * level)} %",
+                )
+    for axis in axes[0]:
+        for level in TABLE_COVERAGE_LEVELS:
+            axis.axhline(level, color="0.4", linestyle=":", linewidth=1)
+        axis.set(ylim=(0, 1.02), ylabel="PIT coverage")
+    deciles.set(xlabel="predictive-variance decile (1: smallest variance)")
+    deciles.set_xticks(np.arange(1, 11))
+    deciles.set_title("Coverage by variance decile", fontsize="medium")
+    deciles.legend(fontsize="x-small", ncol=2)
+    if fronts is not None:
+        fronts.set_xticks(np.arange(len(names)), names)
+        fronts.set_xlim(-0.5, len(names) - 0.5)
+        fronts.set_title("Coverage near / far from the front", fontsize="medium")
     return figure

@@ -5,8 +5,15 @@ Only one function's draws (n_draws, n_t, n_x) are in memory at a time. Per funct
     sample mean), MSE_f(t*) at the time of interest, CE_f = mean_t |sum_i w_i m[j, i] - U(t_j)|,
     LL_f = mean_{t,x} log N(u; m, v), CRPS_f = mean_{t,x} CRPS(draws, u) (scoringrules),
     coverage_f(L) of the sample central interval, width_f = mean 90 % interval width,
-    boundary residual = mean_{t, rows} |B (m - u)| for the boundary operator B of the run.
-Reported values are means over functions with standard errors (`mean_and_standard_error`).
+    boundary residual = mean_{t, rows} |B (m - u)| for the boundary operator B named by
+    attrs['boundary_condition'], else mean |G_b m - b_b| over the stored boundary rows G_b
+    (dirichlet_*, neumann_*, periodic) the posterior was conditioned on.
+Reported values are means over functions with standard errors (`mean_and_standard_error`);
+with one function the standard error is NaN (shown as n/a), not 0.
+Calibration by region: PIT coverage pooled over the points of a region, the regions being the
+deciles of the method's own predictive variance over all points of all functions and, for a
+field with a front, the band |x - front(t)| <= FRONT_BAND_CELLS dx around the true front at
+each time ("near front") and the rest ("far from front").
 """
 
 from __future__ import annotations
@@ -56,6 +63,34 @@ BOUNDARY_CONDITIONS = ("dirichlet", "neumann", "periodic")
 NEUMANN_ORDER = 2
 SHOCK_PROBLEMS = ("stefan", "pme")
 SAME_POSITION_RTOL = 1e-9  # true fronts closer than this (relative) count as one position
+VARIANCE_DECILES = 10
+FRONT_BAND_CELLS = 3  # "near front": |x - front(t)| <= FRONT_BAND_CELLS grid steps
+BOUNDARY_ROW_PREFIXES = ("dirichlet_", "neumann_", "periodic")
+
+
+def is_boundary_row(name: str) -> bool:
+    """True for a stored constraint row of a boundary condition: dirichlet_*, neumann_*,
+    periodic (a flattened row "name[j]" counts as its name)."""
+    return str(name).split("[", 1)[0].startswith(BOUNDARY_ROW_PREFIXES)
+
+
+@dataclass(frozen=True)
+class RegionCoverage:
+    """PIT coverage of the central intervals RELIABILITY_LEVELS over the points of one region.
+
+    kind: "all", "variance" (a decile of the predictive variance; `variance_range` its
+    smallest and largest variance) or "front" (near / far from the true front).
+    """
+
+    name: str
+    kind: str
+    n_points: int
+    coverage: np.ndarray  # (n_levels,)
+    variance_range: tuple[float, float] | None = None
+
+    def at(self, level: float) -> float:
+        """Coverage of the central interval of `level` (one of RELIABILITY_LEVELS)."""
+        return float(self.coverage[int(np.argmin(np.abs(np.asarray(RELIABILITY_LEVELS) - level)))])
 
 
 @dataclass
@@ -119,18 +154,21 @@ class MethodSummary:
     example: Example
     shock: ShockPositions | None
     notes: list[str] = field(default_factory=list)
+    regions: list[RegionCoverage] = field(default_factory=list)
+    parameters: list[float] | None = None  # per function, when stored
 
     @property
     def n_points(self) -> int:
         return self.n_functions * self.t.size * self.x.size
 
     def metric(self, name: str) -> tuple[float, float] | None:
-        """(mean, standard error) over functions, or None if not computed for this run."""
+        """(mean, standard error) over functions, or None if not computed for this run; the
+        standard error is NaN for a single function (none can be estimated)."""
         values = self.per_function.get(name)
         if values is None:
             return None
         mean, error = mean_and_standard_error(torch.as_tensor(values, dtype=torch.float64))
-        return float(mean), float(error)
+        return float(mean), float(error) if np.size(values) > 1 else float("nan")
 
     def reliability_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(levels, coverage, standard error): SE the larger of over-functions and binomial."""
@@ -189,6 +227,23 @@ def _boundary_operator(attrs: dict, grid):
     return parts[0].stack(*parts[1:]), None
 
 
+def _front_band_times(problem, grid, parameters, shock_setup):
+    """Per function, the true front position (n_t,) at each time from the Problem, or None
+    (then found from the truth at each time); None when the field has no front."""
+    if shock_setup is None:
+        return None
+    if problem is None or parameters is None:
+        return [None] * len(shock_setup)
+    cache: dict[float, np.ndarray] = {}
+    fronts = []
+    for p in parameters:
+        if p not in cache:
+            positions = [problem.front_position(float(t), p) for t in grid.t]
+            cache[p] = np.array([np.nan if x is None else float(x) for x in positions])
+        fronts.append(cache[p])
+    return fronts
+
+
 def _shock_setup(problem, grid, attrs: dict, parameters, n_functions: int, time_index, notes):
     """Per-function (true position, threshold) at the time of interest, or None."""
     time = float(grid.t[time_index])
@@ -216,7 +271,9 @@ class MethodSummarizer:
     (rounded to the file's float32), so the report needs neither to read the files back nor
     to sort the draws again. Arguments describe the method file: its grid and attributes, the
     number of functions and draws, the per-function parameters (None if not stored), and
-    whether a CE can be computed (constraint rows or mass stored).
+    whether a CE can be computed (constraint rows or mass stored), and the names of the stored
+    constraint rows (`constraint_rows`, the order of the residual's last axis), whose boundary
+    rows give the boundary residual.
     """
 
     def __init__(
@@ -231,6 +288,7 @@ class MethodSummarizer:
         n_draws: int,
         parameters: list[float] | None,
         has_ce: bool,
+        constraint_rows: tuple[str, ...] | None = None,
         example_function: int = 0,
         pit_values: int = PIT_VALUES,
         seed: int = 0,
@@ -253,6 +311,11 @@ class MethodSummarizer:
         self.shock_setup = _shock_setup(
             problem, grid, attrs, parameters, n_functions, self.time_index, self.notes
         )
+        self.fronts = _front_band_times(problem, grid, parameters, self.shock_setup)
+        self.boundary_rows = None
+        if self.boundary is None and constraint_rows is not None:
+            rows = [k for k, name in enumerate(constraint_rows) if is_boundary_row(name)]
+            self.boundary_rows = torch.tensor(rows, dtype=torch.long) if rows else None
         self.example_function = min(max(example_function, 0), n_functions - 1)
         self.profile_times = _profile_times(grid.n_t, self.time_index)
         self.per_point_pit = max(1, math.ceil(pit_values / n_functions))
@@ -261,9 +324,17 @@ class MethodSummarizer:
             names.append("ce")
         else:
             self.notes.append("CE not computed: constant_data has neither constraint rows nor mass")
-        if self.boundary is not None:
+        if self.boundary is not None or self.boundary_rows is not None:
             names.append("boundary_residual")
         self.per_function = {name: np.empty(n_functions) for name in names}
+        # Per point, for the regions: the index of the smallest RELIABILITY_LEVELS interval
+        # that covers it (len(levels) if none), the predictive variance, near the front or not.
+        self.halves = np.asarray(RELIABILITY_LEVELS, dtype=np.float64) / 2
+        self.level_index = np.empty((n_functions, grid.size), dtype=np.uint8)
+        self.variance = np.empty((n_functions, grid.size), dtype=np.float32)
+        self.near_front = (
+            None if self.fronts is None else np.empty((n_functions, grid.size), dtype=bool)
+        )
         self.mse_time = np.empty((n_functions, grid.n_t))
         self.crps_time = np.empty((n_functions, grid.n_t))
         self.reliability = np.empty((n_functions, len(RELIABILITY_LEVELS)))
@@ -321,6 +392,12 @@ class MethodSummarizer:
             per_function["boundary_residual"][f] = float(
                 self.boundary.apply(mean - truth).abs().mean()
             )
+        elif self.boundary_rows is not None:
+            per_function["boundary_residual"][f] = (
+                float("nan")
+                if residual is None
+                else float(residual[..., self.boundary_rows].abs().mean())
+            )
 
         # Ties between draws and truth are judged at the draws' storage precision (float32).
         rounded_truth = truth.to(torch.float32).to(torch.float64)
@@ -330,6 +407,11 @@ class MethodSummarizer:
         chosen = torch.randperm(grid.size, generator=self.generator)
         chosen = chosen[: min(self.per_point_pit, grid.size)]
         self.pit_sample.append(pit.reshape(-1)[chosen].numpy())
+        deviation = (pit.reshape(-1) - 0.5).abs().numpy()
+        self.level_index[f] = np.searchsorted(self.halves, deviation, side="left")
+        self.variance[f] = variance.reshape(-1).numpy()
+        if self.near_front is not None:
+            self.near_front[f] = self._near_front(f, truth).reshape(-1)
 
         if self.shock_setup is not None:
             true_position, threshold = self.shock_setup[f]
@@ -345,6 +427,46 @@ class MethodSummarizer:
         if f == self.example_function:
             self.example = self._example(f, draws, ordered, truth, mean, mass)
         self.added += 1
+
+    def _near_front(self, f: int, truth: torch.Tensor) -> np.ndarray:
+        """(n_t, n_x) True where |x - front(t)| <= FRONT_BAND_CELLS dx, front the true one."""
+        front = self.fronts[f]
+        if front is None:  # no Problem: the truth's own front at each time
+            threshold = self.shock_setup[f][1]
+            front = front_positions(truth, self.grid.x, threshold).numpy()
+        x = self.grid.x.numpy()
+        step = float(np.min(np.diff(x))) if x.size > 1 else 0.0
+        with np.errstate(invalid="ignore"):
+            return np.abs(x[None, :] - front[:, None]) <= FRONT_BAND_CELLS * step
+
+    def _regions(self) -> list[RegionCoverage]:
+        """Coverage over all points, per variance decile and near / far from the front."""
+        n_levels = len(RELIABILITY_LEVELS)
+        index = self.level_index.reshape(-1)
+
+        def region(name, kind, mask=None, variance_range=None) -> RegionCoverage | None:
+            chosen = index if mask is None else index[mask]
+            if chosen.size == 0:
+                return None
+            counts = np.bincount(chosen, minlength=n_levels + 1)
+            coverage = np.cumsum(counts)[:n_levels] / chosen.size
+            return RegionCoverage(name, kind, int(chosen.size), coverage, variance_range)
+
+        regions = [region("all points", "all")]
+        variance = self.variance.reshape(-1)
+        order = np.argsort(variance, kind="stable")
+        decile = np.empty(variance.size, dtype=np.int64)
+        decile[order] = np.arange(variance.size) * VARIANCE_DECILES // variance.size
+        for k in range(VARIANCE_DECILES):
+            mask = decile == k
+            if mask.any():
+                span = (float(variance[mask].min()), float(variance[mask].max()))
+                regions.append(region(f"variance decile {k + 1}", "variance", mask, span))
+        if self.near_front is not None:
+            near = self.near_front.reshape(-1)
+            regions.append(region("near front", "front", near))
+            regions.append(region("far from front", "front", ~near))
+        return [r for r in regions if r is not None]
 
     def _example(self, f, draws, ordered, truth, mean, mass) -> Example:
         weights, profile_times = self.weights, list(self.profile_times)
@@ -406,6 +528,8 @@ class MethodSummarizer:
             example=self.example,
             shock=shock,
             notes=notes,
+            regions=self._regions(),
+            parameters=self.parameters,
         )
 
 
@@ -432,6 +556,7 @@ def summarize_method(
         n_draws=data.n_draws,
         parameters=parameters,
         has_ce=data.has_constraint or data.has_mass,
+        constraint_rows=data.constraint_rows,
         example_function=example_function,
         pit_values=pit_values,
         seed=seed,

@@ -31,12 +31,12 @@ def test_report_html_parses_and_every_image_decodes(tmp_path):
     run = make_run(tmp_path / "stefan-synthetic")
     written = write_report([run])
     assert written["html"] == run / "report.html" and written["markdown"] == run / "report.md"
-    for key in ("reliability", "pit", "error_time", "mass", "profiles", "shock"):
+    for key in ("reliability", "pit", "error_time", "mass", "profiles", "regions", "shock"):
         assert written[key].is_file(), key
     parser = _ImageCollector()
     parser.feed(written["html"].read_text())
     parser.close()
-    assert "table" in parser.tags and len(parser.sources) == 6
+    assert "table" in parser.tags and len(parser.sources) == 7
     for source in parser.sources:
         prefix = "data:image/png;base64,"
         assert source.startswith(prefix)
@@ -50,7 +50,7 @@ def test_report_html_parses_and_every_image_decodes(tmp_path):
     for name in ("unconstrained", "hardc", "probconserv", "report_figures/shock.png"):
         assert name in markdown
     links = re.findall(r"^!\[.*\]\((.+\.png)\)$", markdown, flags=re.MULTILINE)
-    assert len(links) == 6 and all((run / link).is_file() for link in links)
+    assert len(links) == 7 and all((run / link).is_file() for link in links)
 
 
 def test_report_without_constant_data_degrades_with_notes(tmp_path):
