@@ -162,3 +162,12 @@ def mean_and_standard_error(values) -> tuple[float, float]:
         return float("nan"), float("nan")
     error = array.std(ddof=1) / math.sqrt(array.size) if array.size > 1 else 0.0
     return float(array.mean()), float(error)
+
+
+def summarize(per_function: list[dict[str, float]]) -> dict[str, float]:
+    """Mean and standard error over functions of every metric."""
+    summary: dict[str, float] = {}
+    for key in per_function[0]:
+        mean, error = mean_and_standard_error([scores[key] for scores in per_function])
+        summary[key], summary[f"{key}_se"] = mean, error
+    return summary

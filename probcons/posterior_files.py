@@ -19,6 +19,7 @@ from typing import Any
 import arviz as az
 import numpy as np
 
+from probcons.errors import UsageError
 from probcons.grid import Grid
 from probcons.io import atomic_write
 
@@ -108,3 +109,21 @@ def write_inference_data(path: str | os.PathLike, data: az.InferenceData) -> Non
     """Write InferenceData to netCDF atomically (`write_groups`)."""
     with atomic_write(path) as temporary:
         write_groups(str(temporary), data)
+
+
+def constraint_arrays(constraints: list) -> dict[str, np.ndarray]:
+    """The rows of each function's constraint as arrays for the run files: weights
+    (F, slice, row, point), values and noise_std (F, slice, row), names (row,)."""
+    first = constraints[0]
+    for index, constraint in enumerate(constraints):
+        if constraint.weights.shape != first.weights.shape or constraint.names != first.names:
+            raise UsageError(
+                f"model: function {index} has constraint rows {constraint!r}, function 0 has "
+                f"{first!r}; a run needs the same rows for every function"
+            )
+    return {
+        "weights": np.stack([c.weights.numpy() for c in constraints]),
+        "values": np.stack([c.values.numpy() for c in constraints]),
+        "noise_std": np.stack([c.noise_std.numpy() for c in constraints]),
+        "names": np.array(first.names),
+    }

@@ -9,10 +9,13 @@ copy a model or export a checkpoint there and run from that folder.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
-from probcons.errors import ProbconsError, UsageError
+from probcons.errors import ModelError, ProbconsError, UsageError
 
 SHIPPED_PACKAGE = "probcons.models"
 """The package that holds the shipped files (the repository's models/ folder)."""
@@ -99,11 +102,31 @@ def checkpoint_file(name: str) -> Path:
     return path
 
 
+def load_model(path: str | os.PathLike) -> Callable:
+    """The `model` function of a Pyro model file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"model: expected a Pyro model file, got {str(path)!r} (no such file)")
+    spec = importlib.util.spec_from_file_location(f"probcons_model_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as error:  # the user's file: one line naming it
+        message = " ".join(str(error).split())
+        raise ModelError(
+            f"model: {str(path)!r} failed to import ({type(error).__name__}: {message})"
+        ) from error
+    if not callable(getattr(module, "model", None)):
+        raise ModelError(f"model: expected {str(path)!r} to define a function `model`")
+    return module.model
+
+
 __all__ = [
     "available_checkpoints",
     "available_models",
     "checkpoint_file",
     "checkpoint_path",
+    "load_model",
     "model_file",
     "model_path",
     "shipped_checkpoints",

@@ -19,13 +19,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
-import importlib.util
 import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import arviz as az
@@ -36,15 +34,16 @@ from tqdm.auto import tqdm
 
 from probcons import metrics
 from probcons.backbones import get_backbone
-from probcons.errors import ModelError, OutputError, UsageError
+from probcons.errors import OutputError, UsageError
 from probcons.inference import ConstraintSites, ExactConditioning
 from probcons.io import default_mode, write_json
-from probcons.posterior_files import posterior_inference_data, write_groups
-from probcons.problems import Problem, get_problem, sample_contexts
+from probcons.metrics import summarize
+from probcons.posterior_files import constraint_arrays, posterior_inference_data, write_groups
+from probcons.problems import FAMILIES, Problem, get_problem, sample_contexts
 from probcons.report import write_report
 from probcons.report.data import constraint_residual, plain_attributes
 from probcons.report.summary import MethodSummarizer
-from probcons.resources import model_file
+from probcons.resources import load_model, model_file
 from probcons.validation import check_nonnegative, check_positive_int
 
 METHODS = {
@@ -218,25 +217,6 @@ def check_writable_location(path: Path, name: str) -> None:
     raise UsageError(f"{name}: cannot write under {str(ancestor)!r}")
 
 
-def load_model(path: str | os.PathLike) -> Callable:
-    """The `model` function of a Pyro model file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"model: expected a Pyro model file, got {str(path)!r} (no such file)")
-    spec = importlib.util.spec_from_file_location(f"probcons_model_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as error:  # the user's file: one line naming it
-        message = " ".join(str(error).split())
-        raise ModelError(
-            f"model: {str(path)!r} failed to import ({type(error).__name__}: {message})"
-        ) from error
-    if not callable(getattr(module, "model", None)):
-        raise ModelError(f"model: expected {str(path)!r} to define a function `model`")
-    return module.model
-
-
 def collect_sites(conditioning: ExactConditioning, prediction, *model_args) -> ConstraintSites:
     """One trace of the run's model: the prediction and the rows of every observed site."""
     sites = conditioning.collect(prediction, *model_args)
@@ -246,24 +226,6 @@ def collect_sites(conditioning: ExactConditioning, prediction, *model_args) -> C
             "Normal/Delta site of the latent), found none"
         )
     return sites
-
-
-def constraint_arrays(constraints: list) -> dict[str, np.ndarray]:
-    """The rows of each function's constraint as arrays for the run files: weights
-    (F, slice, row, point), values and noise_std (F, slice, row), names (row,)."""
-    first = constraints[0]
-    for index, constraint in enumerate(constraints):
-        if constraint.weights.shape != first.weights.shape or constraint.names != first.names:
-            raise UsageError(
-                f"model: function {index} has constraint rows {constraint!r}, function 0 has "
-                f"{first!r}; a run needs the same rows for every function"
-            )
-    return {
-        "weights": np.stack([c.weights.numpy() for c in constraints]),
-        "values": np.stack([c.values.numpy() for c in constraints]),
-        "noise_std": np.stack([c.noise_std.numpy() for c in constraints]),
-        "names": np.array(first.names),
-    }
 
 
 def field_scores(prediction, ordered: torch.Tensor, truth: torch.Tensor, constraint) -> dict:
@@ -317,15 +279,6 @@ def score_function(
         lower, upper = torch.quantile(positions, torch.tensor([0.05, 0.95], dtype=positions.dtype))
         scores["shock_position_covered"] = float(lower <= true_position <= upper)
     return scores
-
-
-def summarize(per_function: list[dict[str, float]]) -> dict[str, float]:
-    """Mean and standard error over functions of every metric."""
-    summary: dict[str, float] = {}
-    for key in per_function[0]:
-        mean, error = metrics.mean_and_standard_error([scores[key] for scores in per_function])
-        summary[key], summary[f"{key}_se"] = mean, error
-    return summary
 
 
 def run(
@@ -407,6 +360,71 @@ def run(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summary
+
+
+OPERATOR_BACKBONE = "boon-fno"
+"""Default backbone of the operator families (GPME: RunSettings.backbone, "gp")."""
+
+
+@dataclass
+class ProblemRun:
+    """What `run_problem` did: the problem's family, the backbone and run directory it used,
+    and the results (gpme: {method: metric summary}, with the checked `settings`; operator
+    families: the contents of metrics.json, `probcons.operator_runner`)."""
+
+    family: str
+    backbone: str
+    out: Path
+    results: dict
+    settings: RunSettings | None = None
+
+
+def run_problem(
+    problem: str,
+    backbone: str | None = None,
+    out: str | os.PathLike | None = None,
+    *,
+    seed: int = 0,
+    overwrite: bool = False,
+    threads: int | None = None,
+    progress: bool = True,
+    **options,
+) -> ProblemRun:
+    """Run any registered problem, dispatched on `problem_family(problem)`; `probcons run`.
+
+    gpme: `run(RunSettings(...))`, options the other RunSettings fields (methods, parameter,
+    n_functions, grid, draws, noise_std, model, backbone_options, chunk_functions);
+    operator-1d / operator-2d: `probcons.operator_runner.run_operator_problem` after the checks
+    of OUT, options its keywords (epochs, n_train, n_test, ...). backbone default "gp" /
+    OPERATOR_BACKBONE; out default posteriors/<problem>-<backbone>; threads:
+    torch.set_num_threads (None leaves it). A name of no family runs as GPME, whose check names
+    the known problems.
+    """
+    if threads is not None:
+        check_positive_int(threads, "threads")
+    family = FAMILIES.get(problem, "gpme") if isinstance(problem, str) else "gpme"
+    if family == "gpme":
+        known = {item.name for item in fields(RunSettings)} - {"problem", "backbone", "out"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UsageError(
+                f"options: {', '.join(unknown)} do not apply to GPME problems (expected some of "
+                f"{', '.join(sorted(known - {'seed', 'overwrite'}))})"
+            )
+        if threads is not None:
+            torch.set_num_threads(threads)
+        settings = RunSettings(
+            problem, backbone or "gp", seed=seed, out=out, overwrite=overwrite, **options
+        )
+        summary = run(settings, progress=progress)
+        return ProblemRun(family, settings.backbone, settings.out, summary, settings)
+    from probcons.operator_runner import run_operator_problem
+
+    backbone = backbone or OPERATOR_BACKBONE
+    out = Path(out or Path("posteriors") / f"{problem}-{backbone}")
+    check_output_directory(out, overwrite)
+    result = run_operator_problem(problem, backbone, out, seed=seed, threads=threads, **options)
+    return ProblemRun(family, backbone, out, result)
 
 
 @contextlib.contextmanager
@@ -517,6 +535,7 @@ def _report_summarizers(settings, problem, grid, sites) -> dict[str, MethodSumma
             n_draws=settings.draws,
             parameters=[float(settings.parameter)] * settings.n_functions,
             has_ce=True,  # the files hold the constraint rows
+            constraint_rows=tuple(sites.constraint.names),
         )
         for method in settings.methods
     }

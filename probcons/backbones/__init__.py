@@ -2,7 +2,40 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
 from probcons.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from probcons.grid import Grid
+    from probcons.posterior import Posterior
+    from probcons.problems import Contexts, Problem
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """A GPME backbone (every class `get_backbone` returns): a name and
+    `predict(problem, parameter, contexts, grid, generator) -> Posterior` on `grid` (n_t, n_x).
+
+    The BOON ensemble (`probcons.backbones.boon_ensemble.BoonEnsemble`) is an operator
+    backbone: `predict(data: OperatorData) -> list[Posterior]`, one per sample on its fixed
+    (times, x) grid, so it does not satisfy this signature, although `isinstance` (which sees
+    member names only) cannot tell; both meet at `Posterior`.
+    """
+
+    name: str
+
+    def predict(
+        self,
+        problem: Problem,
+        parameter: float,
+        contexts: Contexts,
+        grid: Grid,
+        generator: torch.Generator | None = None,
+    ) -> Posterior: ...
+
 
 BACKBONES = {
     "gp": "GPyTorch exact GP on (t, x), fitted per function to its contexts",

@@ -43,7 +43,7 @@ from probcons.metrics import gaussian_interval_coverage
 from probcons.posterior import Posterior
 from probcons.prediction import GaussianPrediction
 from probcons.problems.operators import OperatorData, OperatorProblem, heat_mass
-from probcons.resources import model_file
+from probcons.resources import load_model, model_file
 from probcons.validation import check_nonnegative, check_positive_int
 
 NOISE_VARIANCE = 1e-8  # diagonal floor of the ensemble covariance (keeps G Sigma G^T invertible)
@@ -186,8 +186,6 @@ class BoonEnsemble:
 def problem_model(problem: str) -> Callable:
     """The `model` function of models/<problem>.py (working directory first, then the shipped
     one), read anew on each call; called as model(prediction, *model_arguments(...))."""
-    from probcons.runner import load_model  # the GPME runner's loader: one way to read a file
-
     if problem not in MODEL_PROBLEMS:
         raise UsageError(
             f"problem: expected one of {list(MODEL_PROBLEMS)} (operator problems with a Pyro "

@@ -2,7 +2,8 @@
 
 The method only: kernel corrections of each Fourier layer for Dirichlet, Neumann and periodic
 conditions and the exact output solve (correction, correction2d: all four sides in 2-D), their
-training tasks on the one engine (training, training2d) and the operator runner. The boundary
+training tasks on the one engine (training, training2d). The runner of operator problems is
+`probcons.operator_runner` (reached through `probcons.runner.run_problem`); the boundary
 conditions live in `probcons.constraints` (shared with the exact update), the operator problems
 in `probcons.problems` (operators, operators2d) and the Gaussian BOON ensemble in
 `probcons.backbones.boon_ensemble`.

@@ -18,7 +18,7 @@ OPERATOR_PROBLEMS = (
 METHODS = ("unconstrained", "hardc", "probconserv")
 """probcons.runner.METHODS."""
 OPERATOR_BACKBONES = ("fno", "fno-bc", "boon-fno", "boon-ensemble")
-"""probcons.boon.runner.BACKBONES: trained and evaluated by `probcons run` on BOON problems."""
+"""probcons.operator_runner.BACKBONES: trained and evaluated by `probcons run` on BOON problems."""
 ANP_BACKBONES = ("anp",)
 """probcons.training.command.BACKBONES: `probcons train` with the ANP's flags."""
 ENSEMBLE_BACKBONES = ("ensemble", "fno-ensemble")

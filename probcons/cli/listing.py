@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from probcons.backbones import BACKBONES
-    from probcons.boon.runner import BACKBONES as OPERATOR_BACKBONES
+    from probcons.operator_runner import BACKBONES as OPERATOR_BACKBONES
     from probcons.problems import PROBLEMS
     from probcons.problems.operators import OPERATOR_PROBLEMS
     from probcons.problems.operators2d import OPERATOR_PROBLEMS_2D

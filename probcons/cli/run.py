@@ -129,81 +129,76 @@ def _resolve(args: argparse.Namespace) -> None:
             setattr(args, dest, default)
 
 
-def _run_operator(args: argparse.Namespace) -> int:
-    """BOON problems: train the operator backbone, evaluate, write the run directory."""
-    from probcons.boon.runner import run_operator_problem
-    from probcons.runner import check_output_directory
-
-    backbone = args.backbone or "boon-fno"
-    out = args.out or Path("posteriors") / f"{args.problem}-{backbone}"
-    check_output_directory(out, args.overwrite)
-    sizes = {
-        key: value
-        for key, value in (("n_train", args.n_train), ("n_test", args.n_test))
-        if value is not None
+def _options(args: argparse.Namespace) -> dict:
+    """The keyword options of `run_problem` for the flags of the problem's family."""
+    if args.problem in OPERATOR_PROBLEMS:
+        sizes = {
+            key: value
+            for key, value in (("n_train", args.n_train), ("n_test", args.n_test))
+            if value is not None
+        }
+        return {"epochs": args.epochs, **sizes}
+    return {
+        "methods": args.methods,
+        "parameter": args.param,
+        "n_functions": args.n_functions,
+        "grid": args.grid,
+        "draws": args.draws,
+        "noise_std": args.sigma_g,
+        "model": args.model,
+        "backbone_options": {} if args.checkpoint is None else {"checkpoint": args.checkpoint},
+        "chunk_functions": args.chunk_functions,
     }
-    result = run_operator_problem(
-        args.problem,
-        backbone,
-        out,
-        seed=args.seed,
-        epochs=args.epochs,
-        threads=args.threads,
-        **sizes,
-    )
+
+
+def _print_operator(problem: str, run) -> None:
+    """Operator problems: the flat metrics and the run directory."""
     print(
-        f"{args.problem}, {backbone}: "
+        f"{problem}, {run.backbone}: "
         + ", ".join(
             f"{key} {value:.3g}"
-            for key, value in result["metrics"].items()
+            for key, value in run.results["metrics"].items()
             if isinstance(value, float)
         )
     )
-    print(f"wrote {out}/")
-    return 0
+    print(f"wrote {run.out}/")
 
 
-def _run_gpme(args: argparse.Namespace) -> int:
-    """GPME problems: posteriors of every method, metrics, report."""
-    import torch
+def _print_gpme(run) -> None:
+    """GPME problems: the settings, the metrics table and the report."""
+    from probcons.runner import format_table
 
-    from probcons.runner import RunSettings, format_table, run
-
-    torch.set_num_threads(args.threads)
-    settings = RunSettings(
-        problem=args.problem,
-        backbone=args.backbone or "gp",
-        methods=args.methods,
-        parameter=args.param,
-        n_functions=args.n_functions,
-        grid=args.grid,
-        draws=args.draws,
-        seed=args.seed,
-        noise_std=args.sigma_g,
-        out=args.out,
-        overwrite=args.overwrite,
-        model=args.model,
-        backbone_options={} if args.checkpoint is None else {"checkpoint": args.checkpoint},
-        chunk_functions=args.chunk_functions,
-    )
-    summary = run(settings, progress=not args.quiet)
+    settings = run.settings
     print(
         f"{settings.problem}, {settings.backbone} backbone, parameter {settings.parameter:g}, "
         f"{settings.n_functions} functions, grid {settings.grid[0]}x{settings.grid[1]}"
     )
-    print(format_table(summary))
+    print(format_table(run.results))
     print(f"wrote {settings.out}/ (report: {settings.out / 'report.html'})")
-    return 0
 
 
 def handle(args: argparse.Namespace) -> int:
+    """Every family through `probcons.runner.run_problem`, which dispatches on the family."""
+    from probcons.runner import run_problem
     from probcons.validation import check_positive_int
 
     _resolve(args)
     check_positive_int(args.threads, "threads")
-    if args.problem in OPERATOR_PROBLEMS:
-        return _run_operator(args)
-    return _run_gpme(args)
+    run = run_problem(
+        args.problem,
+        args.backbone,
+        args.out,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        threads=args.threads,
+        progress=not args.quiet,
+        **_options(args),
+    )
+    if run.family == "gpme":
+        _print_gpme(run)
+    else:
+        _print_operator(args.problem, run)
+    return 0
 
 
 __all__ = ["add_parser", "handle", "parse_grid", "parse_methods"]

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from probcons.errors import UsageError
-from probcons.problems.base import Problem
+from probcons.problems.base import Problem, RegisteredProblem
 from probcons.problems.contexts import Contexts, sample_contexts, sample_targets
 from probcons.problems.gpme import Diffusion, PorousMedium, Stefan, StefanConstants
 from probcons.problems.operators import (
@@ -63,6 +63,7 @@ __all__ = [
     "Diffusion",
     "PorousMedium",
     "Problem",
+    "RegisteredProblem",
     "Stefan",
     "StefanConstants",
     "get_problem",

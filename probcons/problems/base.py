@@ -10,7 +10,7 @@ subclass hooks (`_solution`, `_mass`, ...) with float64 tensors and a checked fl
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
@@ -68,6 +68,18 @@ def as_time_space(t: Any, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
             f"t, x: expected broadcastable shapes, got {tuple(times.shape)} and "
             f"{tuple(positions.shape)}"
         ) from error
+
+
+@runtime_checkable
+class RegisteredProblem(Protocol):
+    """What every problem of the library shares, GPME (`Problem`) and operator
+    (`OperatorProblem`, `OperatorProblem2d`) alike: its registry name and a one-line
+    description. Nothing more is common: GPME problems are exact solution families on a
+    continuous (t, x) domain (any `grid(n_t, n_x)`), operator problems fixed nodes and output
+    times with a `condition` (BoundaryCondition) and a data generator."""
+
+    name: str
+    description: str
 
 
 class Problem(ABC):
@@ -183,6 +195,11 @@ class Problem(ABC):
         lo, hi = self.train_range
         draws = torch.rand(n, generator=generator, dtype=torch.float64)
         return lo + (hi - lo) * draws
+
+    @property
+    def description(self) -> str:
+        """Equation, domain and parameter ranges in one line (`RegisteredProblem`)."""
+        return self.describe().partition(": ")[2]
 
     def describe(self) -> str:
         """One line for listings: name, equation, domain, parameter ranges."""

@@ -241,7 +241,7 @@ def test_cli_runs_the_cavity_end_to_end(tmp_path, monkeypatch):
     def small(name, n=50, n_steps=25, t_end=2.0, resolution=None):
         return real(name, n=16, n_steps=3, t_end=0.24, resolution=resolution)
 
-    monkeypatch.setattr("probcons.boon.runner.make_problem2d", small)
+    monkeypatch.setattr("probcons.operator_runner.make_problem2d", small)
     out = tmp_path / "cavity"
     argv = ["run", "cavity", "--backbone", "boon-fno", "--epochs", "1", "--n-train", "2"]
     assert main([*argv, "--n-test", "1", "--out", str(out)]) == 0

@@ -15,11 +15,11 @@ from probcons.backbones.boon_ensemble import (
     model_arguments,
     problem_model,
 )
-from probcons.boon.runner import ENSEMBLE_METHODS, run_operator_problem
 from probcons.boon.training import TrainingConfig
 from probcons.cli import main
 from probcons.errors import UsageError
 from probcons.inference import ExactConditioning
+from probcons.operator_runner import ENSEMBLE_METHODS, run_operator_problem
 from probcons.problems.operators import make_problem
 from probcons.report.data import MethodData
 from probcons.resources import model_file

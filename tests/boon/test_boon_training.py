@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from probcons.backbones.boon_ensemble import BoonEnsemble, conserve, heat_constraints
-from probcons.boon.runner import BACKBONES, run_operator_problem
 from probcons.boon.training import TrainingConfig, evaluate, train_model
+from probcons.operator_runner import BACKBONES, run_operator_problem
 from probcons.operators import load_operator
 from probcons.problems.operators import OPERATOR_PROBLEMS, make_problem
 

@@ -160,7 +160,7 @@ def test_flag_of_the_other_problem_family_is_refused(arguments, expected, tmp_pa
 @pytest.fixture
 def operator_calls(monkeypatch):
     """Replace the BOON runner: record its arguments, write nothing, report one metric."""
-    from probcons.boon import runner
+    from probcons import operator_runner as runner
 
     calls = []
 
@@ -338,8 +338,8 @@ def test_train_refuses_an_unknown_backbone_with_the_choices(capsys):
 def test_catalog_matches_the_registries():
     """The light tables the parser uses are the registries' keys, in order."""
     from probcons.backbones.member_training import BACKBONE_KINDS
-    from probcons.boon.runner import BACKBONES as OPERATOR_BACKBONES
     from probcons.cli import catalog
+    from probcons.operator_runner import BACKBONES as OPERATOR_BACKBONES
     from probcons.problems import PROBLEMS
     from probcons.problems.operators import OPERATOR_PROBLEMS
     from probcons.problems.operators2d import OPERATOR_PROBLEMS_2D
@@ -352,3 +352,39 @@ def test_catalog_matches_the_registries():
     assert catalog.OPERATOR_BACKBONES == tuple(OPERATOR_BACKBONES)
     assert catalog.ANP_BACKBONES == tuple(ANP_BACKBONES)
     assert catalog.ENSEMBLE_BACKBONES == tuple(BACKBONE_KINDS)
+
+
+def test_every_gpme_backbone_class_satisfies_backbone():
+    """The classes `get_backbone` returns have Backbone's predict(problem, parameter, contexts,
+    grid, generator); a constructed GP is an instance."""
+    import inspect
+
+    from probcons.backbones import Backbone
+    from probcons.backbones.anp import ANPBackbone, ShippedANPBackbone
+    from probcons.backbones.ensemble import DeepEnsembleBackbone
+    from probcons.backbones.fno_ensemble import FNOEnsembleBackbone
+    from probcons.backbones.gp import GPBackbone
+    from probcons.backbones.member_training import ShippedEnsembleBackbone
+
+    expected = list(inspect.signature(Backbone.predict).parameters)
+    classes = (
+        GPBackbone,
+        ANPBackbone,
+        ShippedANPBackbone,
+        DeepEnsembleBackbone,
+        FNOEnsembleBackbone,
+        ShippedEnsembleBackbone,
+    )
+    for cls in classes:
+        assert list(inspect.signature(cls.predict).parameters) == expected, cls
+    assert isinstance(GPBackbone(), Backbone)
+
+
+def test_run_problem_dispatches_on_the_family(operator_calls, tmp_path):
+    from probcons.runner import run_problem
+
+    run = run_problem("cavity", None, tmp_path / "c", seed=2, epochs=1)
+    assert (run.family, run.backbone, run.out) == ("operator-2d", "boon-fno", tmp_path / "c")
+    assert operator_calls[0]["problem"] == "cavity" and run.results["metrics"]["rel_l2"] == 0.25
+    with pytest.raises(UsageError, match="epochs do not apply to GPME problems"):
+        run_problem("stefan", out=tmp_path / "s", epochs=1)

@@ -46,7 +46,7 @@ ENTRY_POINTS = (
     "probcons.constraints.conservation_constraint(grid, mass), dirichlet_constraint(grid, "
     "left=, right=), LinearConstraint.stack(other), .residual(u)",
     "probcons.conditioning.condition(prior, constraint) -> GaussianPrediction-like",
-    "probcons.boon.runner.run_operator_problem(problem, backbone, out_dir, seed, n_train=, "
+    "probcons.operator_runner.run_operator_problem(problem, backbone, out_dir, seed, n_train=, "
     "n_test=, n_x=, config=, members=, threads=, figure=) -> {'metrics', 'sizes', ...}",
     "probcons.problems.operators.make_problem(name, n_x=); OperatorProblem.generate(n, generator) "
     "-> OperatorData(inputs, targets, boundary)",
@@ -245,8 +245,8 @@ def compute_conditioning() -> dict:
 
 def compute_boon(directory: Path) -> dict:
     """boon-fno and boon-ensemble through the runner; the same BOON through the training API."""
-    from probcons.boon.runner import run_operator_problem
     from probcons.boon.training import TrainingConfig, predict, train_model
+    from probcons.operator_runner import run_operator_problem
     from probcons.problems.operators import make_problem
 
     config = TrainingConfig(**BOON_CONFIG)

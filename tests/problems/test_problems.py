@@ -483,3 +483,27 @@ def test_context_arguments_are_checked():
         sample_targets(problem, 3.0, 0)
     with pytest.raises(ValueError, match="equal lengths"):
         Contexts(t=torch.zeros(3), x=torch.zeros(3), u=torch.zeros(2))
+
+
+def test_every_registered_problem_is_a_registered_problem():
+    """GPME and operator problems share the `RegisteredProblem` protocol: name, description."""
+    from probcons.problems import (
+        FAMILIES,
+        OPERATOR_PROBLEMS,
+        OPERATOR_PROBLEMS_2D,
+        RegisteredProblem,
+        make_problem,
+        make_problem2d,
+    )
+
+    problems = [
+        *PROBLEMS.values(),
+        *(make_problem(name) for name in OPERATOR_PROBLEMS),
+        *(make_problem2d(name, n=8, n_steps=1) for name in OPERATOR_PROBLEMS_2D),
+    ]
+    assert [problem.name for problem in problems] == list(FAMILIES)
+    for problem in problems:
+        assert isinstance(problem, RegisteredProblem), problem
+        assert problem.description and "\n" not in problem.description
+    stefan = PROBLEMS["stefan"]
+    assert stefan.describe() == f"stefan: {stefan.description}"

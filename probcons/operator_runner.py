@@ -1,4 +1,6 @@
-"""Run one operator problem with one backbone: data, training, evaluation, files.
+"""The operator-learning job: train one backbone on one operator problem, evaluate, write files.
+
+`probcons.runner.run_problem` dispatches here for the operator-1d and operator-2d families.
 
 Backbones: "fno", "fno-bc" (FNO with the boundary data as input channels), "boon-fno" (the
 kernel-corrected FNO), "boon-ensemble" (members x boon-fno as a Gaussian backbone; on a problem
@@ -41,8 +43,13 @@ from probcons.errors import UsageError
 from probcons.grid import Grid
 from probcons.inference import ConstraintSites
 from probcons.io import write_json
+from probcons.metrics import summarize
 from probcons.posterior import Posterior
-from probcons.posterior_files import posterior_inference_data, write_inference_data
+from probcons.posterior_files import (
+    constraint_arrays,
+    posterior_inference_data,
+    write_inference_data,
+)
 from probcons.problems.operators import (
     OPERATOR_PROBLEMS,
     OperatorData,
@@ -296,8 +303,6 @@ def write_method_files(
     with sites only; ll, crps, coverage_50, coverage_90) plus rel_l2 and boundary_error (per
     sample max |R m - g|), each a mean over samples with its standard error `<key>_se`.
     """
-    from probcons.runner import constraint_arrays, summarize
-
     grid = Grid(problem.times, problem.x)
     time_of_interest = float(problem.times[problem.n_times // 2])
     time_index = grid.time_index(time_of_interest)
