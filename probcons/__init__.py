@@ -3,15 +3,21 @@
 The user API, importable from the top level (loaded on first use, so `import probcons` and
 `probcons --help` stay fast):
 
-- data types: `Grid`, `Posterior` (the abstract prediction), `GaussianPrediction`,
-  `GaussianMixture`, and the covariance structures `DiagonalCovariance`, `LowRankCovariance`,
-  `BlockCovariance`, `DenseCovariance`;
-- constraints: `LinearConstraint`, `conservation_constraint`, `dirichlet_constraint`,
-  `neumann_constraint`, `periodic_constraint`, `dense_constraint`;
+- data types: `Grid`, `Grid2d` (t, x, y), `Posterior` (the abstract prediction),
+  `GaussianPrediction`, `GaussianMixture`, and the covariance structures `DiagonalCovariance`,
+  `LowRankCovariance`, `BlockCovariance`, `DenseCovariance`;
+- your own surrogate: `from_samples`, `from_moments`, `from_dataarray` (and
+  `probcons.backbones.gp.GPBackbone().fit(t, x, u)`);
+- constraints: `LinearConstraint`, `conservation_constraint` (with `quadrature`),
+  `flux_conservation_constraint`, `dirichlet_constraint`, `neumann_constraint`,
+  `periodic_constraint`, `dense_constraint`, `BoundaryCondition` (one type for BOON and the
+  update); on (t, x, y): `mass_constraint2d`, `dirichlet_constraint2d`, `neumann_constraint2d`,
+  `periodic_constraint2d`, `boundary_condition2d_constraint`;
 - the update: `condition` (ProbConserv), `project` (HardC);
 - Pyro: `GaussianField`, `observe_constraint`, `ExactConditioning`, `exact_posterior`,
   `ConstrainedPredictive`;
-- errors: `ProbconsError`, `UsageError`, `SingularConstraintError`, `ModelError`.
+- errors: `ProbconsError`, `UsageError`, `SingularConstraintError`, `ModelError`,
+  `OutputError`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Grid": "probcons.grid",
+    "Grid2d": "probcons.grid2d",
     "Posterior": "probcons.posterior",
     "GaussianPrediction": "probcons.prediction",
     "GaussianMixture": "probcons.mixture",
@@ -39,6 +46,11 @@ _EXPORTS = {
     "dense_constraint": "probcons.constraints",
     "flux_conservation_constraint": "probcons.constraints",
     "quadrature_weights": "probcons.constraints",
+    "mass_constraint2d": "probcons.constraints",
+    "dirichlet_constraint2d": "probcons.constraints",
+    "neumann_constraint2d": "probcons.constraints",
+    "periodic_constraint2d": "probcons.constraints",
+    "boundary_condition2d_constraint": "probcons.constraints",
     "from_samples": "probcons.backbones.samples",
     "from_moments": "probcons.backbones.samples",
     "from_dataarray": "probcons.backbones.samples",
@@ -53,6 +65,7 @@ _EXPORTS = {
     "UsageError": "probcons.errors",
     "SingularConstraintError": "probcons.errors",
     "ModelError": "probcons.errors",
+    "OutputError": "probcons.errors",
 }
 
 __all__ = sorted(_EXPORTS)
