@@ -6,7 +6,8 @@ marginal likelihood (Adam). The prediction on the grid carries the GP's latent c
 (N, N) matrix up to `dense_limit` points, else the exact covariance within each time slice with the
 correlations between slices dropped (a BlockCovariance: exact marginals, O(n_t n_x^2) memory).
 Without a Problem, `fit(t, x, u)` takes any observations on any rectangle and `predict(grid)`
-returns the posterior on any grid.
+returns the posterior on any grid; `fit(t, x, u, y=y)` and `predict(grid2d)` do the same on
+(t, x, y), the posterior living on `grid2d.flat` (space flattened x-major).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from probcons.covariance import BlockCovariance, DenseCovariance
 from probcons.errors import UsageError
 from probcons.grid import Grid, check_grid
+from probcons.grid2d import Grid2d
 from probcons.prediction import GaussianPrediction
 from probcons.problems import Contexts, Problem
 from probcons.validation import as_float64_tensor
@@ -26,8 +28,8 @@ class _ExactGP(gpytorch.models.ExactGP):
     def __init__(self, inputs, targets, likelihood):
         super().__init__(inputs, targets, likelihood)
         self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = gpytorch.kernels.ScaleKernel(
-            gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=2)
+        self.covar_module = gpytorch.kernels.ScaleKernel(  # one lengthscale per input
+            gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=inputs.shape[-1])
         )
 
     def forward(self, inputs):
@@ -88,28 +90,35 @@ class GPBackbone:
         """Fit on a problem's contexts (inputs scaled by its ranges); (model, output mean, std)."""
         return self._train(self._scale(problem, contexts.t, contexts.x), contexts.u)
 
-    def fit(self, t, x, u, t_range=None, x_range=None) -> GPBackbone:
-        """Fit to any observations u_k = u(t_k, x_k), each (n,), n >= 2; no Problem needed.
+    def fit(self, t, x, u, t_range=None, x_range=None, y=None, y_range=None) -> GPBackbone:
+        """Fit to any observations u_k = u(t_k, x_k[, y_k]), each (n,), n >= 2; no Problem
+        needed.
 
-        Inputs are scaled to the unit square by t_range and x_range (default: the data's own
-        ranges; give the prediction grid's rectangle when it is larger). Returns self; then
-        `predict(grid)` gives the latent GP posterior on any grid.
+        Inputs are scaled to the unit square (cube with y) by t_range, x_range, y_range (default:
+        the data's own ranges; give the prediction grid's rectangle when it is larger). Returns
+        self; then `predict(grid)` (a Grid, or a Grid2d when fitted with y) gives the latent GP
+        posterior there.
         """
         data = Contexts(t, x, u)
         if data.u.numel() < 2:
             raise UsageError(f"u: expected at least 2 observations, got {data.u.numel()}")
-        ranges = (_range(t_range, data.t, "t_range"), _range(x_range, data.x, "x_range"))
-        inputs = _to_unit_square(*ranges, data.t, data.x)
-        self.fitted_ = (self._train(inputs, data.u), ranges)
+        ranges = [_range(t_range, data.t, "t_range"), _range(x_range, data.x, "x_range")]
+        columns = [data.t, data.x]
+        if y is not None:
+            space = Contexts(data.t, as_float64_tensor(y, "y").reshape(-1), data.u)  # checks y
+            ranges.append(_range(y_range, space.x, "y_range"))
+            columns.append(space.x)
+        inputs = _to_unit_box(ranges, columns)
+        self.fitted_ = (self._train(inputs, data.u), tuple(ranges))
         return self
 
     def _posterior(
         self, model: _ExactGP, offset: float, scale: float, points: torch.Tensor, grid: Grid
     ) -> GaussianPrediction:
-        """The latent posterior at points (n_t, n_x, 2) as a GaussianPrediction on `grid`."""
+        """The latent posterior at points (n_t, n_x, d) as a GaussianPrediction on `grid`."""
         with torch.no_grad(), gpytorch.settings.fast_pred_var(False):
             if grid.size <= self.dense_limit:
-                posterior = model(points.reshape(-1, 2))
+                posterior = model(points.reshape(-1, points.shape[-1]))
                 matrix = posterior.covariance_matrix * scale**2
                 matrix = matrix + self.jitter * scale**2 * torch.eye(grid.size, dtype=torch.float64)
                 covariance = DenseCovariance(matrix, validate=False)
@@ -132,17 +141,23 @@ class GPBackbone:
         """Latent GP posterior on a grid: `predict(grid)` after `fit(t, x, u)`, or
         `predict(problem, parameter, contexts, grid)` fitted to the contexts (the parameter
         enters only through them)."""
-        if isinstance(problem, Grid) and parameter is None and contexts is None and grid is None:
+        if isinstance(problem, Grid | Grid2d) and (parameter, contexts, grid) == (None,) * 3:
             grid = problem
             if getattr(self, "fitted_", None) is None:
                 raise UsageError(
                     "grid: predict(grid) expects fit(t, x, u) first; it was not called"
                 )
             (model, offset, scale), ranges = self.fitted_
-            times, positions = grid.mesh()
-            return self._posterior(
-                model, offset, scale, _to_unit_square(*ranges, times, positions), grid
-            )
+            if isinstance(grid, Grid2d) != (len(ranges) == 3):
+                raise UsageError(
+                    "grid: expected a Grid2d after fit(..., y=...) and a Grid after fit(t, x, u), "
+                    f"got a {type(grid).__name__}"
+                )
+            columns = grid.mesh()
+            points = _to_unit_box(ranges, columns)
+            if isinstance(grid, Grid2d):  # (n_t, n_x, n_y, 3) -> (n_t, n_x n_y, 3) on grid.flat
+                points, grid = points.reshape(grid.n_t, -1, 3), grid.flat
+            return self._posterior(model, offset, scale, points, grid)
         if not isinstance(problem, Problem):
             raise UsageError(
                 "problem: expected a probcons Problem (predict(problem, parameter, contexts, "
@@ -157,8 +172,15 @@ class GPBackbone:
 
 def _to_unit_square(t_range, x_range, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(t, x) scaled to [0, 1]^2 by the rectangle t_range x x_range, stacked on the last axis."""
-    (t0, t1), (x0, x1) = t_range, x_range
-    return torch.stack([(t - t0) / (t1 - t0), (x - x0) / (x1 - x0)], dim=-1)
+    return _to_unit_box((t_range, x_range), (t, x))
+
+
+def _to_unit_box(ranges, columns) -> torch.Tensor:
+    """Each column scaled to [0, 1] by its (low, high), stacked on a new last axis."""
+    scaled = [
+        (column - low) / (high - low) for (low, high), column in zip(ranges, columns, strict=True)
+    ]
+    return torch.stack(scaled, dim=-1)
 
 
 def _range(value, data: torch.Tensor, name: str) -> tuple[float, float]:

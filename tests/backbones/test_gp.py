@@ -47,12 +47,13 @@ def user_data(n=40, seed=2):
     return t, x, torch.exp(-(t - 2)) * torch.sin(x)
 
 
-def direct_gpytorch(t, x, u, points, iterations, learning_rate=0.1):
-    """The same model written out in GPyTorch: inputs scaled to the unit square by the data's
-    ranges, outputs standardised, Matern-5/2 ARD, noise >= 1e-6, Adam on the exact MLL."""
-    unit = torch.stack(
-        [(t - t.min()) / (t.max() - t.min()), (x - x.min()) / (x.max() - x.min())], -1
-    )
+def direct_gpytorch(columns, u, points, iterations, learning_rate=0.1):
+    """The same model written out in GPyTorch: inputs (t, x[, y]) scaled to the unit box by the
+    data's ranges, outputs standardised, Matern-5/2 ARD, noise >= 1e-6, Adam on the exact MLL;
+    points (m, d) in the original units."""
+    low = torch.stack([column.min() for column in columns])
+    high = torch.stack([column.max() for column in columns])
+    unit = (torch.stack(columns, -1) - low) / (high - low)
     offset, scale = float(u.mean()), float(u.std())
     likelihood = gpytorch.likelihoods.GaussianLikelihood(
         noise_constraint=gpytorch.constraints.GreaterThan(1e-6)
@@ -63,7 +64,7 @@ def direct_gpytorch(t, x, u, points, iterations, learning_rate=0.1):
             super().__init__(unit, (u - offset) / scale, likelihood)
             self.mean_module = gpytorch.means.ConstantMean()
             self.covar_module = gpytorch.kernels.ScaleKernel(
-                gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=2)
+                gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=len(columns))
             )
 
         def forward(self, inputs):
@@ -83,15 +84,8 @@ def direct_gpytorch(t, x, u, points, iterations, learning_rate=0.1):
         (-objective(model(unit), (u - offset) / scale)).backward()
         optimizer.step()
     model.eval()
-    scaled = torch.stack(
-        [
-            (points[:, 0] - t.min()) / (t.max() - t.min()),
-            (points[:, 1] - x.min()) / (x.max() - x.min()),
-        ],
-        -1,
-    )
     with torch.no_grad(), gpytorch.settings.fast_pred_var(False):
-        posterior = model(scaled)
+        posterior = model((points - low) / (high - low))
         return posterior.mean * scale + offset, posterior.covariance_matrix * scale**2
 
 
@@ -102,7 +96,7 @@ def test_fit_on_user_data_matches_a_direct_gpytorch_fit():
     )
     backbone = GPBackbone(iterations=40)
     prediction = backbone.fit(t, x, u).predict(grid)
-    mean, covariance = direct_gpytorch(t, x, u, grid.points(), iterations=40)
+    mean, covariance = direct_gpytorch([t, x], u, grid.points(), iterations=40)
     jitter = 1e-8 * float(u.std()) ** 2
     assert torch.allclose(prediction.mean.reshape(-1), mean, rtol=0, atol=1e-10)
     expected = covariance + jitter * torch.eye(grid.size, dtype=torch.float64)
@@ -125,3 +119,33 @@ def test_user_data_ranges_and_errors():
         backbone.fit(t[:1], x[:1], u[:1])
     with pytest.raises(UsageError, match="t, x, u: expected equal lengths"):
         backbone.fit(t, x[:3], u)
+
+
+def test_fit_on_t_x_y_data_matches_a_direct_gpytorch_fit_and_conditions():
+    """(t, x, y) observations: the same GP written out in GPyTorch (3 lengthscales), its
+    posterior on Grid2d.flat, conditioned on the 2-D mass exactly."""
+    from probcons import Grid2d, mass_constraint2d
+
+    generator = torch.Generator().manual_seed(2)
+    t, x, y = (torch.rand(40, generator=generator, dtype=torch.float64) for _ in range(3))
+    u = torch.exp(-t) * torch.sin(3 * x) * torch.cos(2 * y)
+    grid2d = Grid2d(
+        torch.linspace(0, 1, 3, dtype=torch.float64),
+        torch.linspace(0, 1, 4, dtype=torch.float64),
+        torch.linspace(0, 1, 5, dtype=torch.float64),
+    )
+    backbone = GPBackbone(iterations=30)
+    prediction = backbone.fit(t, x, u, y=y).predict(grid2d)  # scaled by the data's own ranges
+    assert prediction.grid.shape == (3, 20)
+    times, positions, heights = grid2d.mesh()  # x-major: the flattening of Grid2d.flat
+    points = torch.stack([times, positions, heights], -1).reshape(-1, 3)
+    mean, covariance = direct_gpytorch([t, x, y], u, points, iterations=30)
+    assert torch.allclose(prediction.mean.reshape(-1), mean, rtol=0, atol=1e-10)
+    jitter = 1e-8 * float(u.std()) ** 2
+    expected = covariance + jitter * torch.eye(60, dtype=torch.float64)
+    assert torch.allclose(prediction.covariance.to_dense(), expected, rtol=0, atol=1e-10)
+    mass = mass_constraint2d(grid2d, torch.zeros(3, dtype=torch.float64))
+    posterior = prediction.condition(mass)
+    assert mass.residual(posterior.mean).abs().max() < 1e-12
+    with pytest.raises(UsageError, match="grid: expected a Grid2d after fit"):
+        GPBackbone(iterations=2).fit(t, x, u).predict(grid2d)
