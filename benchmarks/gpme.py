@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probcons import metrics
+from probcons import metrics, seeds
 from probcons.backbones.anp import ANPBackbone, default_checkpoint
 from probcons.backbones.ensemble import DeepEnsembleBackbone
 from probcons.backbones.fno_ensemble import FNOEnsembleBackbone
@@ -212,15 +212,18 @@ def evaluate(problem, parameter, backbones, methods, args, model, train_s, shock
     index = grid.time_index(problem.time_of_interest)
     cached: dict[str, tuple] = {}  # context-free backbones: (prediction, constraint, posteriors)
     for function in range(args.n_functions):
-        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + function)
-        contexts = sample_contexts(problem, parameter, generator)
+        contexts = sample_contexts(problem, parameter, seeds.context_generator(args.seed, function))
         for name, backbone in backbones.items():
             started = time.perf_counter()
             if name in cached:
                 prediction, constraint, posteriors = cached[name]
             else:
                 prediction = backbone.predict(
-                    problem, parameter, contexts, grid, torch.Generator().manual_seed(function)
+                    problem,
+                    parameter,
+                    contexts,
+                    grid,
+                    seeds.prediction_generator(args.seed, function),
                 )
                 constraint = collect_sites(ExactConditioning(model), prediction, *model_args)
                 posteriors = {}
@@ -236,7 +239,7 @@ def evaluate(problem, parameter, backbones, methods, args, model, train_s, shock
                 posterior = posteriors[method]
                 if name not in cached:
                     del posteriors[method]
-                draws = torch.Generator().manual_seed(7919 * function + 1)
+                draws = seeds.draw_generator(args.seed, function)
                 samples = posterior.sample(args.draws, draws)
                 scores = score_function(posterior, samples, truth, constraint, problem, parameter)
                 if hasattr(posterior, "latent_variance_share"):

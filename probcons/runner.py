@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from probcons import metrics
+from probcons import metrics, seeds
 from probcons.backbones import get_backbone
 from probcons.errors import OutputError, UsageError
 from probcons.inference import ConstraintSites, ExactConditioning
@@ -315,18 +315,23 @@ def run(
             }
             collected_rows: list[ConstraintSites] = []
             for function in functions:
-                generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + function)
-                contexts = sample_contexts(problem, parameter, generator)
-                prediction = backbone.predict(problem, parameter, contexts, grid, generator)
+                contexts = sample_contexts(
+                    problem, parameter, seeds.context_generator(settings.seed, function)
+                )
+                prediction = backbone.predict(
+                    problem,
+                    parameter,
+                    contexts,
+                    grid,
+                    seeds.prediction_generator(settings.seed, function),
+                )
                 sites = collect_sites(conditioning, prediction, *model_args)
                 collected_rows.append(sites)
                 if report and summarizers is None:
                     summarizers = _report_summarizers(settings, problem, grid, sites)
-                for offset, method in enumerate(settings.methods):
+                for method in settings.methods:
                     posterior = sites.posterior(method)
-                    draws = torch.Generator().manual_seed(
-                        settings.seed * 1_000_003 + 7919 * function + offset
-                    )
+                    draws = seeds.draw_generator(settings.seed, function)
                     samples = posterior.sample(settings.draws, draws)
                     ordered = metrics.sorted_draws(samples)
                     store = collected[method]

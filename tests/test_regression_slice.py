@@ -21,6 +21,13 @@ recomputes one part with the code under test and compares every number in it:
   which is why the slice trains so few steps. 1e-5 passes such round-off and fails any change
   of data, seeds, initialisation or update rule.
 
+History: every part was made from 01ece7a and passed unchanged through the refactor to one
+posterior type, one Pyro path, one training engine and one runner. The gpme part was remade
+once, on purpose, when `probcons run` took the benchmark's seeds (probcons.seeds: every method
+of a function shares its draws; the prediction's generator restarts the contexts' seed), so
+that it reproduces benchmarks/results/gpme.json; the conditioning and boon parts stayed
+bit-identical in that remake.
+
 Keys the current code adds are ignored; a missing key, a changed string, integer or shape, or a
 value outside its tolerance fails, every such key named with both values.
 To remake the fixture (only when a result is meant to change, from the commit that changes

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from probcons import metrics
+from probcons import metrics, seeds
 from probcons.backbones.ensemble import DeepEnsembleBackbone, DeepEnsembleTask, EnsembleConfig
 from probcons.inference import ExactConditioning
 from probcons.problems import get_problem
@@ -90,9 +90,7 @@ def test_ensemble_rows_conserve_and_match_an_uncached_evaluation(gpme, tiny_ense
             prediction = tiny_ensemble.predict(problem, 0.6, None, grid)
             constraint = collect_sites(ExactConditioning(model), prediction, problem, 0.6, 0.0)
             posterior = constraint.posterior(runner_method)
-            samples = posterior.sample(
-                args.draws, torch.Generator().manual_seed(7919 * function + 1)
-            )
+            samples = posterior.sample(args.draws, seeds.draw_generator(args.seed, function))
             per_function.append(score_function(posterior, samples, truth, constraint, problem, 0.6))
         summary = results[method]
         for key in ("mse", "ce", "ll", "crps", "coverage_90", "shock_position_error"):
@@ -125,3 +123,33 @@ def test_json_record_has_the_documented_shape(gpme, tiny_ensemble):
     assert all(record[k] is not None for k in gpme.JSON_METRICS)  # Stefan has a front
     assert json.loads(json.dumps(record)) == record
     assert gpme.ensemble_training_seconds(tiny_ensemble) == 7.0
+
+
+def test_probcons_run_reproduces_a_benchmark_row(gpme, tmp_path):
+    """`probcons run` and benchmarks/gpme.py take their seeds from probcons.seeds: with the same
+    settings the command gives the benchmark's ANP, HardC and ProbConserv rows (the full Stefan
+    u* = 0.6 row of benchmarks/results/gpme.json is reproduced to 1e-7 relative the same way)."""
+    from probcons.backbones.anp import ANPBackbone, default_checkpoint
+    from probcons.runner import RunSettings, run
+
+    problem = get_problem("stefan")
+    args = Namespace(n_t=21, n_x=17, n_functions=2, draws=8, seed=3, sigma_g=0.0)
+    backbone = ANPBackbone.from_checkpoint(default_checkpoint("stefan", "anp"), name="anp")
+    methods = ["anp", "hardc-anp", "probconserv-anp"]
+    model = load_model(ROOT / "models" / "stefan.py")
+    rows, _ = gpme.evaluate(problem, 0.6, {"anp": backbone}, methods, args, model, {}, None)
+    settings = RunSettings(
+        problem="stefan",
+        backbone="anp",
+        parameter=0.6,
+        n_functions=2,
+        grid=(21, 17),
+        draws=8,
+        seed=3,
+        out=tmp_path / "run",
+    )
+    summary = run(settings, progress=False, report=False)
+    for method in methods:
+        ours = summary[gpme.METHODS[method][1]]
+        for key in ("mse", "mse_t", "ll", "crps", "coverage_90", "shock_position_error"):
+            assert ours[key] == pytest.approx(rows[method][key], rel=1e-9, abs=1e-12), (method, key)
