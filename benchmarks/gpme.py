@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probcons import metrics, seeds
+from probcons import metrics
 from probcons.backbones.anp import ANPBackbone, default_checkpoint
 from probcons.backbones.ensemble import DeepEnsembleBackbone
 from probcons.backbones.fno_ensemble import FNOEnsembleBackbone
@@ -47,8 +47,14 @@ from probcons.covariance import LowRankCovariance
 from probcons.inference import ExactConditioning
 from probcons.io import write_json, write_text
 from probcons.machine import cpu_name
-from probcons.problems import get_problem, sample_contexts
-from probcons.runner import collect_sites, load_model, score_function
+from probcons.problems import get_problem
+from probcons.runner import (
+    collect_sites,
+    draw_and_score,
+    function_contexts,
+    load_model,
+    predict_function,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "gpme.json"
@@ -212,18 +218,14 @@ def evaluate(problem, parameter, backbones, methods, args, model, train_s, shock
     index = grid.time_index(problem.time_of_interest)
     cached: dict[str, tuple] = {}  # context-free backbones: (prediction, constraint, posteriors)
     for function in range(args.n_functions):
-        contexts = sample_contexts(problem, parameter, seeds.context_generator(args.seed, function))
+        contexts = function_contexts(problem, parameter, args.seed, function)
         for name, backbone in backbones.items():
             started = time.perf_counter()
             if name in cached:
                 prediction, constraint, posteriors = cached[name]
             else:
-                prediction = backbone.predict(
-                    problem,
-                    parameter,
-                    contexts,
-                    grid,
-                    seeds.prediction_generator(args.seed, function),
+                prediction = predict_function(
+                    backbone, problem, parameter, grid, args.seed, function, contexts
                 )
                 constraint = collect_sites(ExactConditioning(model), prediction, *model_args)
                 posteriors = {}
@@ -239,9 +241,9 @@ def evaluate(problem, parameter, backbones, methods, args, model, train_s, shock
                 posterior = posteriors[method]
                 if name not in cached:
                     del posteriors[method]
-                draws = seeds.draw_generator(args.seed, function)
-                samples = posterior.sample(args.draws, draws)
-                scores = score_function(posterior, samples, truth, constraint, problem, parameter)
+                _, _, scores = draw_and_score(
+                    posterior, constraint, truth, problem, parameter, args, function
+                )
                 if hasattr(posterior, "latent_variance_share"):
                     scores["latent_variance_share"] = posterior.latent_variance_share()
                 share = spread_share(prediction)

@@ -39,7 +39,7 @@ from probcons.inference import ConstraintSites, ExactConditioning
 from probcons.io import default_mode, write_json
 from probcons.metrics import summarize
 from probcons.posterior_files import constraint_arrays, posterior_inference_data, write_groups
-from probcons.problems import FAMILIES, Problem, get_problem, sample_contexts
+from probcons.problems import FAMILIES, Contexts, Problem, get_problem, sample_contexts
 from probcons.report import write_report
 from probcons.report.data import constraint_residual, plain_attributes
 from probcons.report.summary import MethodSummarizer
@@ -228,6 +228,38 @@ def collect_sites(conditioning: ExactConditioning, prediction, *model_args) -> C
     return sites
 
 
+def function_contexts(problem: Problem, parameter: float, seed: int, function: int) -> Contexts:
+    """Test function `function`'s context points under run seed `seed` (`probcons.seeds`)."""
+    return sample_contexts(problem, parameter, seeds.context_generator(seed, function))
+
+
+def predict_function(
+    backbone,
+    problem: Problem,
+    parameter: float,
+    grid,
+    seed: int,
+    function: int,
+    contexts: Contexts | None = None,
+):
+    """The backbone's Posterior of test function `function` on `grid`, from its contexts
+    (`function_contexts` unless given) and the backbone's own generator (`probcons.seeds`)."""
+    if contexts is None:
+        contexts = function_contexts(problem, parameter, seed, function)
+    generator = seeds.prediction_generator(seed, function)
+    return backbone.predict(problem, parameter, contexts, grid, generator)
+
+
+def draw_and_score(posterior, sites, truth, problem, parameter, settings, function: int):
+    """(draws (D, n_t, n_x), the draws sorted along D, `score_function`'s scores) of one method
+    of test function `function`; settings: anything with `draws` and `seed` (RunSettings, the
+    benchmark's arguments). Every method of a function gets the same draw generator."""
+    samples = posterior.sample(settings.draws, seeds.draw_generator(settings.seed, function))
+    ordered = metrics.sorted_draws(samples)
+    scores = score_function(posterior, samples, truth, sites, problem, parameter, ordered)
+    return samples, ordered, scores
+
+
 def field_scores(prediction, ordered: torch.Tensor, truth: torch.Tensor, constraint) -> dict:
     """The metrics that need no Problem: MSE, CE = mean |G mean - b| over the rows of
     `constraint` (a LinearConstraint or ConstraintSites), pointwise LL, CRPS and 50 / 90 %
@@ -315,15 +347,8 @@ def run(
             }
             collected_rows: list[ConstraintSites] = []
             for function in functions:
-                contexts = sample_contexts(
-                    problem, parameter, seeds.context_generator(settings.seed, function)
-                )
-                prediction = backbone.predict(
-                    problem,
-                    parameter,
-                    contexts,
-                    grid,
-                    seeds.prediction_generator(settings.seed, function),
+                prediction = predict_function(
+                    backbone, problem, parameter, grid, settings.seed, function
                 )
                 sites = collect_sites(conditioning, prediction, *model_args)
                 collected_rows.append(sites)
@@ -331,18 +356,14 @@ def run(
                     summarizers = _report_summarizers(settings, problem, grid, sites)
                 for method in settings.methods:
                     posterior = sites.posterior(method)
-                    draws = seeds.draw_generator(settings.seed, function)
-                    samples = posterior.sample(settings.draws, draws)
-                    ordered = metrics.sorted_draws(samples)
+                    samples, ordered, function_scores = draw_and_score(
+                        posterior, sites, truth, problem, parameter, settings, function
+                    )
                     store = collected[method]
                     store["samples"].append(samples.numpy().astype(np.float32))
                     store["mean"].append(posterior.mean.numpy())
                     store["variance"].append(posterior.variance.numpy())
-                    scores[method].append(
-                        score_function(
-                            posterior, samples, truth, sites, problem, parameter, ordered
-                        )
-                    )
+                    scores[method].append(function_scores)
                     if summarizers is not None:
                         _summarize_stored(summarizers[method], store, ordered, truth, mass, sites)
                 bar.update(1)
