@@ -22,9 +22,11 @@ Files in out_dir:
 Deterministic backbones (fno, fno-bc, boon-fno) write no `<method>.nc`: a point prediction has
 no predictive distribution, so draws equal to the mean with zero variance would put a log
 likelihood of -inf, zero coverage and a degenerate PIT into a calibration report, which says
-nothing the flat metrics do not; their metrics.json keeps the flat "metrics" only.
+nothing the flat metrics do not; their metrics.json keeps the flat "metrics", and their
+report.md / report.html lists those point metrics (`probcons report OUT_DIR` writes it too).
 2-D problems (problems2d: cavity, wave2d; backbones fno, fno-bc, boon-fno) train the one-step
-model, roll the test trajectories out and write metrics.json, model.pt and error_vs_time.png.
+model, roll the test trajectories out and write metrics.json, model.pt, error_vs_time.png and
+the point report.
 """
 
 from __future__ import annotations
@@ -187,7 +189,7 @@ def run_operator_problem(
         from probcons.boon.figures import plot_boundary_profiles
 
         plot_boundary_profiles(spec, test, {backbone: prediction}, out_dir / "boundary.png")
-    if report and posteriors is not None:
+    if report:  # deterministic backbones: a report of their point metrics
         from probcons.report import write_report
 
         write_report([out_dir])
@@ -435,6 +437,9 @@ def run_operator_problem2d(
     write_json(out_dir / "metrics.json", result)
     if figure:
         _plot_steps(spec, metrics["rel_l2_per_step"], backbone, out_dir / "error_vs_time.png")
+    from probcons.report import write_report
+
+    write_report([out_dir])  # the point metrics: a 2-D backbone here is deterministic
     return result
 
 

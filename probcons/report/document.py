@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import time
@@ -319,6 +320,9 @@ def write_report(
     if not isinstance(run_dirs, Sequence) or len(run_dirs) == 0:
         raise UsageError(f"run_dirs: expected a non-empty list of directories, got {run_dirs!r}")
     directories = [Path(directory) for directory in run_dirs]
+    point = point_run_metrics(directories[0]) if len(directories) == 1 else None
+    if point is not None and summaries is None:
+        return write_point_report(directories[0], point, out)
     for directory in directories:
         method_files(directory)  # raises ValueError for a missing or empty directory
     if isinstance(example_function, bool) or not isinstance(example_function, int):
@@ -433,8 +437,57 @@ def write_report(
 
     elapsed = time.perf_counter() - started
     blocks.append(Paragraph(f"Written by probcons {__version__}; analysis took {elapsed:.1f} s."))
+    return _write(blocks, title, html_path, markdown_path, figure_dir)
+
+
+def _write(blocks, title, html_path: Path, markdown_path: Path, figure_dir: Path):
     try:
         return write_documents(blocks, title, html_path, markdown_path, figure_dir)
     except OSError as error:  # disk full, busy, name too long, permission: one line in the CLI
         reason = os.strerror(error.errno) if error.errno else " ".join(str(error).split())
         raise OutputError(error.errno or errno.EIO, reason, str(html_path)) from error
+
+
+def point_run_metrics(run_dir: Path) -> dict | None:
+    """metrics.json of a run of a deterministic backbone (no `<method>.nc`: a point prediction
+    has no distribution), or None when `run_dir` is not one."""
+    path = Path(run_dir) / "metrics.json"
+    if not Path(run_dir).is_dir() or any(Path(run_dir).glob("*.nc")) or not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    point = isinstance(payload, dict) and isinstance(payload.get("metrics"), dict)
+    return payload if point and "backbone" in payload else None
+
+
+def write_point_report(run_dir, payload: dict, out=None) -> dict[str, Path]:
+    """report.md / report.html of a deterministic backbone's run: its point metrics over the
+    test set (no calibration: there is no predictive distribution) and its settings."""
+    html_path, markdown_path = _output_paths([Path(run_dir)], out)
+    title = f"probcons report: {payload.get('problem', Path(run_dir).name)}, {payload['backbone']}"
+    rows = tuple(
+        (name, f"{value:.4g}")
+        for name, value in payload["metrics"].items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    )
+    settings = [
+        f"{key}: {payload[key]}" for key in ("problem", "backbone", "seed") if key in payload
+    ]
+    settings += [f"{key}: {value}" for key, value in (payload.get("sizes") or {}).items()]
+    blocks: list[Block] = [
+        Heading(1, title),
+        Paragraph(
+            "A deterministic backbone gives one prediction per input and no predictive "
+            "distribution, so this report has no calibration, CRPS or coverage: it lists the "
+            "point metrics over the test set (rel_l2: relative L2 error; boundary_error: the "
+            "boundary condition's residual). For a distribution, run the problem with "
+            "--backbone boon-ensemble."
+        ),
+        Table(("metric", "value"), rows),
+        Heading(2, "Settings"),
+        Bullets(tuple(settings)),
+    ]
+    figure_dir = html_path.parent / f"{html_path.stem}_figures"
+    return _write(blocks, title, html_path, markdown_path, figure_dir)

@@ -137,7 +137,8 @@ def write_documents(
     """Write the PNGs, report.md and report.html (each atomically); return their paths."""
     images = {block.key: png_bytes(block.figure) for block in blocks if isinstance(block, Image)}
     written: dict[str, Path] = {}
-    figure_dir.mkdir(parents=True, exist_ok=True)
+    if images:
+        figure_dir.mkdir(parents=True, exist_ok=True)
     for key, data in images.items():
         path = figure_dir / f"{key}.png"
         with atomic_write(path) as temporary:

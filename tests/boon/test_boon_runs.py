@@ -200,10 +200,26 @@ def test_problem_without_a_model_file_writes_the_ensemble_alone(tmp_path):
     assert (tmp_path / "report.html").stat().st_size > 0
 
 
-def test_deterministic_backbones_write_metrics_only(tmp_path):
+def test_deterministic_backbones_write_metrics_and_a_point_report(tmp_path):
     result = run_operator_problem(
         "heat-neumann", "boon-fno", tmp_path, config=TINY, figure=False, **SIZES
     )
-    assert list(tmp_path.glob("*.nc")) == [] and not (tmp_path / "report.html").exists()
+    assert list(tmp_path.glob("*.nc")) == [] and (tmp_path / "report.html").exists()
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert "methods" not in written and written["metrics"]["rel_l2"] == result["metrics"]["rel_l2"]
+
+
+def test_a_deterministic_run_has_a_point_report_that_probcons_report_reads(tmp_path):
+    """boon-fno has no predictive distribution: its run folder holds metrics.json and a report
+    of the point metrics, and `probcons report` reads the folder (exit 0) instead of failing."""
+    from probcons.cli import main
+
+    out = tmp_path / "stokes-boon"
+    run_operator_problem(
+        "stokes", "boon-fno", out, config=TINY, n_train=6, n_test=3, n_x=17, figure=False
+    )
+    text = (out / "report.md").read_text()
+    assert "stokes, boon-fno" in text and "| rel_l2 |" in text and "| boundary_error |" in text
+    assert not list(out.glob("*.nc"))
+    assert main(["report", str(out), "--out", str(tmp_path / "again.html")]) == 0
+    assert "| rel_l2 |" in (tmp_path / "again.md").read_text()
