@@ -89,15 +89,8 @@ class Grid:
         return torch.stack([tt.reshape(-1), xx.reshape(-1)], dim=-1)
 
     def trapezoid_weights(self) -> torch.Tensor:
-        """(n_x,) trapezoid weights: w_i = (x_{i+1} - x_{i-1}) / 2, halves at the two ends."""
-        x = self.x
-        if x.numel() == 1:
-            return torch.zeros(1, dtype=torch.float64)
-        weights = torch.zeros_like(x)
-        weights[1:-1] = (x[2:] - x[:-2]) / 2
-        weights[0] = (x[1] - x[0]) / 2
-        weights[-1] = (x[-1] - x[-2]) / 2
-        return weights
+        """(n_x,) trapezoid weights of x (`trapezoid_weights`)."""
+        return trapezoid_weights(self.x)
 
     def time_index(self, time: float) -> int:
         """Index of the grid time nearest to `time`."""
@@ -108,6 +101,18 @@ class Grid:
             f"Grid(n_t={self.n_t}, n_x={self.n_x}, t=[{float(self.t[0]):g}, {float(self.t[-1]):g}],"
             f" x=[{float(self.x[0]):g}, {float(self.x[-1]):g}])"
         )
+
+
+def trapezoid_weights(axis: torch.Tensor) -> torch.Tensor:
+    """(n,) trapezoid weights of an increasing axis: w_i = (v_{i+1} - v_{i-1}) / 2, halves at the
+    two ends (zero for a single point)."""
+    if axis.numel() == 1:
+        return torch.zeros(1, dtype=torch.float64)
+    weights = torch.zeros_like(axis)
+    weights[1:-1] = (axis[2:] - axis[:-2]) / 2
+    weights[0] = (axis[1] - axis[0]) / 2
+    weights[-1] = (axis[-1] - axis[-2]) / 2
+    return weights
 
 
 def check_grid(grid, name: str = "grid") -> Grid:

@@ -14,17 +14,8 @@ from dataclasses import dataclass, field
 import torch
 
 from probcons.errors import UsageError
-from probcons.grid import Grid
+from probcons.grid import Grid, trapezoid_weights
 from probcons.validation import as_float64_tensor, as_float64_vector, check_positive_int, describe
-
-
-def _trapezoid(values: torch.Tensor) -> torch.Tensor:
-    """(n,) trapezoid weights of an increasing axis: (v_{i+1} - v_{i-1}) / 2, halves at the ends."""
-    weights = torch.zeros_like(values)
-    weights[1:-1] = (values[2:] - values[:-2]) / 2
-    weights[0] = (values[1] - values[0]) / 2
-    weights[-1] = (values[-1] - values[-2]) / 2
-    return weights
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,7 +100,7 @@ class Grid2d:
     def trapezoid_weights(self) -> torch.Tensor:
         """(n_x, n_y) product trapezoid weights w_x[i] w_y[k]: the integral over the rectangle is
         sum_ik w_ik u_ik + O(dx^2 + dy^2) (any increasing axes)."""
-        return torch.outer(_trapezoid(self.x), _trapezoid(self.y))
+        return torch.outer(trapezoid_weights(self.x), trapezoid_weights(self.y))
 
     def to_field(self, values) -> torch.Tensor:
         """(..., n_t, n_x n_y) values on `flat` -> (..., n_t, n_x, n_y) (a view where possible)."""
