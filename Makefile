@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow wheel-check lint format clean
+.PHONY: setup demo test test-slow wheel-check lint format results clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test-slow: $(STAMP)
 # A wheel built from this tree, in a fresh environment, run from an empty folder (about a minute).
 wheel-check:
 	PYTHON=$(PYTHON) bash .ci/wheel-check
+
+# The tables of docs/results/*.md from benchmarks/results/*.json (only the marked regions).
+results: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/results_pages.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

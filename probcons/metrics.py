@@ -2,6 +2,11 @@
 
 Shapes: fields (n_t, n_x); samples (D, n_t, n_x) with draws first. Pointwise scores are
 averaged over the grid; summaries over functions are mean and standard error.
+
+Two protocols name the MSE, LL and CE (`PROTOCOLS`, `protocol_scores`): "probcons", over the
+whole grid with an absolute CE per time slice (the keys mse, ll, ce), and "paper", the ProbConserv
+reference code's, at the time of interest t* only with a signed CE (the keys paper_mse,
+paper_ll, paper_ce), so that our numbers compare with the published ones.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from scipy import stats
 
 from probcons.constraints import LinearConstraint
 from probcons.errors import UsageError
-from probcons.validation import check_finite, check_shape
+from probcons.grid import trapezoid_weights
+from probcons.validation import check_choice, check_finite, check_shape
 
 VARIANCE_FLOOR = 1e-12
 """Variance used in the Gaussian log-density where a prediction's variance is smaller."""
@@ -31,6 +37,21 @@ def _check_fields(reference_name: str, reference: torch.Tensor, **others: torch.
     for name, value in others.items():
         check_shape(value, tuple(reference.shape), name)
         check_finite(value, name)
+
+
+PROTOCOLS = {
+    "probcons": "whole grid: MSE and pointwise LL averaged over all (t, x); CE = mean over the "
+    "time slices of |G mean - b| (absolute, so it cannot cancel)",
+    "paper": "the ProbConserv reference code's, at the time of interest t* only: MSE and "
+    "pointwise LL averaged over x at t*; CE = trapezoid mass of the mean at t* minus the true "
+    "mass U(t*), signed (averaged over functions, signs can cancel)",
+}
+"""What each protocol's MSE, LL and CE mean (the keys of `PROTOCOL_KEYS`)."""
+PROTOCOL_KEYS = {
+    "probcons": ("mse", "ll", "ce"),
+    "paper": ("paper_mse", "paper_ll", "paper_ce"),
+}
+"""The score keys each protocol writes (metrics.json, the benchmark JSON): MSE, LL, CE."""
 
 
 def mse(mean: torch.Tensor, truth: torch.Tensor) -> float:
@@ -51,6 +72,85 @@ def gaussian_log_likelihood(
     _check_fields("mean", mean, variance=variance, truth=truth)
     variance = variance.clamp_min(VARIANCE_FLOOR)
     return -0.5 * (math.log(2 * math.pi) + variance.log() + (truth - mean) ** 2 / variance)
+
+
+def signed_mass_error(profile: torch.Tensor, x: torch.Tensor, true_mass: float) -> float:
+    """CE of one profile (n_x,) on the points `x`: sum_i w_i u_i - U, w the trapezoid weights of
+    `x` (the reference's (mean(u[1:]) + mean(u[:-1])) L / 2 on a uniform grid), signed."""
+    check_shape(profile, tuple(x.shape), "profile")
+    check_finite(profile, "profile")
+    weights = trapezoid_weights(x.to(torch.float64))
+    return float((weights * profile.to(torch.float64)).sum() - float(true_mass))
+
+
+def paper_scores(
+    mean: torch.Tensor,
+    variance: torch.Tensor,
+    truth: torch.Tensor,
+    x: torch.Tensor,
+    true_mass: float,
+) -> dict[str, float]:
+    """The reference code's metrics of one function at t*, from the profiles (n_x,) there:
+    paper_mse = mean_x (m - u)^2, paper_ll = mean_x log N(u | m, v) with the prediction's
+    variance v (floored at VARIANCE_FLOOR), paper_ce = w . m - U(t*) (`signed_mass_error`).
+    Averaged over functions they are the published MSE, LL and CE."""
+    _check_fields("mean", mean, variance=variance, truth=truth)
+    return {
+        "paper_mse": mse(mean, truth),
+        "paper_ll": float(gaussian_log_likelihood(mean, variance, truth).mean()),
+        "paper_ce": signed_mass_error(mean, x, true_mass),
+    }
+
+
+def protocol_scores(
+    protocol: str,
+    mean: torch.Tensor,
+    variance: torch.Tensor,
+    truth: torch.Tensor,
+    *,
+    constraint=None,
+    x: torch.Tensor | None = None,
+    time_index: int | None = None,
+    mass: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """MSE, LL and CE of fields (n_t, n_x) under `protocol` (`PROTOCOLS`), keyed as in
+    `PROTOCOL_KEYS`. "probcons" needs `constraint` (G, b: a LinearConstraint or ConstraintSites);
+    "paper" needs the grid's `x` (n_x,), `time_index` (the row of t*) and `mass` (n_t,) or the
+    mass at t* (a scalar)."""
+    check_choice(protocol, "protocol", tuple(PROTOCOLS))
+    if protocol == "probcons":
+        if constraint is None:
+            raise UsageError(
+                "constraint: expected the rows G u = b for protocol 'probcons', got None"
+            )
+        return {
+            "mse": mse(mean, truth),
+            "ll": float(gaussian_log_likelihood(mean, variance, truth).mean()),
+            "ce": float(constraint.residual(mean).abs().mean()),
+        }
+    missing = [
+        name
+        for name, value in (("x", x), ("time_index", time_index), ("mass", mass))
+        if value is None
+    ]
+    if missing:
+        raise UsageError(
+            f"{', '.join(missing)}: expected a value for protocol 'paper' (x, time_index, mass), "
+            "got None"
+        )
+    n_t = mean.shape[0]
+    if isinstance(time_index, bool) or not isinstance(time_index, int) or not 0 <= time_index < n_t:
+        raise UsageError(f"time_index: expected an integer in [0, {n_t}), got {time_index!r}")
+    true_mass = torch.as_tensor(mass, dtype=torch.float64).reshape(-1)
+    if true_mass.numel() not in (1, n_t):
+        raise UsageError(
+            f"mass: expected U(t) at the {n_t} times or one value at t*, got "
+            f"{true_mass.numel()} values"
+        )
+    true_mass = true_mass[time_index] if true_mass.numel() == n_t else true_mass[0]
+    return paper_scores(
+        mean[time_index], variance[time_index], truth[time_index], x, float(true_mass)
+    )
 
 
 def crps_gaussian(mean: torch.Tensor, variance: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
