@@ -15,9 +15,10 @@ The user API, importable from the top level (loaded on first use, so `import pro
   `periodic_constraint2d`, `boundary_condition2d_constraint`;
 - the update: `condition` (ProbConserv), `project` (HardC);
 - Pyro: `GaussianField`, `observe_constraint`, `ExactConditioning`, `exact_posterior`,
-  `ConstrainedPredictive`;
-- errors: `ProbconsError`, `UsageError`, `SingularConstraintError`, `ModelError`,
-  `OutputError`.
+  `ConstrainedPredictive`; beyond linear rows: `observe_bounds`, `TruncatedPosterior`,
+  `NonlinearSite`, `condition_nonlinear`, `NonlinearPosterior`;
+- errors: `ProbconsError`, `UsageError`, `SingularConstraintError`, `ConvergenceError`,
+  `ModelError`, `OutputError`.
 """
 
 from __future__ import annotations
@@ -61,9 +62,15 @@ _EXPORTS = {
     "ExactConditioning": "probcons.inference",
     "exact_posterior": "probcons.inference",
     "ConstrainedPredictive": "probcons.inference",
+    "observe_bounds": "probcons.inference",
+    "TruncatedPosterior": "probcons.inference",
+    "NonlinearSite": "probcons.inference",
+    "condition_nonlinear": "probcons.inference",
+    "NonlinearPosterior": "probcons.inference",
     "ProbconsError": "probcons.errors",
     "UsageError": "probcons.errors",
     "SingularConstraintError": "probcons.errors",
+    "ConvergenceError": "probcons.errors",
     "ModelError": "probcons.errors",
     "OutputError": "probcons.errors",
 }

@@ -4,13 +4,14 @@
     ├── UsageError (ValueError)        bad input: names the argument, what is allowed, what was given
     ├── SingularConstraintError (ValueError)
     │                                  G Sigma G^T + R is singular or a row is invisible to the prior
+    ├── ConvergenceError (ValueError)  an iteration (nonlinear sites) missed its tolerance
     ├── ModelError (ValueError)        a user's Pyro model file failed to import or to run
     └── OutputError (OSError)          an output file or folder could not be written (disk full,
                                        busy, name too long, permission denied)
 
-The command line maps UsageError and ModelError to exit status 2 with one line on stderr, and
+The command line maps the four ValueError kinds to exit status 2 with one line on stderr, and
 OutputError to exit status 74 (EX_IOERR) with one line; anything else is a bug and keeps its
-traceback. The first three subclass ValueError, so code that caught ValueError before still
+traceback. The first four subclass ValueError, so code that caught ValueError before still
 catches them; OutputError subclasses OSError and keeps the errno, strerror and filename.
 """
 
@@ -29,6 +30,11 @@ class SingularConstraintError(ProbconsError, ValueError):
     """An exact update is meaningless: S = G Sigma G^T + R is singular for the named row."""
 
 
+class ConvergenceError(ProbconsError, ValueError):
+    """An iteration stopped short of its tolerance: the message names the site (and the draw)
+    and the residual reached."""
+
+
 class ModelError(ProbconsError, ValueError):
     """A user's Pyro model file failed to import or raised while it was traced."""
 
@@ -41,4 +47,11 @@ class OutputError(ProbconsError, OSError):
         return f"cannot write {str(self.filename)!r}: {self.strerror}"
 
 
-__all__ = ["ModelError", "OutputError", "ProbconsError", "SingularConstraintError", "UsageError"]
+__all__ = [
+    "ConvergenceError",
+    "ModelError",
+    "OutputError",
+    "ProbconsError",
+    "SingularConstraintError",
+    "UsageError",
+]

@@ -7,6 +7,8 @@ the posterior was conditioned on, .constraint_weights (function, constraint_slic
 constraint_row, constraint_point), .constraint_values and .constraint_noise_std (function,
 constraint_slice, constraint_row), with the rows' names as the constraint_row coordinate
 (slice and point are t and x, or 1 and t-major grid points when attrs constraint_flat = 1);
+with bound sites .bound_lower and .bound_upper (t, x) (-inf / +inf where open); with nonlinear
+sites .site_residual (function, nonlinear_site), max over draws and rows of |h(u) - b|;
 root attributes problem, backbone, method, sigma_G, parameter_name, time_of_interest.
 Numeric variables are zlib-compressed except the draws (`UNCOMPRESSED`).
 """
@@ -35,9 +37,13 @@ def posterior_inference_data(
     attrs: dict[str, Any],
     constraint: dict[str, np.ndarray] | None = None,
     sample_dtype: type = np.float32,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    site_residual: tuple[np.ndarray, tuple[str, ...]] | None = None,
 ) -> az.InferenceData:
     """samples (F, D, n_t, n_x); truth, mean, variance (F, n_t, n_x); parameter (F,); mass (F, n_t);
     constraint: {weights (F, S, R, P), values, noise_std (F, S, R), names (R,)} or None;
+    bounds: (lower, upper), each (n_t, n_x), or None; site_residual: (values (F, K), the K
+    nonlinear sites' names) or None;
     sample_dtype: how the draws are stored (float32 by default, for size; float64 keeps exact
     constraints exact in the file)."""
     n_functions = samples.shape[0]
@@ -61,6 +67,14 @@ def posterior_inference_data(
             constant[f"constraint_{name}"] = constraint[name]
             dims[f"constraint_{name}"] = rows + ["constraint_point"] if name == "weights" else rows
         coords["constraint_row"] = constraint["names"]
+    if bounds is not None:
+        for name, values in zip(("bound_lower", "bound_upper"), bounds, strict=True):
+            constant[name] = values
+            dims[name] = ["t", "x"]
+    if site_residual is not None:
+        constant["site_residual"] = site_residual[0]
+        dims["site_residual"] = ["function", "nonlinear_site"]
+        coords["nonlinear_site"] = np.array(site_residual[1])
     data = az.from_dict(
         posterior_predictive={"u": np.moveaxis(samples, 1, 0)[None].astype(sample_dtype)},
         observed_data={"u": truth},

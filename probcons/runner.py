@@ -43,7 +43,7 @@ from probcons.problems import FAMILIES, Contexts, Problem, get_problem, sample_c
 from probcons.report import write_report
 from probcons.report.data import constraint_residual, plain_attributes
 from probcons.report.summary import MethodSummarizer
-from probcons.resources import load_model, model_file
+from probcons.resources import available_models, load_model, model_file, model_path
 from probcons.validation import check_nonnegative, check_positive_int
 
 METHODS = {
@@ -118,6 +118,13 @@ class RunSettings:
             raise UsageError(f"seed: expected an integer in [0, {MAX_SEED}], got {self.seed!r}")
         self.out = Path(self.out or Path("posteriors") / f"{self.problem}-{self.backbone}")
         self.model = Path(self.model or default_model_path(self.problem))
+        if _is_model_name(self.model):  # a shipped model's name, e.g. stefan-bounded
+            if not model_path(str(self.model)).is_file():
+                raise UsageError(
+                    f"model: expected a Pyro model file or a shipped model's name "
+                    f"({', '.join(available_models())}), got {str(self.model)!r}"
+                )
+            self.model = model_file(str(self.model))
         if not self.model.is_file():
             raise UsageError(f"model: expected a Pyro model file, got missing {str(self.model)!r}")
         if self.model.suffix != ".py":
@@ -144,6 +151,11 @@ class RunSettings:
                 f"{n_t}x{n_x} x {self.draws} x {len(self.methods)} x {functions} x 4 = "
                 f"{size / 2**30:.3g} GiB; lower --grid, --draws or --chunk-functions"
             )
+
+
+def _is_model_name(path: Path) -> bool:
+    """A bare name (no folder, no suffix) that is not a file here: read as a shipped model."""
+    return path.parent == Path(".") and not path.suffix and not path.exists()
 
 
 def default_model_path(problem: str) -> Path:
@@ -262,19 +274,21 @@ def draw_and_score(posterior, sites, truth, problem, parameter, settings, functi
 
 def field_scores(prediction, ordered: torch.Tensor, truth: torch.Tensor, constraint) -> dict:
     """The metrics that need no Problem: MSE, CE = mean |G mean - b| over the rows of
-    `constraint` (a LinearConstraint or ConstraintSites), pointwise LL, CRPS and 50 / 90 %
-    coverage; ordered: the draws (D, n_t, n_x) sorted along D (`metrics.sorted_draws`), one
-    sort serving the CRPS and both intervals."""
+    `constraint` (a LinearConstraint or ConstraintSites), pointwise LL (the "probcons" protocol
+    of `metrics.protocol_scores`, over the whole grid), CRPS and 50 / 90 % coverage; ordered:
+    the draws (D, n_t, n_x) sorted along D (`metrics.sorted_draws`), one sort serving the CRPS
+    and both intervals."""
     mean, variance = prediction.mean, prediction.variance
 
     def coverage(level: float) -> float:
         inside = metrics.central_interval_coverage(ordered, truth, level, presorted=True)
         return float(inside.double().mean())
 
+    whole_grid = metrics.protocol_scores("probcons", mean, variance, truth, constraint=constraint)
     return {
-        "mse": metrics.mse(mean, truth),
-        "ce": float(constraint.residual(mean).abs().mean()),
-        "ll": float(metrics.gaussian_log_likelihood(mean, variance, truth).mean()),
+        "mse": whole_grid["mse"],
+        "ce": whole_grid["ce"],
+        "ll": whole_grid["ll"],
         "crps": float(metrics.crps_ensemble(ordered, truth, presorted=True).mean()),
         "coverage_50": coverage(0.5),
         "coverage_90": coverage(0.9),
@@ -290,8 +304,10 @@ def score_function(
     parameter: float,
     ordered: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Metrics of one function: `field_scores`, the MSE at the time of interest and, for shock
-    problems, the posterior of the front position; samples (D, n_t, n_x)."""
+    """Metrics of one function: `field_scores`, the MSE at the time of interest, the reference
+    code's MSE, LL and signed CE at t* (paper_mse, paper_ll, paper_ce: the "paper" protocol of
+    `metrics.protocol_scores`) and, for shock problems, the posterior of the front position;
+    samples (D, n_t, n_x)."""
     grid = prediction.grid
     index = grid.time_index(problem.time_of_interest)
     if ordered is None:
@@ -302,6 +318,17 @@ def score_function(
         "mse_t": metrics.mse(prediction.mean[index], truth[index]),
         **scores,
     }
+    scores.update(
+        metrics.protocol_scores(
+            "paper",
+            prediction.mean,
+            prediction.variance,
+            truth,
+            x=grid.x,
+            time_index=index,
+            mass=problem.mass(grid.t[index], parameter),
+        )
+    )
     threshold = problem.front_threshold(parameter)
     if threshold is not None:
         positions = metrics.front_positions(samples[:, index], grid.x, threshold)
@@ -311,6 +338,26 @@ def score_function(
         lower, upper = torch.quantile(positions, torch.tensor([0.05, 0.95], dtype=positions.dtype))
         scores["shock_position_covered"] = float(lower <= true_position <= upper)
     return scores
+
+
+def site_scores(sites: ConstraintSites, samples: torch.Tensor) -> dict[str, float]:
+    """What the model asks beyond linear rows, per function: with bound sites the fraction of
+    draw points outside them (`bound_violations`), with nonlinear sites the largest |h(u) - b|
+    over the draws, sites and rows (`site_residual`); samples (D, n_t, n_x)."""
+    scores = {}
+    if sites.bounds is not None:
+        outside = (samples < sites.bounds.lower) | (samples > sites.bounds.upper)
+        scores["bound_violations"] = float(outside.double().mean())
+    if sites.nonlinear:
+        residuals = sites.site_residuals(samples)
+        scores["site_residual"] = max(float(r.abs().max()) for r in residuals.values())
+    return scores
+
+
+def _site_residual_row(sites: ConstraintSites, samples: torch.Tensor) -> np.ndarray:
+    """Max over draws and rows of |h(u) - b| per nonlinear site, (K,)."""
+    residuals = sites.site_residuals(samples)
+    return np.array([float(residuals[site.name].abs().max()) for site in sites.nonlinear])
 
 
 def run(
@@ -343,7 +390,8 @@ def run(
         for start in range(0, settings.n_functions, settings.chunk_functions):
             functions = range(start, min(start + settings.chunk_functions, settings.n_functions))
             collected = {
-                method: {"samples": [], "mean": [], "variance": []} for method in settings.methods
+                method: {"samples": [], "mean": [], "variance": [], "site_residual": []}
+                for method in settings.methods
             }
             collected_rows: list[ConstraintSites] = []
             for function in functions:
@@ -360,6 +408,9 @@ def run(
                         posterior, sites, truth, problem, parameter, settings, function
                     )
                     store = collected[method]
+                    function_scores.update(site_scores(sites, samples))
+                    if sites.nonlinear:
+                        store["site_residual"].append(_site_residual_row(sites, samples))
                     store["samples"].append(samples.numpy().astype(np.float32))
                     store["mean"].append(posterior.mean.numpy())
                     store["variance"].append(posterior.variance.numpy())
@@ -562,6 +613,8 @@ def _report_summarizers(settings, problem, grid, sites) -> dict[str, MethodSumma
             parameters=[float(settings.parameter)] * settings.n_functions,
             has_ce=True,  # the files hold the constraint rows
             constraint_rows=tuple(sites.constraint.names),
+            bounds=None if sites.bounds is None else (sites.bounds.lower, sites.bounds.upper),
+            site_residuals=bool(sites.nonlinear),
         )
         for method in settings.methods
     }
@@ -584,6 +637,7 @@ def _summarize_stored(summarizer, store, ordered, truth, mass, sites) -> None:
         as_stored(mass.numpy()),
         residual,
         ordered=ordered.to(torch.float32).to(torch.float64),
+        site_residual=float(store["site_residual"][-1].max()) if sites.nonlinear else None,
     )
 
 
@@ -655,6 +709,8 @@ def _append_chunk(staging, settings, problem, grid, truth, mass, collected, rows
     """Append one chunk of functions to every `<method>.nc` in `staging`, with the constraint
     rows each function was conditioned on (`rows`, one ConstraintSites per function)."""
     constraint = constraint_arrays([sites.constraint for sites in rows])
+    first = rows[0]
+    bounds = None if first.bounds is None else (first.bounds.lower, first.bounds.upper)
     for method, store in collected.items():
         n_functions = len(store["samples"])
         data = posterior_inference_data(
@@ -665,8 +721,14 @@ def _append_chunk(staging, settings, problem, grid, truth, mass, collected, rows
             parameter=np.full(n_functions, settings.parameter),
             mass=np.broadcast_to(mass.numpy(), (n_functions, grid.n_t)),
             grid=grid,
-            attrs=_file_attributes(settings, problem, method, rows[0].flat),
+            attrs=_file_attributes(settings, problem, method, first.flat),
             constraint=constraint,
+            bounds=None if bounds is None else tuple(bound.numpy() for bound in bounds),
+            site_residual=(
+                (np.stack(store["site_residual"]), tuple(site.name for site in first.nonlinear))
+                if first.nonlinear
+                else None
+            ),
         )
         append_inference_data(staging / f"{method}.nc", data)
 
@@ -744,6 +806,8 @@ def format_table(summary: dict[str, dict[str, float]]) -> str:
         ("coverage_50", "cov50"),
         ("coverage_90", "cov90"),
         ("shock_position_error", "shock err"),
+        ("bound_violations", "outside bounds"),
+        ("site_residual", "site residual"),
     ]
     present = [(key, label) for key, label in columns if key in next(iter(summary.values()))]
     header = "| method | " + " | ".join(label for _, label in present) + " |"

@@ -5,7 +5,8 @@ and `handle`. Building the parser imports nothing heavy: `probcons --help` and
 `probcons run --help` load neither torch nor the runner.
 
 Errors: bad input (UsageError, ModelError, SingularConstraintError — the rows a user's model
-asked for cannot be conditioned on —, a parse error, and a plain ValueError that a library
+asked for cannot be conditioned on —, ConvergenceError — a nonlinear site of the model cannot
+be met —, a parse error, and a plain ValueError that a library
 underneath raised on a user's data) gives one line `probcons: error: ...` on stderr and exit
 status 2; `probcons --debug ...` raises it instead, with its traceback. An output that cannot
 be written (OutputError: disk full, device busy, name too long, permission denied) gives one line
@@ -24,6 +25,7 @@ import sys
 from probcons.cli import calibrate, condition, listing, report, run, train
 from probcons.cli.parser import CommandParser
 from probcons.errors import (
+    ConvergenceError,
     ModelError,
     OutputError,
     ProbconsError,
@@ -53,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def is_usage_error(error: BaseException) -> bool:
-    """Bad input: UsageError, ModelError, SingularConstraintError, or a ValueError raised by a
-    library underneath (probcons itself raises only its own classes)."""
-    if isinstance(error, UsageError | ModelError | SingularConstraintError):
+    """Bad input: UsageError, ModelError, SingularConstraintError, ConvergenceError, or a
+    ValueError raised by a library underneath (probcons itself raises only its own classes)."""
+    if isinstance(error, UsageError | ModelError | SingularConstraintError | ConvergenceError):
         return True
     return isinstance(error, ValueError) and not isinstance(error, ProbconsError)
 

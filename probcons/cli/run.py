@@ -72,7 +72,11 @@ def add_parser(subparsers) -> None:
         "--sigma-g", type=float, default=None, help="constraint slack std (0 = exact)"
     )
     gpme.add_argument(
-        "--model", type=Path, default=None, help="Pyro model file (models/PROBLEM.py)"
+        "--model",
+        type=Path,
+        default=None,
+        help="Pyro model file (default models/PROBLEM.py), or a shipped model's name "
+        "(stefan-bounded, pme-bounded, pme-flux)",
     )
     gpme.add_argument(
         "--checkpoint", type=Path, default=None, help="trained backbone (default: shipped one)"

@@ -1,22 +1,27 @@
 """Exact posteriors of Pyro models whose observed sites are linear-Gaussian in one latent field.
 
 A model samples a latent field (`GaussianField` over any probcons Posterior, `Normal`,
-`MultivariateNormal`) and observes linear functions of it: `observe_constraint(name,
-constraint, u)`, or any hand-written `Normal(L(u) + c, sigma)` / `Delta(L(u) + c)` site with L
-linear. `ExactConditioning` runs the model once under `ConstraintCollector`, a Messenger that
-blocks the latent (nothing is drawn: the model sees the prior mean) and records every observed
-site after it. The rows of all sites are stacked into one LinearConstraint, per time slice
-where each row reads one slice, and the latent's prior is conditioned on them exactly
-(ProbConserv) or has its mean projected onto them (HardC).
+`MultivariateNormal`) and observes functions of it: `observe_constraint(name, constraint, u)`,
+any hand-written `Normal(h(u), sigma)` / `Delta(h(u))` site, and bound sites
+`observe_bounds(name, u, lower, upper)`. `ExactConditioning` runs the model once under
+`ConstraintCollector`, a Messenger that blocks the latent (nothing is drawn: the model sees the
+prior mean) and records every observed site after it. The rows of all linear sites are stacked
+into one LinearConstraint, per time slice where each row reads one slice, and the latent's prior
+is conditioned on them exactly (ProbConserv) or has its mean projected onto them (HardC).
 
 A hand-written site's rows are read from the one trace by autograd (its Jacobian at the prior
 mean); the first time a site name is met, one more trace at a random probe checks that its mean
-is linear (`LINEARITY_TOLERANCE`), so a nonlinear or piecewise-linear site raises instead of
-being silently linearised.
+is linear (`LINEARITY_TOLERANCE`). A site that fails the check is nonlinear: with
+`nonlinear="iterate"` (default) ProbConserv conditions on it by iterated linearisation to the
+constrained mode and a Laplace posterior whose draws are projected onto h(u) = b
+(`probcons.inference.nonlinear`); with `nonlinear="raise"` it is an error. Bound sites truncate
+the ProbConserv posterior of the equality sites (`probcons.inference.bounds`: exact HMC, every
+draw inside the bounds and on the exact rows). HardC projects onto the linear rows only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pyro
@@ -29,19 +34,25 @@ from probcons.constraints import LinearConstraint
 from probcons.covariance import DenseCovariance, DiagonalCovariance
 from probcons.errors import ModelError, ProbconsError, SingularConstraintError, UsageError
 from probcons.grid import Grid
+from probcons.inference.bounds import BoundObservation, Bounds, TruncatedPosterior, combine_bounds
 from probcons.inference.distributions import ConstraintObservation, GaussianField
+from probcons.inference.nonlinear import NonlinearSite, condition_nonlinear
+from probcons.inference.rows import JACOBIAN_LIMIT, SiteRows
+from probcons.inference.rows import flat as _flat
+from probcons.inference.rows import jacobian as _jacobian
+from probcons.inference.rows import slice_rows as _slice_rows
 from probcons.posterior import Posterior, check_generator
 from probcons.prediction import GaussianPrediction
 from probcons.validation import check_choice, check_positive_int
 
 LINEARITY_TOLERANCE = 1e-8
 """Relative mismatch above which a site's mean is declared non-linear in the latent."""
-JACOBIAN_LIMIT = 50_000_000
-"""Most entries (rows x grid points) of a hand-written site's dense Jacobian (400 MB)."""
 METHODS = ("probconserv", "hardc")
 """What `ExactConditioning` does with the rows: the exact posterior, or the HardC projection."""
 PROBE_SEED = 0
 """Seed of the probe field at which a hand-written site's linearity is checked."""
+NONLINEAR_CHOICES = ("iterate", "raise")
+"""What `ExactConditioning` does with a site that fails the linearity check."""
 
 
 def observe_constraint(name: str, constraint: LinearConstraint, field: torch.Tensor):
@@ -103,11 +114,15 @@ def latent_prior(fn) -> Posterior:
     )
 
 
+def _model_shape(fn) -> torch.Size:
+    """The shape the model sees the latent in."""
+    return fn.event_shape if isinstance(fn, GaussianField) else _unwrap(fn).mean.shape
+
+
 def _latent_value(fn, field: torch.Tensor) -> torch.Tensor:
     """`field` (n_t, n_x) in the shape the model sees the latent in, as a leaf that records
     the graph of every site built from it."""
-    shape = fn.event_shape if isinstance(fn, GaussianField) else _unwrap(fn).mean.shape
-    return field.detach().to(torch.float64).reshape(shape).clone().requires_grad_(True)
+    return field.detach().to(torch.float64).reshape(_model_shape(fn)).clone().requires_grad_(True)
 
 
 def _site_mean_and_noise(msg, latent: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,34 +138,6 @@ def _site_mean_and_noise(msg, latent: str) -> tuple[torch.Tensor, torch.Tensor]:
         f"site {msg['name']!r}: expected a Normal, Delta or observe_constraint site linear in "
         f"latent {latent!r}, got {type(base).__name__}"
     )
-
-
-def _jacobian(output: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """d output / d value as (m, N) float64 for a flat output (m,)."""
-    eye = torch.eye(output.numel(), dtype=output.dtype)
-    try:
-        (rows,) = torch.autograd.grad(
-            output, value, eye, retain_graph=True, is_grads_batched=True, allow_unused=True
-        )
-    except RuntimeError:  # an operation without a batching rule: one row at a time
-        rows = torch.stack(
-            [
-                torch.autograd.grad(output, value, row, retain_graph=True, allow_unused=True)[0]
-                for row in eye
-            ]
-        )
-    return rows.reshape(output.numel(), -1).to(torch.float64)
-
-
-@dataclass(frozen=True)
-class SiteRows:
-    """Rows of one hand-written site: loc(u) = matrix u + offset, observed `value`."""
-
-    name: str
-    matrix: torch.Tensor  # (m, N)
-    offset: torch.Tensor  # (m,)
-    value: torch.Tensor  # (m,)
-    noise: torch.Tensor  # (m,)
 
 
 def _generic_rows(msg, latent: str, value: torch.Tensor) -> SiteRows:
@@ -171,9 +158,6 @@ def _generic_rows(msg, latent: str, value: torch.Tensor) -> SiteRows:
             "observe_constraint (rows kept per time slice)"
         )
     matrix = _jacobian(flat, value)
-    invisible = (matrix == 0).all(dim=1).nonzero().reshape(-1)
-    if invisible.numel():
-        raise _invisible_row_error(name, int(invisible[0]), latent)
     point = value.detach().reshape(-1)
     offset = flat.detach().to(torch.float64) - matrix @ point
     observed = torch.as_tensor(msg["value"]).detach().to(torch.float64)
@@ -182,45 +166,14 @@ def _generic_rows(msg, latent: str, value: torch.Tensor) -> SiteRows:
     return SiteRows(name, matrix, offset, observed, noise.reshape(-1))
 
 
-def _invisible_row_error(site: str, row: int, latent: str) -> SingularConstraintError:
-    """The error for a row that reads no point of the latent."""
-    return SingularConstraintError(
-        f"site {site!r}: row {row} does not depend on latent {latent!r} (all its weights are "
-        "zero), so conditioning on it is meaningless"
-    )
-
-
-def _slice_rows(rows: SiteRows, grid: Grid) -> LinearConstraint | None:
-    """The site's rows per time slice, (n_t, r, n_x), when each row reads one slice and every
-    slice has the same number r of rows; None otherwise."""
-    n_t, n_x = grid.shape
-    blocks = rows.matrix.reshape(-1, n_t, n_x)
-    touched = blocks.abs().amax(dim=-1) > 0  # (m, n_t)
-    if not bool((touched.sum(dim=1) == 1).all()):
-        return None
-    slice_of = touched.to(torch.int64).argmax(dim=1)
-    counts = torch.bincount(slice_of, minlength=n_t)
-    if not bool((counts == counts[0]).all()):
-        return None
-    order = torch.argsort(slice_of, stable=True)
-    r = int(counts[0])
-    names = (rows.name,) if r == 1 else tuple(f"{rows.name}[{k}]" for k in range(r))
-    return LinearConstraint(
-        blocks[order, slice_of[order]].reshape(n_t, r, n_x),
-        (rows.value - rows.offset)[order].reshape(n_t, r),
-        rows.noise[order].reshape(n_t, r),
-        names,
-    )
-
-
-def _flat(constraint: LinearConstraint) -> LinearConstraint:
-    """The same rows as one slice over the flattened grid, (1, m, N)."""
-    return LinearConstraint(
-        constraint.to_dense()[None],
-        constraint.values.reshape(1, -1),
-        constraint.noise_std.reshape(1, -1),
-        tuple(f"{name}@{j}" for j in range(constraint.n_t) for name in constraint.names),
-    )
+def _check_visible(rows: SiteRows, latent: str) -> None:
+    """Raise for a row of a linear site that reads no point of the latent."""
+    invisible = (rows.matrix == 0).all(dim=1).nonzero().reshape(-1)
+    if invisible.numel():
+        raise SingularConstraintError(
+            f"site {rows.name!r}: row {int(invisible[0])} does not depend on latent {latent!r} "
+            "(all its weights are zero), so conditioning on it is meaningless"
+        )
 
 
 def flat_grid(grid: Grid) -> Grid:
@@ -232,10 +185,12 @@ def flat_grid(grid: Grid) -> Grid:
 class ConstraintSites:
     """What one trace of a model gives: the latent's prior and the rows of its observed sites.
 
-    constraint: every site's rows stacked (None when the model observes nothing), on
-    `prior.grid` per time slice, or on `flat_grid(prior.grid)` when `flat` (some row reads
-    several time slices). columns: for each site, its rows' positions on the last axis of
+    constraint: every linear site's rows stacked (None when there are none), on `prior.grid`
+    per time slice, or on `flat_grid(prior.grid)` when `flat` (some row reads several time
+    slices). columns: for each linear site, its rows' positions on the last axis of
     `constraint.apply(field)`. value_shape: the latent's shape as the model sees it.
+    nonlinear: the sites that failed the linearity check (h(u) re-traces the model). bounds:
+    the intersection of the bound sites, or None.
     """
 
     prior: Posterior
@@ -243,6 +198,8 @@ class ConstraintSites:
     flat: bool
     columns: dict[str, slice]
     value_shape: tuple[int, ...]
+    nonlinear: tuple[NonlinearSite, ...] = ()
+    bounds: Bounds | None = None
 
     def apply(self, field: torch.Tensor) -> torch.Tensor:
         """G u for fields (..., n_t, n_x) -> (..., slices, rows)."""
@@ -254,15 +211,39 @@ class ConstraintSites:
         """G u - b for fields (..., n_t, n_x)."""
         return self.apply(field) - self.constraint.values.to(field.dtype)
 
+    def site_residuals(self, fields: torch.Tensor) -> dict[str, torch.Tensor]:
+        """h(u) - b of every nonlinear site for fields (..., n_t, n_x) -> {site: (..., m)}."""
+        batch = fields.shape[:-2]
+        flat = fields.detach().to(torch.float64).reshape(-1, *fields.shape[-2:])
+        residuals = {}
+        for site in self.nonlinear:
+            values = torch.stack([site.function(field).detach().reshape(-1) for field in flat])
+            residuals[site.name] = (values - site.value).reshape(*batch, site.size)
+        return residuals
+
     def posterior(self, method: str, rcond: float = RCOND, singular: str = "raise") -> Posterior:
-        """The prior after `method`: "unconstrained", "hardc" or "probconserv"."""
+        """The prior after `method`: "unconstrained", "hardc" (the mean projected onto the
+        linear rows) or "probconserv" (the exact posterior of the linear rows; with nonlinear
+        sites their iterated-linearisation posterior, with bound sites the truncated one)."""
         check_choice(method, "method", ("unconstrained", *METHODS))
+        if method == "probconserv" and (self.nonlinear or self.bounds is not None):
+            return self._beyond_linear(rcond)
         if method == "unconstrained" or self.constraint is None:
             return self.prior
         prior = self.prior.with_grid(flat_grid(self.prior.grid)) if self.flat else self.prior
         update = prior.condition if method == "probconserv" else prior.project
         result = update(self.constraint, rcond=rcond, singular=singular)
         return result.with_grid(self.prior.grid) if self.flat else result
+
+    def _beyond_linear(self, rcond: float) -> Posterior:
+        if self.nonlinear and self.bounds is not None:
+            raise UsageError(
+                f"model: bound sites together with nonlinear sites "
+                f"{[site.name for site in self.nonlinear]} are not supported; keep one kind"
+            )
+        if self.nonlinear:
+            return condition_nonlinear(self.prior, self.nonlinear, self.constraint, rcond=rcond)
+        return TruncatedPosterior(self.prior, self.constraint, self.bounds)
 
 
 def _describe(model) -> str:
@@ -275,8 +256,10 @@ class ExactConditioning:
     """The exact constrained posterior of `latent` in a Pyro model, like pyro.infer.Predictive.
 
     method: "probconserv" (the exact Gaussian posterior given every observed linear site) or
-    "hardc" (the mean projected onto the rows, the spread unchanged). Each call traces the
-    model once (plus one probe trace the first time a hand-written site is met).
+    "hardc" (the mean projected onto the rows, the spread unchanged). nonlinear: "iterate"
+    (a site that fails the linearity check is conditioned on by iterated linearisation) or
+    "raise". Each call traces the model once (plus one probe trace the first time a
+    hand-written site is met; a nonlinear site re-traces it at each iteration).
 
         ExactConditioning(model).posterior(*args)   -> the constrained Posterior
         ExactConditioning(model).constraint(*args)  -> the stacked LinearConstraint applied
@@ -291,6 +274,7 @@ class ExactConditioning:
         method: str = "probconserv",
         rcond: float = RCOND,
         singular: str = "raise",
+        nonlinear: str = "iterate",
     ) -> None:
         if not callable(model):
             raise UsageError(f"model: expected a callable Pyro model, got {type(model).__name__}")
@@ -301,7 +285,9 @@ class ExactConditioning:
         self.method = check_choice(method, "method", METHODS)
         self.rcond = rcond
         self.singular = singular
+        self.nonlinear = check_choice(nonlinear, "nonlinear", NONLINEAR_CHOICES)
         self._linear_sites: set[str] = set()
+        self._nonlinear_sites: set[str] = set()
 
     def _trace(self, args, kwargs, value_of) -> ConstraintCollector:
         collector = ConstraintCollector(self.latent, value_of)
@@ -329,9 +315,12 @@ class ExactConditioning:
         value = collector.latent_message["value"]
         prior = latent_prior(fn)
         parts: list[tuple[str, LinearConstraint | SiteRows]] = []
+        bound_sites: list[BoundObservation] = []
         for msg in collector.observed:
             base = _unwrap(msg["fn"])
-            if isinstance(base, ConstraintObservation) and base.field is value:
+            if isinstance(base, BoundObservation):
+                bound_sites.append(self._bound_site(msg["name"], base, value, prior))
+            elif isinstance(base, ConstraintObservation) and base.field is value:
                 constraint = base.constraint
                 if msg["value"] is not constraint.values:  # observed at another b than built
                     observed = torch.as_tensor(msg["value"]).detach().to(torch.float64)
@@ -343,27 +332,77 @@ class ExactConditioning:
             else:
                 parts.append((msg["name"], _generic_rows(msg, self.latent, value)))
         generic = [part for _, part in parts if isinstance(part, SiteRows)]
-        if generic and not {rows.name for rows in generic} <= self._linear_sites:
-            self._check_linear(args, kwargs, prior, generic)
-        return self._stack(prior, parts, tuple(value.shape))
+        unseen = [rows for rows in generic if rows.name not in self._known_sites]
+        if unseen:
+            self._check_linear(args, kwargs, prior, unseen)
+        nonlinear = tuple(
+            self._nonlinear_site(args, kwargs, rows)
+            for rows in generic
+            if rows.name in self._nonlinear_sites
+        )
+        for rows in generic:
+            if rows.name in self._linear_sites:
+                _check_visible(rows, self.latent)
+        linear = [(name, part) for name, part in parts if name not in self._nonlinear_sites]
+        sites = self._stack(prior, linear, tuple(value.shape))
+        bounds = combine_bounds(bound_sites)
+        return dataclasses.replace(sites, nonlinear=nonlinear, bounds=bounds)
+
+    @property
+    def _known_sites(self) -> set[str]:
+        return self._linear_sites | self._nonlinear_sites
+
+    def _bound_site(self, name: str, site: BoundObservation, value, prior) -> BoundObservation:
+        if site.field is not value:
+            raise UsageError(
+                f"site {name!r}: expected bounds on latent {self.latent!r} itself "
+                "(observe_bounds(name, u, ...)), got bounds on another tensor"
+            )
+        if site.bounds.shape != tuple(prior.grid.shape):
+            raise UsageError(
+                f"site {name!r}: expected bounds of shape {tuple(prior.grid.shape)}, got "
+                f"{site.bounds.shape}"
+            )
+        return site
+
+    def _nonlinear_site(self, args, kwargs, rows: SiteRows) -> NonlinearSite:
+        """The site as h(u): the model traced at a field (n_t, n_x), its mean read off."""
+        name = rows.name
+
+        def function(field: torch.Tensor) -> torch.Tensor:
+            collector = self._trace(args, kwargs, lambda fn: field.reshape(_model_shape(fn)))
+            for msg in collector.observed:
+                if msg["name"] == name:
+                    mean, _ = _site_mean_and_noise(msg, self.latent)
+                    return mean.reshape(-1).to(torch.float64)
+            raise ModelError(f"model: site {name!r} was not observed when traced again")
+
+        return NonlinearSite(name, function, rows.value, rows.noise)
 
     def _check_linear(self, args, kwargs, prior: Posterior, generic: list[SiteRows]) -> None:
         """Trace once more at a probe field; each site's mean there must be matrix probe + offset."""
         generator = torch.Generator().manual_seed(PROBE_SEED)
         probe = prior.mean + torch.randn(prior.grid.shape, generator=generator, dtype=torch.float64)
         collector = self._trace(args, kwargs, lambda fn: _latent_value(fn, probe))
+        names = {rows.name for rows in generic}
         locs = {
-            msg["name"]: _site_mean_and_noise(msg, self.latent)[0] for msg in collector.observed
+            msg["name"]: _site_mean_and_noise(msg, self.latent)[0]
+            for msg in collector.observed
+            if msg["name"] in names
         }
         for rows in generic:
             actual = locs[rows.name].detach().reshape(-1).to(torch.float64)
             predicted = rows.matrix @ probe.reshape(-1) + rows.offset
-            if (predicted - actual).abs().max() > LINEARITY_TOLERANCE * (1 + actual.abs().max()):
+            if (predicted - actual).abs().max() <= LINEARITY_TOLERANCE * (1 + actual.abs().max()):
+                self._linear_sites.add(rows.name)
+            elif self.nonlinear == "iterate":
+                self._nonlinear_sites.add(rows.name)
+            else:
                 raise UsageError(
                     f"site {rows.name!r}: its mean is not linear in latent {self.latent!r}; "
-                    "exact conditioning needs G u + c"
+                    "exact linear conditioning needs G u + c (nonlinear='iterate' conditions "
+                    "on it by iterated linearisation)"
                 )
-            self._linear_sites.add(rows.name)
 
     @staticmethod
     def _stack(prior: Posterior, parts, value_shape: tuple[int, ...]) -> ConstraintSites:
@@ -410,8 +449,9 @@ class ExactConditioning:
         generator: torch.Generator | None = None,
         **kwargs,
     ) -> dict[str, torch.Tensor]:
-        """{latent: draws (num_samples, *event_shape)} and, per observed site, G u of each
-        draw (num_samples, slices, rows of that site)."""
+        """{latent: draws (num_samples, *event_shape)} and, per observed linear site, G u of
+        each draw (num_samples, slices, rows of that site); per nonlinear site h(u) of each draw
+        (num_samples, m)."""
         check_positive_int(num_samples, "num_samples")
         check_generator(generator)
         sites = self.collect(*args, **kwargs)
@@ -422,6 +462,9 @@ class ExactConditioning:
             rows = sites.apply(draws)
             for name, columns in sites.columns.items():
                 samples[name] = rows[..., columns]
+        for name, residual in sites.site_residuals(draws).items():
+            site = next(site for site in sites.nonlinear if site.name == name)
+            samples[name] = residual + site.value
         return samples
 
 

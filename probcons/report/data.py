@@ -129,6 +129,8 @@ class MethodData:
         self.has_mass = constant is not None and "mass" in constant
         self.has_parameter = constant is not None and "parameter" in constant
         self.has_constraint = constant is not None and "constraint_weights" in constant
+        self.has_bounds = constant is not None and {"bound_lower", "bound_upper"} <= set(constant)
+        self.has_site_residual = constant is not None and "site_residual" in constant
         self.constraint_rows: tuple[str, ...] | None = None
         if self.has_constraint and "constraint_row" in constant.coords:
             self.constraint_rows = tuple(
@@ -187,6 +189,23 @@ class MethodData:
             )
         )
         return constraint_residual(weights, values, field)
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(lower, upper), each (n_t, n_x) float64, of the run's bound sites, or None."""
+        if not self.has_bounds:
+            return None
+        return tuple(
+            torch.from_numpy(np.asarray(self._constant[name].transpose(*FIELD_DIMS[1:]).values)).to(
+                torch.float64
+            )
+            for name in ("bound_lower", "bound_upper")
+        )
+
+    def site_residual(self, function: int) -> float | None:
+        """Max over draws, nonlinear sites and rows of |h(u) - b|, or None if not stored."""
+        if not self.has_site_residual:
+            return None
+        return float(np.max(np.asarray(self._constant["site_residual"][function].values)))
 
     def parameter(self, function: int) -> float | None:
         """The PDE parameter of function `function`, or None if not stored."""

@@ -50,6 +50,8 @@ TABLE_METRICS = (  # (key, column header)
     ("coverage_90", "Cov 90%"),
     ("width_90", "Width 90%"),
     ("boundary_residual", "Boundary"),
+    ("bound_violations", "Outside bounds"),
+    ("site_residual", "Site residual"),
 )
 
 DEFINITIONS = (
@@ -63,7 +65,9 @@ DEFINITIONS = (
     "that interval (sharpness); Boundary: mean |B (m - u)| of the boundary operator B named by "
     "the run's boundary_condition attribute, else mean |G_b m - b_b| of the posterior mean over "
     "the stored boundary rows (dirichlet_*, neumann_*, periodic) the posterior was conditioned "
-    "on; n/a: no standard error from a single function; "
+    "on; Outside bounds: fraction of draw points outside the run's bound sites "
+    "(observe_bounds); Site residual: max over draws and rows of |h(u) - b| of the run's "
+    "nonlinear sites; n/a: no standard error from a single function; "
     "PIT 90%: coverage of the 90% interval read off the randomized PIT, exact for any D; "
     f"Calibration: over-confident if PIT 90% < 0.9 - {FLAG_STANDARD_ERRORS:g} SE, "
     f"under-confident if > 0.9 + {FLAG_STANDARD_ERRORS:g} SE, SE the larger of the standard "

@@ -273,7 +273,9 @@ class MethodSummarizer:
     number of functions and draws, the per-function parameters (None if not stored), and
     whether a CE can be computed (constraint rows or mass stored), and the names of the stored
     constraint rows (`constraint_rows`, the order of the residual's last axis), whose boundary
-    rows give the boundary residual.
+    rows give the boundary residual; `bounds` (lower, upper) of the run's bound sites (the
+    fraction of draw points outside them is reported), and whether per-function nonlinear-site
+    residuals come with each function (`site_residuals`).
     """
 
     def __init__(
@@ -289,6 +291,8 @@ class MethodSummarizer:
         parameters: list[float] | None,
         has_ce: bool,
         constraint_rows: tuple[str, ...] | None = None,
+        bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+        site_residuals: bool = False,
         example_function: int = 0,
         pit_values: int = PIT_VALUES,
         seed: int = 0,
@@ -326,6 +330,11 @@ class MethodSummarizer:
             self.notes.append("CE not computed: constant_data has neither constraint rows nor mass")
         if self.boundary is not None or self.boundary_rows is not None:
             names.append("boundary_residual")
+        self.bounds = bounds
+        if bounds is not None:
+            names.append("bound_violations")
+        if site_residuals:
+            names.append("site_residual")
         self.per_function = {name: np.empty(n_functions) for name in names}
         # Per point, for the regions: the index of the smallest RELIABILITY_LEVELS interval
         # that covers it (len(levels) if none), the predictive variance, near the front or not.
@@ -354,10 +363,12 @@ class MethodSummarizer:
         mass: torch.Tensor | None = None,
         residual: torch.Tensor | None = None,
         ordered: torch.Tensor | None = None,
+        site_residual: float | None = None,
     ) -> None:
         """The next function: draws (n_draws, n_t, n_x) float64 as stored, truth (n_t, n_x),
         exact moments (mean, variance) or None, mass (n_t,) or None, the constraint residual
-        G m - b of the mean or None; ordered: `draws` sorted along the draws, if at hand."""
+        G m - b of the mean or None; ordered: `draws` sorted along the draws, if at hand;
+        site_residual: max |h(u) - b| of the nonlinear sites over the draws, if any."""
         f = self.added
         grid, per_function = self.grid, self.per_function
         time_index = self.time_index
@@ -397,6 +408,15 @@ class MethodSummarizer:
                 float("nan")
                 if residual is None
                 else float(residual[..., self.boundary_rows].abs().mean())
+            )
+
+        if self.bounds is not None:
+            lower, upper = self.bounds
+            outside = (draws < lower) | (draws > upper)
+            per_function["bound_violations"][f] = float(outside.double().mean())
+        if "site_residual" in per_function:
+            per_function["site_residual"][f] = (
+                float("nan") if site_residual is None else site_residual
             )
 
         # Ties between draws and truth are judged at the draws' storage precision (float32).
@@ -557,6 +577,8 @@ def summarize_method(
         parameters=parameters,
         has_ce=data.has_constraint or data.has_mass,
         constraint_rows=data.constraint_rows,
+        bounds=data.bounds(),
+        site_residuals=data.has_site_residual,
         example_function=example_function,
         pit_values=pit_values,
         seed=seed,
@@ -567,6 +589,8 @@ def summarize_method(
         residual = None if mean is None else data.constraint_residual(f, mean[0])
         if mean is None and data.has_constraint:
             residual = data.constraint_residual(f, draws.mean(dim=0))
-        summarizer.add(draws, data.truth(f), mean, data.mass(f), residual)
+        summarizer.add(
+            draws, data.truth(f), mean, data.mass(f), residual, site_residual=data.site_residual(f)
+        )
         del draws
     return summarizer.summary()

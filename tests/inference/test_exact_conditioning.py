@@ -133,7 +133,7 @@ def test_mixture_latent_is_conditioned_per_component(small_grid):
     assert mass.residual(hardc.mean).abs().max() < 1e-12
 
 
-def test_nonlinear_and_piecewise_linear_sites_raise(small_grid):
+def test_nonlinear_and_piecewise_linear_sites_raise_when_asked(small_grid):
     prior = _prior(small_grid)
 
     def squared(prediction):
@@ -146,7 +146,7 @@ def test_nonlinear_and_piecewise_linear_sites_raise(small_grid):
 
     for model, name in ((squared, "energy"), (absolute, "pos")):
         with pytest.raises(UsageError, match=f"site '{name}': its mean is not linear"):
-            ExactConditioning(model).posterior(prior)
+            ExactConditioning(model, nonlinear="raise").posterior(prior)
 
 
 def test_sites_the_prior_cannot_see_raise_naming_the_site(small_grid):

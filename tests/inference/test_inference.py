@@ -9,6 +9,7 @@ from conftest import random_covariances
 from probcons.constraints import conservation_constraint, dirichlet_constraint
 from probcons.inference import (
     ConstrainedPredictive,
+    ExactConditioning,
     GaussianField,
     exact_posterior,
     observe_constraint,
@@ -84,7 +85,7 @@ def test_multivariate_normal_latent():
     assert (draws[..., 0] - draws[..., 3]).abs().max() < 1e-10
 
 
-def test_nonlinear_site_is_rejected(prior):
+def test_nonlinear_site_is_rejected_when_asked(prior):
     def model():
         u = pyro.sample("u", GaussianField(prior))
         pyro.sample(
@@ -92,7 +93,7 @@ def test_nonlinear_site_is_rejected(prior):
         )
 
     with pytest.raises(ValueError, match="not linear"):
-        exact_posterior(model)
+        ExactConditioning(model, nonlinear="raise").posterior()
 
 
 def test_unknown_latent_is_rejected(prior):

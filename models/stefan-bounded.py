@@ -1,0 +1,22 @@
+"""Stefan problem with ProbConserv and the physical range 0 <= u <= 1 (maximum principle).
+
+The model of models/stefan.py plus one bound site: the exact posterior of the conservation
+site, truncated to [0, 1] at every grid point. `probcons run stefan --model stefan-bounded`
+draws from it by exact Hamiltonian Monte Carlo (probcons.inference.bounds): every draw is inside
+the bounds and conserves mass exactly; its mean and variance are Monte Carlo estimates.
+"""
+
+import pyro
+
+from probcons.constraints import conservation_constraint
+from probcons.inference import GaussianField, observe_bounds, observe_constraint
+
+
+def model(prediction, problem, parameter, noise_std=0.0):
+    """prediction: GaussianPrediction on a (t, x) grid; noise_std: the slack sigma_G (0 = exact)."""
+    grid = prediction.grid
+    u = pyro.sample("u", GaussianField(prediction))
+    mass = problem.mass(grid.t, parameter)  # U(t) from the analytic boundary fluxes
+    observe_constraint("mass", conservation_constraint(grid, mass, noise_std), u)
+    observe_bounds("physical_range", u, lower=0.0, upper=1.0)
+    return u
