@@ -912,13 +912,45 @@ def truncated_draws(
         choice = torch.zeros(n, dtype=torch.int64)
     else:
         choice = torch.randint(len(components), (n,), generator=generator)
-    draws = torch.empty((n, *grid.shape), dtype=torch.float64)
+    if len(components) == 1:
+        problem = _component_slices(components[0], constraint, flat, bounds)
+        values = _slice_draws(problem, n, steps, generator, max_bounces)
+        return values.reshape(n, *grid.shape)
+    # one chain per draw and slice, the slices of every draw's component stacked: one batch
+    parts = {}
     for index in torch.unique(choice).tolist():
-        rows = (choice == index).nonzero().reshape(-1)
-        problem = _component_slices(components[index], constraint, flat, bounds)
-        values = _slice_draws(problem, rows.numel(), steps, generator, max_bounces)
-        draws[rows] = values.reshape(rows.numel(), *grid.shape)
-    return draws
+        parts[index] = _component_slices(components[index], constraint, flat, bounds)
+    problem = _stacked_slices([parts[int(index)] for index in choice], choice.tolist())
+    values = _slice_draws(problem, 1, steps, generator, max_bounces)
+    return values.reshape(n, *grid.shape)
+
+
+def _stacked_slices(problems: list[_Slices], components: list[int]) -> _Slices:
+    """The slices of several problems as one batch (B = sum of theirs); labels name the
+    component of each."""
+
+    def cat(name: str):
+        return torch.cat([getattr(problem, name) for problem in problems])
+
+    blocks = None if problems[0].blocks is None else cat("blocks")
+    labels = tuple(
+        f"component {k}, {label}"
+        for problem, k in zip(problems, components, strict=True)
+        for label in problem.labels
+    )
+    first = problems[0]
+    return _Slices(
+        mean=cat("mean"),
+        variance=cat("variance"),
+        blocks=blocks,
+        weights=cat("weights"),
+        values=cat("values"),
+        noise=cat("noise"),
+        names=first.names,
+        lower=cat("lower"),
+        upper=cat("upper"),
+        labels=labels,
+    )
 
 
 class TruncatedPosterior(Posterior):

@@ -9,17 +9,42 @@ linearises every site at u_k,
 stacks these rows with G and conditions the prior on them exactly (`Posterior.condition`); the
 conditioned mean is T(u_k). This is the iterated extended Kalman update: Gauss-Newton for
 
-    min 1/2 |u - m|^2_{Sigma^-1} + 1/2 |h(u) - b|^2_{R^-1}   (exact rows: h(u) = b, G u = c),
+    min f(u) = 1/2 |u - m|^2_{Sigma^-1} + 1/2 |h(u) - b|^2_{R^-1}   s.t. c(u) = 0
 
-whose fixed points are its first-order (KKT) points; with exact sites it is SQP with Sigma^-1 in
-place of the Lagrangian's Hessian, so it converges linearly (fast when h is mildly curved) and
-oscillates when h is strongly curved. The step is therefore damped,
-u_{k+1} = u_k + alpha (T(u_k) - u_k), alpha = 1 while plain Gauss-Newton converges and set from
-the last two steps when it oscillates (`_Damping`). It stops when the full step
-max|T(u_k) - u_k| <= tolerance (max|u| + max sd of the prior) and every exact row of each site
-has |h(u) - b| <= tolerance * scale_s, scale_s = max_k (|b_k| + (|J| |u|)_k) (the size of the
-terms that make up h_s, over all its rows). `iterations` counts the conditionings, the last one
-only confirming: a linear h takes 2 (the first gives `condition`'s mean, the second a zero step).
+(c: the exact rows h_E(u) - b_E and G_E u - c_E), whose fixed points are its first-order (KKT)
+points; with exact sites, d = T(u_k) - u_k is the SQP step with B = Sigma^-1 (+ J^T R^-1 J for
+noisy rows) in place of the Lagrangian's Hessian, and T(u_k) = m + Sigma J^T a gives the
+multipliers lambda = -a (exact rows) and Sigma^-1 (T - m) = J^T a without Sigma^-1 (`_prior_pull`).
+
+Globalisation (`_line_search`): u_{k+1} = u_k + alpha d with alpha backtracked (quadratic
+interpolation) from the damping's guess (`_Damping`, 1 while Gauss-Newton converges by itself)
+until the exact penalty merit
+
+    phi(u) = f(u) + mu |c(u)|_1,        mu = PENALTY_MARGIN max |lambda_k|,
+
+decreases by ARMIJO alpha phi'(u_k; d). phi'(u; d) <= -d^T B d - (mu - max|lambda|) |c|_1 < 0,
+so every step decreases phi (mu of that step) and the iterates cannot run away; the prior term
+along the segment is the quadratic a w^T d + a^2/2 d^T (Sigma^-1 (T - m) - w), w = Sigma^-1
+(u - m) carried along, so phi costs no Sigma^-1 and the step stays O(N) for per-slice rows. mu
+is set from each step's multipliers (it may decrease: a mu kept at its largest value, met far
+from the mode, makes the merit all violation and the iteration crawl along curved sites). Where
+the line search stalls (alpha < STALL_STEP STALL_ITERATIONS times running: a valley of phi where
+J is near singular, e.g. u_0 -> 0 for u_0^m g(u)), `_find_mode` falls back to the damped
+iteration alone from the prior mean (no merit: it may jump out of such a valley), and raises
+the first ConvergenceError if that fails too. `merits` records (mu, phi before, phi after) per
+searched step.
+
+Stopping rule: converged when every exact row has |h(u) - b| <= tolerance * scale_s,
+scale_s = max_k (|b_k| + (|J| |u|)_k) (the size of the terms that make up h_s, over all its
+rows), and either the full step max|T(u_k) - u_k| <= tolerance (max|u| + max sd of the prior)
+or the KKT residual is small against its scale: grad f + J^T lambda = -B d, whose dual norm is
+|d|_B ~ |d|_{Sigma^-1}, the step in prior standard deviations, at most STATIONARITY times
+max(1, |u - m|_{Sigma^-1}), the dual norm of the prior's pull grad f. The second test is what
+the mode needs: it is exact to STATIONARITY of the prior's spread, where the first asks for a
+step that the conditioning cannot resolve when Sigma is ill-conditioned (a GP prior: T(u) has
+round-off ~1e-9 max|u|, and the steps stall there). `iterations` counts the conditionings, the
+last one only confirming: a linear h takes 2 (the first gives `condition`'s mean, the second a
+zero step).
 
 Rows that each read one time slice (read off the Jacobian) keep the update per slice, O(N) for
 block-structured priors; otherwise every row goes on grid.flattened() as one dense constraint.
@@ -32,8 +57,9 @@ else it is a SingularConstraintError naming the site and the row.
 
 What the result is: the mode, and the feasibility of every draw, are exact to the tolerance.
 The spread is the linearised Laplace approximation (the prior conditioned on the rows linearised
-at the mode, mean = mode), with each draw then projected onto the exact sites; it is not the
-exact nonlinear posterior.
+at the mode, mean = mode), with each draw then projected onto the exact sites (Gauss-Newton for
+c(x) = 0 in the prior's metric, each step backtracked on the scaled violation
+sum_s |c_s|_1 / scale_s, `_feasibility_search`); it is not the exact nonlinear posterior.
 """
 
 from __future__ import annotations
@@ -78,9 +104,9 @@ cheap (one exact update); Gauss-Newton converges linearly, slowest where h has a
 MIN_STEP_FRACTION = 2.0**-10
 """Smallest fraction alpha of a Gauss-Newton step that the damping takes (see `_Damping`)."""
 STATIONARITY = 1e-9
-"""The mode is also converged when the Gauss-Newton step d, measured in prior standard
-deviations (|d|_{Sigma^-1}), is at most this times the distance |u - m|_{Sigma^-1} from the
-prior mean; the exact rows must hold to the tolerance as well."""
+"""The mode is also converged when the Gauss-Newton step d measured in prior standard
+deviations, |d|_{Sigma^-1} (the KKT residual's dual norm), is at most this times
+max(1, |u - m|_{Sigma^-1}) (the prior pull's), with the exact rows holding to the tolerance."""
 ARMIJO = 1e-4
 """Sufficient decrease: a step alpha d is taken when phi(u + alpha d) - phi(u) <= ARMIJO alpha
 phi'(u; d) (phi the exact penalty merit, phi' < 0 along the Gauss-Newton direction d)."""
@@ -97,7 +123,8 @@ STALL_ITERATIONS = 5
 """The line search stalls when it takes alpha < STALL_STEP this many iterations running (or finds
 no alpha >= MIN_LINE_STEP): the merit has a valley there (`_find_mode` then falls back)."""
 MERIT_ROUNDOFF = 1e-13
-"""Changes of the merit below this times its size are round-off: such steps are taken."""
+"""Changes of the merit below this times the size of its terms (`_violation_size` for the
+violation) are round-off: such steps are taken."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -535,16 +562,18 @@ def _line_search(
     slope_prior = float(weight.reshape(-1) @ direction.reshape(-1))
     curvature = float(direction.reshape(-1) @ (pull - weight).reshape(-1))  # d^T Sigma^-1 d
     slope_noisy = 0.0
-    if constraint is not None:
-        noisy = constraint.noise_std > 0
+    if constraint is not None:  # d/da 1/2 |G u - c|^2_{R^-1} over the noisy rows, J d = G d
+        slack_rows = (constraint.noise_std > 0).expand_as(constraint.values)
+        variance = constraint.noise_std.expand_as(constraint.values)[slack_rows] ** 2
         now = _rows_at(constraint, point)
-        change = _rows_at(constraint, laplace.mean) - now
-        misfit = (now - constraint.values) / constraint.noise_std
-        slope_noisy = float((misfit * change / constraint.noise_std)[noisy.expand_as(now)].sum())
+        change = (_rows_at(constraint, laplace.mean) - now)[slack_rows]
+        misfit = (now - constraint.values)[slack_rows]
+        slope_noisy = float((misfit * change / variance).sum())
     slope = min(0.0, slope_prior + slope_noisy - penalty * current.violation)
     prior_term = 0.5 * float(offset.reshape(-1) @ weight.reshape(-1))
     before = prior_term + current.noisy + penalty * current.violation
-    slack = MERIT_ROUNDOFF * (abs(prior_term) + current.noisy + penalty * current.violation)
+    size = abs(prior_term) + current.noisy + penalty * _violation_size(problem, current)
+    slack = MERIT_ROUNDOFF * size
     alpha = fraction
     while alpha >= MIN_LINE_STEP:
         trial = laplace.mean if alpha == 1.0 else point + alpha * direction
@@ -611,20 +640,15 @@ def _globalised_mode(
         full = laplace.mean - current.point
         step = float(full.abs().max())
         pull, largest = _prior_pull(prior, laplace, constraint)
-        if step <= problem.tolerance * (float(laplace.mean.abs().max()) + spread) or _stationary(
-            prior, current.point, current.weight, full, pull
-        ):
+        stationary = _stationary(*_kkt_norms(prior, current.point, current.weight, full, pull))
+        if stationary or step <= problem.tolerance * (float(laplace.mean.abs().max()) + spread):
             states = problem.states(laplace.mean, where)
-            current = _Iterate(
-                laplace.mean, pull, states, *_state_terms(problem, states, laplace.mean)
-            )
             if problem.worst(states)[0] <= 1:
                 residuals = {state.site.name: state.residual for state in states}
                 return NonlinearPosterior(
                     prior, laplace, iteration, residuals, problem, merits=tuple(merits)
                 )
-            continue
-        penalty = max(penalty, PENALTY_MARGIN * largest)
+        penalty = PENALTY_MARGIN * largest
         current, fraction, merit = _line_search(
             prior, problem, current, laplace, constraint, pull, penalty, damping(full), where
         )
@@ -648,19 +672,39 @@ def _globalised_mode(
     )
 
 
-def _stationary(
+def _kkt_norms(
     prior: GaussianPrediction,
     point: torch.Tensor,
     weight: torch.Tensor,
     full: torch.Tensor,
     pull: torch.Tensor,
-) -> bool:
-    """|d|_{Sigma^-1} <= STATIONARITY |u - m|_{Sigma^-1} (or <= STATIONARITY when u = m): the
-    KKT residual of the linearised problem, grad f + J^T lambda = -Sigma^-1 d, is small in its
-    dual norm against the prior's pull Sigma^-1 (u - m) (see the module docstring)."""
+) -> tuple[float, float]:
+    """(|d|_{Sigma^-1}, |u - m|_{Sigma^-1}) for the full step d = T(u) - u: the KKT residual of
+    the linearised problem, grad f + J^T lambda = -Sigma^-1 d, in its dual norm, and the size of
+    the prior's pull Sigma^-1 (u - m) in the same norm (w = weight = Sigma^-1 (u - m))."""
     curvature = abs(float(full.reshape(-1) @ (pull - weight).reshape(-1)))
     distance = abs(float((point - prior.mean).reshape(-1) @ weight.reshape(-1)))
-    return curvature <= STATIONARITY**2 * max(distance, 1.0)
+    return math.sqrt(curvature), math.sqrt(distance)
+
+
+def _stationary(residual: float, distance: float) -> bool:
+    """|d|_{Sigma^-1} <= STATIONARITY max(1, |u - m|_{Sigma^-1}) (module docstring), from
+    `_kkt_norms`."""
+    return residual <= STATIONARITY * max(1.0, distance)
+
+
+def _violation_size(problem: _Problem, current: _Iterate) -> float:
+    """The size of the terms that make up the violation |c(u)|_1: each exact row's site scale
+    (|b| + |J| |u|), and |c| + |G| |u| for the exact linear rows; |c|_1 is known to round-off of
+    this."""
+    size = sum(state.scale * int(state.site.exact.sum()) for state in current.states)
+    linear = problem.linear
+    if linear is not None:
+        field = current.point.reshape(linear.n_t, 1, linear.n_x).abs()
+        magnitude = (linear.weights.abs() * field).sum(dim=-1) + linear.values.abs()
+        exact = (linear.noise_std == 0).expand_as(magnitude)
+        size += float(magnitude[exact].sum())
+    return size
 
 
 def _state_terms(
@@ -691,7 +735,7 @@ def _damped_mode(prior: GaussianPrediction, problem: _Problem, label: str) -> No
         step = float(full.abs().max())
         pull, _ = _prior_pull(prior, laplace, constraint)
         small = step <= problem.tolerance * (float(laplace.mean.abs().max()) + spread)
-        small = small or _stationary(prior, point, weight, full, pull)
+        small = _stationary(*_kkt_norms(prior, point, weight, full, pull)) or small
         fraction = 1.0 if small else damping(full)
         point = laplace.mean if fraction == 1.0 else point + fraction * full
         weight = pull if fraction == 1.0 else weight + fraction * (pull - weight)
@@ -881,7 +925,8 @@ def _project(
 ) -> torch.Tensor:
     """Gauss-Newton onto the exact sites in the prior's metric: x <- x + alpha (T(x) - x),
     T(x) = E[u | rows linearised at x] for u ~ N(x, Sigma) (the exact linear rows included),
-    alpha from `_Damping`, until they hold to the tolerance."""
+    alpha from `_Damping` backtracked on the scaled violation (`_feasibility_search`), until
+    they hold to the tolerance."""
     point = draw
     damping = _Damping()
     for step in range(problem.max_iterations + 1):
@@ -897,13 +942,64 @@ def _project(
             target = _conditioned(local, constraint, flat, problem.rcond).mean
         except SingularConstraintError as error:
             raise SingularConstraintError(f"{where}: {error}") from error
-        fraction = damping(target - point)
+        fraction = _feasibility_search(
+            problem, states, linear, point, target, damping(target - point)
+        )
         point = target if fraction == 1.0 else point + fraction * (target - point)
     _, state = problem.worst(states)
     raise ConvergenceError(
         f"{label}: projection onto the exact sites did not converge in "
         f"{problem.max_iterations} steps (max_iterations): {state.describe(problem.tolerance)}"
     )
+
+
+def _violation(
+    problem: _Problem,
+    states: list[_SiteState],
+    linear: LinearConstraint | None,
+    point: torch.Tensor,
+    values: list[torch.Tensor] | None = None,
+) -> float:
+    """theta(u) = sum_s |h_s(u) - b_s|_1 / scale_s over the exact rows of the sites of `states`
+    (values: h_s(u) in their order, else the states' own), + |G u - c|_1 / scale over the exact
+    rows of `linear`; the scales are the states' (read at the start of the step)."""
+    total = 0.0
+    for index, state in enumerate(states):
+        site = state.site
+        residual = (state.values if values is None else values[index]) - site.value
+        total += float(residual[site.exact].abs().sum()) / max(state.scale, SMALLEST_SQUARABLE)
+    if linear is not None:
+        exact = (linear.noise_std == 0).expand(linear.n_t, linear.rows_per_slice)
+        residual = _linear_residual(linear, point)[exact].abs()
+        total += float(residual.sum()) / max(float(linear.values.abs().max()), 1.0)
+    return total
+
+
+def _feasibility_search(
+    problem: _Problem,
+    states: list[_SiteState],
+    linear: LinearConstraint | None,
+    point: torch.Tensor,
+    target: torch.Tensor,
+    fraction: float,
+) -> float:
+    """alpha for the projection step x + alpha (T(x) - x): `fraction` halved until the scaled
+    violation theta (`_violation`) decreases by ARMIJO alpha theta(x) (theta'(x; d) = -theta(x),
+    as J d = -c for every exact row). When no alpha >= MIN_LINE_STEP does (round-off, or a
+    valley of theta), `fraction` itself, as the damped iteration alone would take."""
+    before = _violation(problem, states, linear, point)
+    rows = sum(int(state.site.exact.sum()) for state in states)
+    slack = MERIT_ROUNDOFF * (rows + (0 if linear is None else linear.num_rows))
+    alpha = fraction
+    while alpha >= MIN_LINE_STEP:
+        trial = target if alpha == 1.0 else point + alpha * (target - point)
+        values = [_site_values(state.site, trial) for state in states]
+        if all(value is not None for value in values):
+            after = _violation(problem, states, linear, trial, values)
+            if after <= (1 - ARMIJO * alpha) * before + slack:
+                return alpha
+        alpha = 0.5 * alpha
+    return fraction
 
 
 def _check_sites(sites) -> tuple[NonlinearSite, ...]:

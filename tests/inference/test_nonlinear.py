@@ -409,3 +409,94 @@ def test_bad_arguments_name_themselves():
         result.condition(_linear_rows(grid))
     with pytest.raises(UsageError, match="^constraint: expected none"):
         result.project(_linear_rows(grid))
+
+
+def _steep_site(target):
+    """h(u) = u_0^6 (u_1 - u_0) = target on a 1 x 2 grid, with numpy values and Jacobian: flat
+    for u_0 -> 0 and steep beyond, so plain Gauss-Newton from u_0 = 0.2 jumps far out."""
+    site = NonlinearSite(
+        "steep", lambda u: (u[0, 0] ** 6 * (u[0, 1] - u[0, 0])).reshape(1), [target]
+    )
+
+    def values(u):
+        return np.array([u[0] ** 6 * (u[1] - u[0])])
+
+    def jacobian(u):
+        return np.array([[6 * u[0] ** 5 * (u[1] - u[0]) - u[0] ** 6, u[0] ** 6]])
+
+    return site, values, jacobian
+
+
+@pytest.mark.parametrize("target", [1.0, 3.0])
+def test_line_search_keeps_gauss_newton_from_running_away(target):
+    grid = Grid.index(1, 2)
+    mean = torch.tensor([[0.2, 1.0]], dtype=torch.float64)
+    prior = GaussianPrediction(mean, DiagonalCovariance(torch.ones(2, dtype=torch.float64)), grid)
+    site, values, jacobian = _steep_site(target)
+    result = condition_nonlinear(prior, site)  # damped Gauss-Newton alone diverges here
+
+    start = mean.reshape(-1).numpy()
+    optimum = scipy.optimize.minimize(
+        lambda u: 0.5 * (u - start) @ (u - start),
+        start,
+        jac=lambda u: u - start,
+        method="SLSQP",
+        constraints=[{"type": "eq", "fun": lambda u: values(u) - target, "jac": jacobian}],
+        options={"ftol": 1e-16, "maxiter": 1000},
+    )
+    assert optimum.success
+    mode = result.mode.reshape(-1).numpy()
+    assert np.abs(mode - optimum.x).max() < OPTIMUM_TOLERANCE
+    assert np.abs(values(mode) - target).max() < 1e-9 * target
+    assert result.iterations < 40
+    merits = np.array(result.merits)  # (steps, 3): penalty mu, merit before, merit after
+    assert len(merits) == result.iterations - 1  # every step but the confirming one searched
+    assert np.all(merits[:, 2] <= merits[:, 1] + 1e-12 * np.abs(merits[:, 1]))
+    assert merits[0, 2] < merits[0, 1]  # and the first one decreased it strictly
+    draws = result.sample(8, torch.Generator().manual_seed(17)).reshape(8, -1).numpy()
+    for draw in draws:  # each projected back onto the steep site
+        scale = target + np.abs(jacobian(draw)) @ np.abs(draw)
+        assert np.abs(values(draw) - target).max() <= TOLERANCE * scale.max()
+
+
+def test_porous_medium_flux_under_a_smooth_correlated_prior_converges():
+    """The PME inflow flux (exponent 6) under a squared-exponential prior on (t, x): the case of
+    `probcons run pme --model pme-flux` with the GP backbone, where damped Gauss-Newton ran off
+    to |h(u) - b| ~ 1e28."""
+    n_t, n_x, exponent = 11, 13, 6
+    grid = Grid.uniform((0.0, 1.0), (0.0, 1.0), n_t, n_x)
+    time, space = grid.mesh()
+    solution = (exponent * (time - space).clamp_min(0)) ** (1 / exponent)
+    step = float(grid.x[1] - grid.x[0])
+
+    def flux(u):
+        slope = (-3 * u[1:, 0] + 4 * u[1:, 1] - u[1:, 2]) / (2 * step)
+        return -(u[1:, 0] ** exponent) * slope
+
+    observed = (exponent * grid.t[1:]) ** (1 / exponent)
+    site = NonlinearSite("flux", flux, observed)
+    weights = grid.trapezoid_weights()
+    mass = LinearConstraint(weights.expand(n_t, 1, n_x), (solution @ weights)[:, None], 0.0)
+    points = torch.stack([time.reshape(-1), space.reshape(-1)], dim=-1)
+    distance = (points[:, None] - points[None]).square().sum(dim=-1)
+    covariance = 0.09 * torch.exp(-distance / (2 * 0.3**2)) + 1e-8 * torch.eye(grid.size)
+    generator = torch.Generator().manual_seed(1)
+    noise = torch.randn(grid.shape, generator=generator, dtype=torch.float64)
+    prior = GaussianPrediction(solution + 0.05 * noise, DenseCovariance(covariance), grid)
+    result = condition_nonlinear(prior, site, mass)
+
+    scale = (observed.abs() + 1).max()
+    assert result.residuals["flux"].abs().max() < 1e-9 * scale
+    assert mass.residual(result.mode).abs().max() < 1e-10
+    merits = np.array(result.merits)
+    assert len(merits) == result.iterations - 1
+    assert np.all(merits[:, 2] <= merits[:, 1] + 1e-12 * np.abs(merits[:, 1]))
+    mode = result.mode  # a KKT point: conditioning on the rows linearised there gives it back
+    matrix = torch.autograd.functional.jacobian(flux, mode).reshape(site.size, -1)
+    rows = dense_constraint(
+        torch.cat([matrix, mass.to_dense()]),
+        torch.cat([observed - flux(mode) + matrix @ mode.reshape(-1), mass.values.reshape(-1)]),
+        0.0,
+    )
+    again = prior.with_grid(grid.flattened()).condition(rows).mean.reshape(grid.shape)
+    assert (again - mode).abs().max() < 1e-8 * mode.abs().max()  # round-off: cond(Sigma) ~ 1e9
