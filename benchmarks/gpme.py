@@ -67,6 +67,8 @@ METHODS = {
     "softc-anp": ("softc-anp", "unconstrained"),
     "hardc-anp": ("anp", "hardc"),
     "probconserv-anp": ("anp", "probconserv"),
+    "anp-e2e": ("anp-e2e", "unconstrained"),
+    "probconserv-anp-e2e": ("anp-e2e", "probconserv"),
     "gp": ("gp", "unconstrained"),
     "probconserv-gp": ("gp", "probconserv"),
     "ensemble": ("ensemble", "unconstrained"),
@@ -79,6 +81,7 @@ METHODS = {
 METHOD_GROUPS = {
     # shorthand accepted by --methods
     "anps": ("anp", "softc-anp", "hardc-anp", "probconserv-anp"),
+    "e2e": ("anp-e2e", "probconserv-anp-e2e"),
     "gps": ("gp", "probconserv-gp"),
     "ensembles": tuple(m for m, (backbone, _) in METHODS.items() if "ensemble" in backbone),
 }
@@ -91,8 +94,19 @@ SHIPPED_ENSEMBLES = {
 }
 CONTEXT_FREE = (DeepEnsembleBackbone, FNOEnsembleBackbone)
 """Backbones whose prediction ignores the contexts (computed once per parameter value)."""
-JSON_METRICS = ("mse", "mse_t", "ce", "ll", "crps", "coverage_90", "shock_position_error")
-SHOCK_METHODS = ("anp", "softc-anp", "hardc-anp", "probconserv-anp")
+JSON_METRICS = (
+    *("mse", "mse_t", "ce", "ll", "crps", "coverage_90", "shock_position_error"),
+    *metrics.PROTOCOL_KEYS["paper"],
+)
+"""Stored per method: the probcons protocol's metrics and the paper's (MSE, LL, signed CE at t*)."""
+SHOCK_METHODS = ("anp", "softc-anp", "hardc-anp", "probconserv-anp", "probconserv-anp-e2e")
+ANP_VARIANTS = ("anp", "softc-anp", "anp-e2e")
+E2E_FLAGS = (
+    *("--objective", "constrained-crps", "--slice-points", "201"),
+    *("--epochs", "1", "--learning-rate", "3e-4"),
+)
+"""`probcons train` flags of the end-to-end checkpoints (docs/results/end-to-end.md), each
+fine-tuned from the shipped post-hoc <problem>-anp.pt (--init)."""
 SHOCK_DRAWS = 1000
 SHOCK_CHUNK = 100
 SHOCK_SEED = 12345
@@ -130,25 +144,37 @@ def ensure_checkpoint(problem: str, variant: str, train_missing: bool) -> Path:
     path = default_checkpoint(problem, variant)
     if path.is_file():
         return path
+    flags = {"anp": [], "softc-anp": ["--softc-lambda", "1"], "anp-e2e": e2e_flags(problem)}
     if not train_missing:
         raise SystemExit(
             f"missing {path}; pass --train-missing or run `probcons train {problem} --backbone anp"
-            f"{' --softc-lambda 1' if variant == 'softc-anp' else ''} --export {path}`"
+            f"{''.join(' ' + flag for flag in flags[variant])} --export {path}`"
         )
     from probcons.training.command import main as train_main
 
     arguments = [problem, "--export", str(path), "--out", f"checkpoints/{problem}-{variant}"]
-    if variant == "softc-anp":
-        arguments += ["--softc-lambda", "1"]
-    train_main(arguments)
+    train_main(arguments + flags[variant])
     return path
 
 
+def e2e_flags(problem: str) -> list[str]:
+    """`probcons train` flags of the end-to-end checkpoint: the conditioned mixture's CRPS,
+    fine-tuned from the shipped post-hoc checkpoint."""
+    return [*E2E_FLAGS, "--init", str(default_checkpoint(problem, "anp"))]
+
+
 def training_seconds(path: Path) -> tuple[float | None, float | None]:
-    """(wall, CPU) seconds of the whole training run recorded in an exported checkpoint."""
-    extra = load_checkpoint(path)["extra"]
+    """(wall, CPU) seconds of the whole training run recorded in an exported checkpoint; for a
+    run fine-tuned from another checkpoint (training option init), the sum of both runs."""
+    payload = load_checkpoint(path)
+    extra = payload["extra"]
     wall = extra.get("run_train_seconds", extra.get("train_seconds"))
     cpu = extra.get("run_cpu_seconds", extra.get("cpu_seconds"))
+    init = payload["hyperparameters"].get("training", {}).get("init")
+    if init is not None and Path(init).is_file() and Path(init).resolve() != path.resolve():
+        base_wall, base_cpu = training_seconds(Path(init))
+        wall = None if wall is None or base_wall is None else float(wall) + base_wall
+        cpu = None if cpu is None or base_cpu is None else float(cpu) + base_cpu
     return (None if wall is None else float(wall)), (None if cpu is None else float(cpu))
 
 
@@ -515,7 +541,7 @@ def main(argv=None) -> int:
         problem = get_problem(name)
         model = load_model(ROOT / "models" / f"{name}.py")
         backbones, train_s, train_cpu_s = {}, {}, {}
-        for variant in ("anp", "softc-anp"):
+        for variant in ANP_VARIANTS:
             if any(METHODS[m][0] == variant for m in methods):
                 path = ensure_checkpoint(name, variant, args.train_missing)
                 backbones[variant] = ANPBackbone.from_checkpoint(

@@ -79,7 +79,11 @@ def add_parser(subparsers) -> None:
         "(stefan-bounded, pme-bounded, pme-flux)",
     )
     gpme.add_argument(
-        "--checkpoint", type=Path, default=None, help="trained backbone (default: shipped one)"
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="trained backbone file, or a shipped checkpoint's name such as stefan-anp-e2e "
+        "(default: the shipped one)",
     )
     gpme.add_argument(
         "--chunk-functions",
@@ -150,9 +154,19 @@ def _options(args: argparse.Namespace) -> dict:
         "draws": args.draws,
         "noise_std": args.sigma_g,
         "model": args.model,
-        "backbone_options": {} if args.checkpoint is None else {"checkpoint": args.checkpoint},
+        "backbone_options": {} if args.checkpoint is None else {"checkpoint": _checkpoint(args)},
         "chunk_functions": args.chunk_functions,
     }
+
+
+def _checkpoint(args: argparse.Namespace) -> Path:
+    """--checkpoint as given, or the shipped checkpoint of that name (e.g. stefan-anp-e2e)."""
+    path = args.checkpoint
+    if path.parent == Path(".") and not path.suffix and not path.exists():
+        from probcons.resources import checkpoint_file
+
+        return checkpoint_file(str(path))
+    return path
 
 
 def _print_operator(problem: str, run) -> None:

@@ -5,6 +5,7 @@ package's import so that the engine does not pull in the runner.
 """
 
 from probcons.training.data import sample_batch
-from probcons.training.trainer import TrainingOptions, TrainingResult, train_anp
+from probcons.training.fit import train_anp
+from probcons.training.trainer import TrainingOptions, TrainingResult
 
 __all__ = ["TrainingOptions", "TrainingResult", "sample_batch", "train_anp"]

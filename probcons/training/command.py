@@ -20,7 +20,8 @@ from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.errors import UsageError
 from probcons.runner import check_output_directory, check_writable_location
 from probcons.training.calibration import calibrate_checkpoint, store_calibration
-from probcons.training.trainer import TrainingOptions, train_anp
+from probcons.training.fit import train_anp
+from probcons.training.trainer import CONSTRAINED_OBJECTIVES, TrainingOptions
 from probcons.validation import check_positive_int
 
 BACKBONES = ("anp",)
@@ -60,9 +61,23 @@ TRAINING_FLAGS = (
     (
         "objective",
         str,
-        "elbo (default) or marginal-likelihood: log mean_s p(u_T | z_s, C), z_s ~ p(z | C)",
+        "elbo (default); marginal-likelihood: log mean_s p(u_T | z_s, C), z_s ~ p(z | C); "
+        "constrained-nll or constrained-crps: the NLL or CRPS of the truth on whole x-slices "
+        "under the mixture of the draws conditioned exactly on conservation (end-to-end "
+        "ProbConserv)",
     ),
-    ("marginal_samples", int, "prior draws per function for --objective marginal-likelihood"),
+    (
+        "marginal_samples",
+        int,
+        "prior draws per function for --objective marginal-likelihood and constrained-*",
+    ),
+    ("slice_times", int, "x-slices (times) per function for --objective constrained-*"),
+    ("slice_points", int, "points per x-slice for --objective constrained-*"),
+    (
+        "init",
+        str,
+        "start from this ANP checkpoint's weights (fine-tuning; its ANP sizes are used)",
+    ),
     ("seed", int, None),
 )
 # ANPConfig fields exposed as --flags: (field, type, choices or None)
@@ -111,9 +126,11 @@ def add_train_arguments(
     return parser
 
 
-def run_name(problem: str, softc_lambda: float) -> str:
-    """PROBLEM-anp, or PROBLEM-softc-anp when the SoftC penalty is on."""
-    return f"{problem}-{'softc-anp' if softc_lambda > 0 else 'anp'}"
+def run_name(problem: str, softc_lambda: float, objective: str = "elbo") -> str:
+    """PROBLEM-anp, or PROBLEM-softc-anp when the SoftC penalty is on; with a constrained
+    objective (trained through the conservation update) the suffix -e2e is added."""
+    name = f"{problem}-{'softc-anp' if softc_lambda > 0 else 'anp'}"
+    return name + ("-e2e" if objective in CONSTRAINED_OBJECTIVES else "")
 
 
 def export_checkpoint(best_path: Path, export_path: Path, last_path: Path | None = None) -> None:
@@ -152,17 +169,19 @@ def train_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     current = distributed.initialize()  # a process group under torchrun, else nothing
     problem = get_problem(args.problem)
-    config = ANPConfig(
-        t_range=problem.t_range,
-        x_range=problem.x_range,
-        **{name: getattr(args, name) for name, _, _ in ANP_FLAGS},
-    )
     options = TrainingOptions(**{name: getattr(args, name) for name, _, _ in TRAINING_FLAGS})
-    out = (
-        Path(args.out)
-        if args.out
-        else DEFAULT_CHECKPOINT_ROOT / run_name(problem.name, options.softc_lambda)
-    )
+    if options.init is not None:  # fine-tuning: the network is the checkpoint's
+        from probcons.training.constrained import init_config
+
+        config = init_config(options.init)
+    else:
+        config = ANPConfig(
+            t_range=problem.t_range,
+            x_range=problem.x_range,
+            **{name: getattr(args, name) for name, _, _ in ANP_FLAGS},
+        )
+    name = run_name(problem.name, options.softc_lambda, options.objective)
+    out = Path(args.out) if args.out else DEFAULT_CHECKPOINT_ROOT / name
     check_run_paths(out, args.export)
     result = train_anp(
         problem, out, config, options, resume=args.resume, progress=not args.no_progress
@@ -170,13 +189,22 @@ def train_command(args: argparse.Namespace) -> int:
     if not current.is_main:
         return 0
     print(
-        f"trained {run_name(problem.name, options.softc_lambda)}: {result.steps} steps, "
+        f"trained {name}: {result.steps} steps, "
         f"{result.train_seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU"
-        f"{f' (rank 0 of {current.size})' if current.is_distributed else ''}, best validation NLL "
-        f"{result.best_validation:.4f}"
+        f"{f' (rank 0 of {current.size})' if current.is_distributed else ''}, best validation "
+        + (
+            f"CRPS {result.best_validation:.4e}"
+            if options.objective == "constrained-crps"
+            else f"NLL {result.best_validation:.4f}"
+        )
     )
     print(f"best: {result.best_path}\nlast: {result.last_path}")
-    report_calibration(result.best_path, calibrate_checkpoint(result.best_path, problem))
+    if options.objective in CONSTRAINED_OBJECTIVES:
+        # the variance was trained for the conditioned posterior: a scale fitted to the
+        # unconditioned predictive would undo that, so none is stored (1 = as trained)
+        print("not calibrated: the variance is trained for the conditioned posterior")
+    else:
+        report_calibration(result.best_path, calibrate_checkpoint(result.best_path, problem))
     if args.export:
         export_checkpoint(result.best_path, Path(args.export), result.last_path)
         print(f"exported: {args.export}")

@@ -23,7 +23,6 @@ the averaged gradient is that of the global batch, so K ranks follow the single 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ from typing import Any
 import torch
 from torch import nn
 
-import probcons.training.engine as engine
 from probcons import distributed
 from probcons.backbones.anp import (
     ANPConfig,
@@ -59,7 +57,9 @@ VALIDATION_SEED_OFFSET = 1_000_003
 """Validation functions come from seed + this offset, disjoint from the training stream."""
 Z_90 = 1.6448536269514722
 """Standard normal quantile at 0.95: the central 90 % interval is mean +- Z_90 sd."""
-OBJECTIVES = ("elbo", "marginal-likelihood")
+OBJECTIVES = ("elbo", "marginal-likelihood", "constrained-nll", "constrained-crps")
+CONSTRAINED_OBJECTIVES = ("constrained-nll", "constrained-crps")
+"""Objectives scored on the conservation-conditioned posterior (`probcons.training.constrained`)."""
 FINAL_LEARNING_RATE_FRACTION = 0.1
 """The cosine schedule decays the learning rate to this fraction of its initial value."""
 
@@ -80,7 +80,12 @@ class TrainingOptions:
     (sparse context sets leave the function uncertain, which is what the latent is for).
     objective: "elbo" (`elbo_loss`, with the KL options above) or "marginal-likelihood"
     (`marginal_likelihood_loss` over marginal_samples prior draws per function; the KL options
-    and likelihood_beta do not apply to it).
+    and likelihood_beta do not apply to it), or "constrained-nll" / "constrained-crps"
+    (`probcons.training.constrained`: the decoder on slice_times whole x-slices of slice_points
+    points per function, each of marginal_samples prior draws conditioned exactly on the
+    slice's conservation row, the truth scored by the conditioned mixture's pointwise NLL or
+    CRPS; n_target, the KL options and likelihood_beta do not apply). init: a checkpoint
+    whose weights start the run (fine-tuning; its ANP hyperparameters must be the run's).
     """
 
     epochs: int = 2
@@ -100,6 +105,9 @@ class TrainingOptions:
     min_contexts: int | None = None
     objective: str = "elbo"
     marginal_samples: int = 8
+    slice_times: int = 4
+    slice_points: int = 101
+    init: str | None = None
     n_validation: int = 64
     validation_samples: int = 8
     validate_every: int = 125
@@ -118,6 +126,7 @@ class TrainingOptions:
             "n_collocation",
             "validation_samples",
             "marginal_samples",
+            "slice_times",
             "validate_every",
             "checkpoint_every",
         ):
@@ -146,11 +155,18 @@ class TrainingOptions:
                 )
         check_nonnegative(self.softc_lambda, "softc_lambda")
         check_choice(self.objective, "objective", OBJECTIVES)
-        if self.objective == "marginal-likelihood" and (self.likelihood_beta or self.kl_capacity):
+        if self.objective != "elbo" and (self.likelihood_beta or self.kl_capacity):
             raise UsageError(
-                "likelihood_beta, kl_capacity: expected 0 with objective='marginal-likelihood'"
+                f"likelihood_beta, kl_capacity: expected 0 with objective={self.objective!r}"
                 f" (they weight the ELBO), got {self.likelihood_beta!r}, {self.kl_capacity!r}"
             )
+        check_positive_int(self.slice_points, "slice_points")
+        if self.slice_points < 2:
+            raise UsageError(
+                f"slice_points: expected at least 2 points per x-slice, got {self.slice_points}"
+            )
+        if self.init is not None and (not isinstance(self.init, str) or not self.init):
+            raise UsageError(f"init: expected a checkpoint path or None, got {self.init!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UsageError(f"seed: expected an integer >= 0, got {self.seed!r}")
         if self.batch_size > self.n_functions:
@@ -422,6 +438,10 @@ class ANPTask(TrainingTask):
 
     weights_key = "network"
     uses_global_rng = True
+    selection_key = "val_nll"
+    """The validation score (lower is better) that picks best.pt."""
+    shown_logs = (("loss", 3), ("kl", 2))
+    """Logged values on the progress bar: (key, decimals)."""
 
     def __init__(self, problem, config: ANPConfig, options: TrainingOptions, best_path: Path):
         self.problem, self.config, self.options = problem, config, options
@@ -454,13 +474,19 @@ class ANPTask(TrainingTask):
     def check_resumable(self, hyperparameters: dict[str, Any], path: Path) -> None:
         _check_resumable(hyperparameters, self.hyperparameters(), path)
 
-    def loss(self, network: nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def step_parameters(self, step: int) -> torch.Tensor:
+        """The global batch's parameters (B,) of step `step`: positions s mod S of the epoch's
+        permutation of the pool (a new permutation from `rng_data` at each epoch start)."""
         options = self.options
         position = step % options.steps_per_epoch
         if position == 0 or self.permutation is None:
             self.permutation = torch.randperm(options.n_functions, generator=self.rng_data)
         rows = slice(position * options.batch_size, (position + 1) * options.batch_size)
-        parameters = self.pool[self.permutation[rows]]
+        return self.pool[self.permutation[rows]]
+
+    def loss(self, network: nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        options = self.options
+        parameters = self.step_parameters(step)
         batch = training_batch(self.problem, parameters, self.rng_data, options)
         if self.world.is_distributed:  # every rank drew the global batch; keep this rank's rows
             batch = batch.functions(self.rows)
@@ -477,7 +503,7 @@ class ANPTask(TrainingTask):
         self, model: nn.Module, step: int, logs: dict[str, float], clock: Clock
     ) -> dict[str, str]:
         logs = distributed.average(logs)  # the global batch's values
-        shown = {"loss": f"{logs['loss']:.3f}", "kl": f"{logs['kl']:.2f}"}
+        shown = {key: f"{logs[key]:.{digits}f}" for key, digits in self.shown_logs}
         options = self.options
         validate = step % options.validate_every == 0 or step == options.total_steps
         if validate and self.world.is_main:
@@ -485,9 +511,9 @@ class ANPTask(TrainingTask):
             scores = self.validation.evaluate(model.anp)
             epoch = step / options.steps_per_epoch
             self.history.append({"step": step, "epoch": epoch, **logs, **scores})
-            if scores["val_nll"] < self.best_validation:
+            if scores[self.selection_key] < self.best_validation:
                 self.save_best(model, step, clock, scores)
-            shown["val"] = f"{scores['val_nll']:.3f}"
+            shown["val"] = f"{scores[self.selection_key]:.3f}"
         return shown
 
     def save_best(
@@ -495,7 +521,7 @@ class ANPTask(TrainingTask):
     ) -> None:
         """Write best.pt: the network after `step` steps, its validation scores, the time so
         far (`train_seconds`: wall; `cpu_seconds`: process CPU)."""
-        self.best_validation = scores["val_nll"]
+        self.best_validation = scores[self.selection_key]
         save_checkpoint(
             self.best_path,
             {"network": model.network.state_dict()},
@@ -524,54 +550,3 @@ class ANPTask(TrainingTask):
         self.permutation = state["permutation"]
         self.best_validation = float(extra["best_validation"])
         self.history = list(extra["history"])
-
-
-def train_anp(
-    problem,
-    out_dir: str | os.PathLike,
-    config: ANPConfig | None = None,
-    options: TrainingOptions | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    max_steps: int | None = None,
-) -> TrainingResult:
-    """Train an ANP on `problem`; checkpoints in `out_dir` (best.pt, last.pt).
-
-    resume: continue from out_dir/last.pt (same settings; epochs may grow; any world size).
-    max_steps: stop after this many steps in this call (for tests and for interrupting on
-    purpose). In a process group (torchrun) options.batch_size is the global batch, a multiple
-    of the world size; only rank 0 validates, writes checkpoints and shows the progress bar.
-    last.pt is the engine's checkpoint (extra: step, seconds, cpu_seconds, best_validation,
-    history); best.pt holds the network, its validation scores and train_seconds, cpu_seconds.
-    """
-    options = options or TrainingOptions()
-    config = config or ANPConfig(t_range=problem.t_range, x_range=problem.x_range)
-    if tuple(config.t_range) != tuple(problem.t_range) or tuple(config.x_range) != tuple(
-        problem.x_range
-    ):
-        raise UsageError(
-            f"config: expected t_range={problem.t_range}, x_range={problem.x_range} of "
-            f"{problem.name!r}, got {config.t_range}, {config.x_range}"
-        )
-    current = distributed.world()
-    out = Path(out_dir)
-    best_path, last_path = out / BEST, out / LAST
-    task = ANPTask(problem, config, options, best_path)
-    out.mkdir(parents=True, exist_ok=True)
-    model, step, clock = engine.train(
-        task,
-        options.seed,
-        last_path,
-        resume=resume,
-        checkpoint_every=options.checkpoint_every,
-        max_steps=max_steps,
-        progress=progress,
-        desc=f"train {problem.name}",
-    )
-    if current.is_main and not best_path.exists():  # stopped before the first validation
-        task.save_best(model, step, clock, task.validation.evaluate(model.anp))
-    best_validation, history = distributed.broadcast((task.best_validation, task.history))
-    distributed.barrier()  # every rank returns once rank 0's checkpoints are written
-    return TrainingResult(
-        best_path, last_path, best_validation, clock.seconds, clock.cpu_seconds, step, history
-    )
