@@ -690,6 +690,61 @@ def main_job() -> str:
 
 # ------------------------------------------------------------------------ the regions
 
+# ------------------------------------------- bounds and nonlinear sites (beyond_linear.py)
+BEYOND_LINEAR_COLUMNS = (
+    ("outside", "outside range (max)"),
+    ("ce_max", "max abs(Gu - b), draws"),
+    ("site_residual", "flux residual (max)"),
+    ("mse", "MSE"),
+    ("crps", "CRPS"),
+    ("coverage_90", "cov90"),
+    ("coverage_90_interior", "cov90 inside"),
+    ("shock_position_error", "front err"),
+    ("shock_interval", "front 90 % width"),
+    ("seconds", "s / function"),
+)
+
+
+def _g3(value) -> str:
+    return "-" if value is None else ("0" if value == 0 else f"{value:.3g}")
+
+
+def beyond_linear() -> str:
+    results = load("beyond_linear.json")
+    settings = results["settings"]
+    machine = results["machine"]
+    lines = [
+        source(
+            "beyond_linear.json",
+            results["command"],
+            f"{machine['cpu']}, {machine['torch_threads']} torch thread(s), torch "
+            f"{machine['torch']}",
+        ),
+        "",
+        f"{settings['n_functions']} test functions, grid {settings['grid'][0]} x "
+        f"{settings['grid'][1]}, {settings['draws']} draws per function, backbone "
+        f"{settings['backbone']}; {settings['reductions']}. {PROBCONS_LABEL}",
+    ]
+    for problem, parameters in results["problems"].items():
+        for parameter, methods in parameters.items():
+            present = [
+                (key, label)
+                for key, label in BEYOND_LINEAR_COLUMNS
+                if any(key in row for row in methods.values())
+            ]
+            lines += [
+                "",
+                f"**{problem}, {get_problem(problem).parameter_name} = {parameter}**",
+                "",
+                "| method | " + " | ".join(label for _, label in present) + " |",
+                "|" + "---|" * (len(present) + 1),
+            ]
+            for method, row in methods.items():
+                cells = [_g3(row.get(key)) for key, _ in present]
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 REGIONS: dict[str, tuple[str, Callable[[], str]]] = {
     # region name: (page in docs/results, its generator)
     "gpme-tables": ("gpme.md", gpme_tables),
@@ -705,6 +760,7 @@ REGIONS: dict[str, tuple[str, Callable[[], str]]] = {
     "calibration-diffusion": ("calibration.md", lambda: calibration_table("diffusion")),
     "calibration-pme": ("calibration.md", lambda: calibration_table("pme")),
     "main-job": ("main-job.md", main_job),
+    "beyond-linear": ("beyond-linear.md", beyond_linear),
 }
 
 
