@@ -688,6 +688,298 @@ def main_job() -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------ ANP training (anp_selection.py, anp_latent.py)
+
+
+def _machines(*names: str) -> str:
+    return "; ".join(dict.fromkeys(names))
+
+
+def _selection_rows(problem_name: str, checkpoints: list[str] | None = None) -> list[str]:
+    """anp_selection.json's table of one problem, as benchmarks/anp_selection.py prints it (the
+    paired ratio against the first row); `checkpoints` picks and orders the rows."""
+    stored = load("anp_selection.json")[problem_name]["checkpoints"]
+    results = {path: stored[path] for path in (checkpoints or list(stored))}
+    lines = [
+        "| checkpoint | settings | val NLL | MSE ANP | MSE HardC | MSE ProbConserv "
+        "| ProbConserv / first row (paired; share better) | LL ANP | LL ProbConserv "
+        "| corr(abs e, sd) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    reference = np.asarray(next(iter(results.values()))["mse_probconserv_per_function"])
+    for row, (path, s) in enumerate(results.items()):
+        ratio = np.asarray(s["mse_probconserv_per_function"]) / reference
+        paired = (
+            "reference"
+            if row == 0
+            else f"{float(np.exp(np.log(ratio).mean())):.2f} ({float((ratio < 1).mean()):.0%})"
+        )
+        lines.append(
+            f"| {path} | {s['label']} | {s['val_nll']:.3f} | {s['mse_unconstrained']:.3e} "
+            f"| {s['mse_hardc']:.3e} | {s['mse_probconserv']:.3e} ± {s['mse_probconserv_se']:.1e} "
+            f"| {paired} | {s['ll_unconstrained']:.2f} "
+            f"| {s['ll_probconserv']:.2f} | {s['corr_error_sd']:.2f} |"
+        )
+    return lines
+
+
+def _selection_source(problems: list[str], command: str) -> str:
+    stored = load("anp_selection.json")
+    protocols = [stored[name]["protocol"] for name in problems]
+    p = protocols[0]
+    return (
+        source(
+            "anp_selection.json",
+            command,
+            _machines(*(q["machine"] for q in protocols)),
+        )
+        + f" {p['n_functions']} validation functions (seed {p['validation_seed']}), grid "
+        f"{p['grid'][0]}x{p['grid'][1]}, {p['latent_samples']} latent samples, LL with each "
+        f"checkpoint's stored variance calibration. {PROBCONS_LABEL}"
+    )
+
+
+ANP_SELECTION_ROWS = {
+    "stefan": [
+        "checkpoints/selection/stefan-beta1.pt",
+        "checkpoints/selection/stefan-beta0.5.pt",
+        "checkpoints/selection/stefan-beta1-epochs7.pt",
+    ],
+    "pme": None,
+    "diffusion": None,
+}
+"""The rows of "Choosing β" (the Stefan SoftC sweep is in gpme.md, `softc_selection`)."""
+SOFTC_SELECTION_ROWS = [
+    "models/checkpoints/stefan-softc-anp.pt",
+    "checkpoints/selection/stefan-softc-lambda0.1/best.pt",
+    "checkpoints/selection/stefan-softc-lambda0.01/best.pt",
+    "checkpoints/selection/stefan-beta1.pt",
+]
+
+
+def anp_selection() -> str:
+    """The β comparison of anp-training.md, one table per problem (anp_selection.json)."""
+    lines = [
+        _selection_source(
+            list(ANP_SELECTION_ROWS),
+            "python benchmarks/anp_selection.py --problem P DIR1/best.pt DIR2/best.pt ...",
+        ),
+    ]
+    for name, rows in ANP_SELECTION_ROWS.items():
+        lines += ["", f"{name}:", ""] + _selection_rows(name, rows)
+    return "\n".join(lines)
+
+
+def softc_selection() -> str:
+    """The Stefan SoftC λ sweep of gpme.md (anp_selection.json), against the shipped λ = 1."""
+    command = "python benchmarks/anp_selection.py --problem stefan " + " ".join(
+        SOFTC_SELECTION_ROWS
+    )
+    lines = [_selection_source(["stefan"], command), ""]
+    return "\n".join(lines + _selection_rows("stefan", SOFTC_SELECTION_ROWS))
+
+
+ANP_LATENT_KS = (1, 10, 100)
+"""The context counts of the oracle table (the JSON also holds k = 3)."""
+ANP_LATENT_COMMAND = (
+    "python benchmarks/anp_latent.py --problem P --oracle --checkpoints "
+    "models/checkpoints/P-anp.pt checkpoints/mean-pooling/P-anp.pt"
+)
+
+
+LATENT_METRICS = (
+    " Decoder variance as trained (no calibration). Metrics: MSE over each validation "
+    "function's target points, neither of the two metric protocols (not the whole grid, not t*;"
+    f" see {DIFFERENCES})."
+)
+
+
+def _latent_source(command: str, problems: list[str]) -> str:
+    stored = load("anp_latent.json")
+    return source("anp_latent.json", command, _machines(*(stored[p]["machine"] for p in problems)))
+
+
+def anp_latent_oracle() -> str:
+    """Bayes aggregation against mean pooling and the oracle (anp_latent.json,
+    `checkpoints_oracle`): the first checkpoint of each problem is the shipped (Bayes) one."""
+    stored = load("anp_latent.json")
+    problems = [name for name, entry in stored.items() if "checkpoints_oracle" in entry]
+    lines = [
+        _latent_source(ANP_LATENT_COMMAND, problems) + LATENT_METRICS,
+        "",
+        "| problem | k | oracle between | between, Bayes | between, mean | latent share, Bayes "
+        "| latent share, mean | MSE, Bayes | MSE, mean |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in problems:
+        bayes, mean = (
+            {e["k"]: e for e in row["by_contexts"]}
+            for row in stored[name]["checkpoints_oracle"].values()
+        )
+        for k in ANP_LATENT_KS:
+            b, m = bayes[k], mean[k]
+            lines.append(
+                f"| {name} | {k} | {b['oracle']['between']:.2e} | {b['between']:.2e} "
+                f"| {m['between']:.2e} | {b['latent_share']:.3f} | {m['latent_share']:.3f} "
+                f"| {b['mse']:.2e} | {m['mse']:.2e} |"
+            )
+    return "\n".join(lines)
+
+
+def _latent_table(problem_name: str, key: str) -> list[str]:
+    """One block of anp_latent.json as benchmarks/anp_latent.py prints it (MSE ratio against
+    the `elbo` row, else the first)."""
+    entry = load("anp_latent.json")[problem_name]
+    rows = entry[key]
+    base_name = "elbo" if "elbo" in rows else next(iter(rows))
+    base = rows[base_name]
+    ks = [e["k"] for e in next(iter(rows.values()))["by_contexts"]]
+    head = ["variant", "KL nats"]
+    head += [f"MSE k={k}" for k in ks] + [f"latent share k={k}" for k in ks]
+    head += [f"cov90 k={ks[-1]}", f"MSE k={ks[-1]} / {base_name}", "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in rows.items():
+        scores = row["by_contexts"]
+        cells = [name, f"{row['kl']:.1e}"]
+        cells += [f"{e['mse']:.2e}" for e in scores]
+        cells += [f"{e['latent_share']:.4f}" for e in scores]
+        ratio = scores[-1]["mse"] / base["by_contexts"][-1]["mse"]
+        cells += [f"{scores[-1]['coverage_90']:.3f}", f"{ratio:.2f}", f"{row['train_s']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def anp_latent_variants() -> str:
+    entry = load("anp_latent.json")["stefan"]
+    lines = [
+        _latent_source("python benchmarks/anp_latent.py --latent-aggregation mean", ["stefan"])
+        + LATENT_METRICS,
+        "",
+        f"stefan: blind (context-free) MSE {entry['blind_mse']:.3g}",
+        "",
+    ]
+    return "\n".join(lines + _latent_table("stefan", "variants"))
+
+
+def anp_latent_checkpoints() -> str:
+    command = (
+        "python benchmarks/anp_latent.py --checkpoints models/checkpoints/stefan-anp.pt "
+        "checkpoints/stefan-anp/last.pt"
+    )
+    lines = [
+        _latent_source(command, ["stefan"]) + LATENT_METRICS,
+        "",
+    ]
+    return "\n".join(lines + _latent_table("stefan", "checkpoints"))
+
+
+# ---------------------------------------------------- the Stefan front (stefan_front.py)
+
+STEFAN_FRONT_METHODS = ("anp", "hardc-anp", "probconserv-anp")
+
+
+def stefan_front(param: str = "0.6") -> str:
+    """stefan_front.json at u* = `param`, as benchmarks/stefan_front.py prints it."""
+    result = load("stefan_front.json")[param]
+    protocol, summary, first = result["protocol"], result["summary"], result["functions"][0]
+    command = "python benchmarks/stefan_front.py" + ("" if param == "0.6" else f" --param {param}")
+    lines = [
+        source("stefan_front.json", command, protocol["machine"])
+        + " Front positions of the posterior mean and draws, not the MSE / LL / CE of a "
+        "protocol; the test functions of gpme.json's rows.",
+        "",
+        f"Stefan u* = {protocol['param']}, t = 0.05: {protocol['n_functions']} test functions, "
+        f"grid {protocol['grid'][0]}x{protocol['grid'][1]}, {protocol['latent_samples']} latent "
+        f"samples, {protocol['draws']} draws; truth {protocol['truth']:.4f}",
+        "",
+        "| method | abs mean-front error | abs draw-front error | draw - mean | latent sd | "
+        "draw sd | truth in 90 % | removes of ANP's error | abs mass shift | "
+        "abs mean front - mass shift | function 0: mean front error | function 0: mass shift | "
+        "function 0: draw front error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in STEFAN_FRONT_METHODS:
+        s, f = summary[name], first[name]
+        lines.append(
+            f"| {name} | {s['abs_mean_front_error']:.4f} ± {s['abs_mean_front_error_se']:.4f} | "
+            f"{s['abs_draw_front_error']:.4f} ± {s['abs_draw_front_error_se']:.4f} | "
+            f"{s['draw_minus_mean']:+.4f} | {s['latent_sd']:.4f} | {s['draw_sd']:.4f} | "
+            f"{s['covered']:.0%} | {s['removed_share']:.0%} | {s['abs_mass_shift']:.4f} | "
+            f"{s['abs_unseen_by_mass']:.4f} | {f['mean_front_error']:+.4f} | "
+            f"{f['mass_shift']:+.4f} | {f['draw_front_error']:+.4f} |"
+        )
+    lines.append(
+        "\ncorrelation over functions of ProbConserv-ANP's signed mean-front error with the "
+        f"ANP's: {summary['correlation_anp_probconserv']:.2f}; with the ANP's mean front minus "
+        f"its mass shift: {summary['correlation_probconserv_unseen_by_mass']:.2f}"
+    )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------- conditioning at scale (conditioning.py)
+
+MEBIBYTE = 2**20
+CONDITIONING_ROWS = {"conservation": "mass", "conservation+dirichlet": "mass + Dirichlet"}
+
+
+def _g3_or_dash(value) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
+def _times(numerator, denominator) -> str:
+    """A ratio as 12.3x, — where either side is missing."""
+    if numerator is None or not denominator:
+        return "—"
+    return f"{numerator / denominator:.3g}x"
+
+
+def conditioning() -> str:
+    """conditioning.json, with the runs that wrote its rows (conditioning_runs.json); the
+    memory ratio floors our peak at the size of the two outputs, as benchmarks/conditioning.py
+    does."""
+    rows, runs = load("conditioning.json"), load("conditioning_runs.json")
+    commands = list(dict.fromkeys(run["command"] for run in runs))
+    machines = [
+        f"{m['cpu']}, {m['cores']} cores, {m['threads']} thread, Python {m['python']}, torch "
+        f"{m['torch']}, NumPy {m['numpy']}"
+        for m in (run["machine"] for run in runs if "machine" in run)
+    ]
+    draws = sorted({row["draws"] for row in rows})
+    lines = [
+        "From [benchmarks/results/conditioning.json](../../benchmarks/results/conditioning.json) "
+        "(its runs in [conditioning_runs.json](../../benchmarks/results/conditioning_runs.json)"
+        f"), written by `{'`, `'.join(commands)}` (each `--merge` replaces its rows); machine: "
+        f"{_machines(*machines)}. Timings and memory of the update, not metrics of a posterior: "
+        "no metric protocol applies. A row without a measurement time is from the earlier full "
+        "run (earlier code).",
+        "",
+        f"| N | grid | covariance | rows | update s | {'/'.join(map(str, draws))} draws s | peak MB "
+        "| dense per-slice s | dense peak MB | speed-up vs dense | memory ratio vs dense "
+        "| bandwidth s | update / bandwidth | update / alloc. copy | load | measured |",
+        "|" + "---|" * 16,
+    ]
+    for row in rows:
+        peak, dense_peak = row["peak_mb"], row.get("dense_peak_mb")
+        floor = row.get("output_mb") or 2 * row["n"] * 8 / MEBIBYTE
+        memory = (
+            "—" if dense_peak is None or peak is None else f"{dense_peak / max(peak, floor):.3g}x"
+        )
+        measured = row.get("measured_utc")
+        when = "earlier code" if measured is None else measured[:16].replace("T", " ")
+        lines.append(
+            f"| {row['n']:,} | {row['n_t']}x{row['n_x']} | {row['cov']} "
+            f"| {CONDITIONING_ROWS.get(row['constraints'], row['constraints'])} "
+            f"| {_g3_or_dash(row['update_s'])} | {_g3_or_dash(row['sample_s'])} "
+            f"| {_g3_or_dash(peak)} | {_g3_or_dash(row.get('dense_update_s'))} "
+            f"| {_g3_or_dash(dense_peak)} | {_times(row.get('dense_update_s'), row['update_s'])} "
+            f"| {memory} | {_g3_or_dash(row['bandwidth_s'])} "
+            f"| {_times(row['update_s'], row['bandwidth_s'])} "
+            f"| {_times(row['update_s'], row.get('bandwidth_allocating_s'))} "
+            f"| {row['load_average']:.1f} | {when} |"
+        )
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------ the regions
 
 # ------------------------------------------- bounds and nonlinear sites (beyond_linear.py)
@@ -761,7 +1053,24 @@ REGIONS: dict[str, tuple[str, Callable[[], str]]] = {
     "calibration-pme": ("calibration.md", lambda: calibration_table("pme")),
     "main-job": ("main-job.md", main_job),
     "beyond-linear": ("beyond-linear.md", beyond_linear),
+    "anp-selection": ("anp-training.md", anp_selection),
+    "anp-latent-oracle": ("anp-training.md", anp_latent_oracle),
+    "anp-latent-variants": ("anp-training.md", anp_latent_variants),
+    "anp-latent-checkpoints": ("anp-training.md", anp_latent_checkpoints),
+    "stefan-front": ("gpme.md", stefan_front),
+    "softc-selection": ("gpme.md", softc_selection),
+    "conditioning": ("conditioning-at-scale.md", conditioning),
 }
+
+
+NOT_GENERATED = {
+    "boon2d_ensemble.json": "the tables of docs/results/boon-2d-ensemble.md, a page this "
+    "generator does not cover yet (hand-maintained)",
+    "evaluation_memory.json": "quoted in docs/scale-out.md, outside docs/results",
+    "solvers2d.json": "quoted in the prose of docs/results/boon-2d.md (the solvers' checks), not "
+    "in a table",
+}
+"""The JSON under benchmarks/results that no region reads, and why."""
 
 
 def render(text: str, page: str, contents: dict[str, str]) -> str:

@@ -2,6 +2,7 @@
 benchmarks/results/*.json, the generator rewrites only its marked regions, and the published
 numbers in benchmarks/published/ say where each comes from (or why a cell is missing)."""
 
+import importlib.util
 import json
 import os
 import re
@@ -17,7 +18,18 @@ SCRIPT = ROOT / "benchmarks" / "results_pages.py"
 DOCS = ROOT / "docs" / "results"
 PUBLISHED = ROOT / "benchmarks" / "published"
 MARKER = re.compile(r"<!-- generated: ([a-z0-9-]+) -->")
-PAGES = ("gpme.md", "boon.md", "boon-2d.md", "calibration.md", "main-job.md", "paper-comparison.md")
+PAGES = (
+    "gpme.md",
+    "boon.md",
+    "boon-2d.md",
+    "calibration.md",
+    "main-job.md",
+    "paper-comparison.md",
+    "anp-training.md",
+    "conditioning-at-scale.md",
+    "beyond-linear.md",
+)
+REGION = re.compile(r"<!-- generated: ([a-z0-9-]+) -->\n(.*?)<!-- end generated -->", re.S)
 
 
 def generate(*arguments: str) -> subprocess.CompletedProcess:
@@ -91,8 +103,31 @@ def test_every_generated_region_names_its_json_command_machine_and_protocol():
             name, body = match[1], match[2]
             assert "benchmarks/results/" in body and ".json" in body, (page, name)
             assert "written by `" in body and "machine: " in body, (page, name)
-            if page in ("gpme.md", "main-job.md", "calibration.md"):
+            if page in (
+                "gpme.md",
+                "main-job.md",
+                "calibration.md",
+                "anp-training.md",
+                "conditioning-at-scale.md",
+            ):
                 assert "protocol" in body, (page, name)
+
+
+def test_every_result_json_is_read_by_a_region_or_says_why_not():
+    """A JSON under benchmarks/results is named by the provenance line of some generated region,
+    or listed in the script's NOT_GENERATED with the reason."""
+    spec = importlib.util.spec_from_file_location("results_pages", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    named = set()
+    for page in DOCS.glob("*.md"):
+        for _, body in REGION.findall(page.read_text()):
+            named |= set(re.findall(r"benchmarks/results/([a-z0-9_]+\.json)", body))
+    stored = {path.name for path in (ROOT / "benchmarks" / "results").glob("*.json")}
+    listed = set(script.NOT_GENERATED)
+    assert not stored - named - listed, stored - named - listed  # neither read nor explained
+    assert not listed & named, listed & named  # read by a region, yet listed as not read
+    assert all(reason.strip() for reason in script.NOT_GENERATED.values())
 
 
 def _cells(table: dict):
