@@ -26,7 +26,9 @@ nothing the flat metrics do not; their metrics.json keeps the flat "metrics", an
 report.md / report.html lists those point metrics (`probcons report OUT_DIR` writes it too).
 2-D problems (problems2d: cavity, wave2d; backbones fno, fno-bc, boon-fno) train the one-step
 model, roll the test trajectories out and write metrics.json, model.pt, error_vs_time.png and
-the point report.
+the point report; boon-ensemble and fno-ensemble (`probcons.backbones.boon_ensemble2d`) write
+member_<e>.pt, `<method>.nc` for "unconstrained" and "probconserv" (exact on the problem's
+physics rows) on the flat (t, C n^2) grid, metrics.json and the report (`run_ensemble2d`).
 """
 
 from __future__ import annotations
@@ -62,7 +64,13 @@ from probcons.problems.operators2d import OPERATOR_PROBLEMS_2D, make_problem2d
 from probcons.validation import check_positive_int
 
 BACKBONES = {"fno": "fno", "fno-bc": "fno-bc", "boon-fno": "boon", "boon-ensemble": "boon"}
-BACKBONES_2D = ("fno", "fno-bc", "boon-fno")
+BACKBONES_2D = ("fno", "fno-bc", "boon-fno", "boon-ensemble", "fno-ensemble")
+ENSEMBLE_BACKBONES_2D = {"boon-ensemble": "boon", "fno-ensemble": "fno"}
+"""2-D Gaussian backbones (`probcons.backbones.boon_ensemble2d`) and their members' kind."""
+DRAWS_2D = 10
+"""Draws per test trajectory and method in a 2-D `<method>.nc` (a cavity slice has 5000 values)."""
+VALIDATION_SEED_2D = 2000
+"""Seed offset of the held-out calibration trajectories (training: seed, test: seed + 1000)."""
 TRAJECTORIES_2D = (80, 16)  # default training / test trajectories of the 2-D problems
 DRAWS = 100
 """Draws per test sample and method in `<method>.nc` (as `probcons run` on GPME problems)."""
@@ -110,7 +118,7 @@ def run_operator_problem(
     members: int = 4,
     threads: int | None = 1,
     figure: bool = True,
-    draws: int = DRAWS,
+    draws: int | None = None,
     report: bool = True,
 ) -> dict:
     """Train `backbone` on `problem` (seeded), evaluate on a test set, write files; return metrics.
@@ -121,7 +129,8 @@ def run_operator_problem(
     grid nodes on [0, 1]; n_times output times (default per problem); config: TrainingConfig
     (defaults), epochs overrides config.epochs; members: ensemble size (boon-ensemble only);
     threads: torch.set_num_threads (None leaves it); figure: write boundary.png; draws: draws
-    per test sample and method in `<method>.nc` and report: write report.html (boon-ensemble).
+    per test sample and method in `<method>.nc` (default DRAWS; 2-D: DRAWS_2D) and report:
+    write report.html (boon-ensemble).
     Returns the contents of metrics.json (see the module docstring).
     """
     if problem in OPERATOR_PROBLEMS_2D:
@@ -132,16 +141,20 @@ def run_operator_problem(
             seed,
             n_train=TRAJECTORIES_2D[0] if n_train is None else n_train,
             n_test=TRAJECTORIES_2D[1] if n_test is None else n_test,
+            config=config,
             epochs=epochs,
             threads=threads,
             figure=figure,
+            members=members,
+            draws=DRAWS_2D if draws is None else draws,
+            report=report,
         )
     if problem not in OPERATOR_PROBLEMS:
         known = sorted(OPERATOR_PROBLEMS) + sorted(OPERATOR_PROBLEMS_2D)
         raise UsageError(f"problem: expected one of {known}, got {problem!r}")
     if backbone not in BACKBONES:
         raise UsageError(f"backbone: expected one of {sorted(BACKBONES)}, got {backbone!r}")
-    check_positive_int(draws, "draws")
+    draws = DRAWS if draws is None else check_positive_int(draws, "draws")
     check_positive_int(members, "members")
     n_train = 200 if n_train is None else n_train
     n_test = 100 if n_test is None else n_test
@@ -383,6 +396,9 @@ def run_operator_problem2d(
     threads: int | None = 1,
     figure: bool = True,
     progress: bool = False,
+    members: int = 4,
+    draws: int = DRAWS_2D,
+    report: bool = True,
 ) -> dict:
     """Train a one-step 2-D model (problems2d), roll out the test trajectories, write files.
 
@@ -390,6 +406,9 @@ def run_operator_problem2d(
     (training seed `seed`, test seed `seed` + 1000); n nodes per side; config: TrainingConfig2d
     (defaults), epochs overrides config.epochs. Writes metrics.json, model.pt (weights and
     hyperparameters; `training2d.load_model2d`) and error_vs_time.png; returns the metrics.
+    boon-ensemble / fno-ensemble: `members` one-step models (member_<e>.pt), calibrated on
+    held-out trajectories (seed + VALIDATION_SEED_2D), and `<method>.nc` per method
+    (`run_ensemble2d`); draws per test trajectory and method; report: write report.html.
     """
     from probcons.boon.training2d import TrainingConfig2d, evaluate2d, train_model2d
     from probcons.checkpoint import save_checkpoint
@@ -402,11 +421,21 @@ def run_operator_problem2d(
         raise UsageError(
             f"backbone: expected one of {list(BACKBONES_2D)} for {problem}, got {backbone!r}"
         )
+    if config is not None and not isinstance(config, TrainingConfig2d):
+        raise UsageError(
+            f"config: expected a TrainingConfig2d for {problem}, got {type(config).__name__}"
+        )
     config, out_dir = _prepare(
         n_train, n_test, threads, config or TrainingConfig2d(), epochs, out_dir
     )
+    if backbone in ENSEMBLE_BACKBONES_2D and check_positive_int(members, "members") < 2:
+        raise UsageError(f"members: expected at least 2 for {backbone}, got {members}")
     spec = make_problem2d(problem, n=n)
     train, test = spec.generate(n_train, seed), spec.generate(n_test, seed + 1000)
+    if backbone in ENSEMBLE_BACKBONES_2D:
+        return run_ensemble2d(
+            spec, backbone, train, test, config, out_dir, seed, members, draws, report, progress
+        )
     kind = BACKBONES[backbone]
     model, seconds = train_model2d(kind, spec, train, config, seed, progress=progress)
     metrics, _ = evaluate2d(model, kind, spec, test)
@@ -459,3 +488,165 @@ def _plot_steps(problem, errors: list[float], label: str, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def run_ensemble2d(
+    problem,
+    backbone: str,
+    train,
+    test,
+    config,
+    out_dir: Path,
+    seed: int = 0,
+    members: int = 4,
+    draws: int = DRAWS_2D,
+    report: bool = True,
+    progress: bool = False,
+) -> dict:
+    """A 2-D ensemble run: train, calibrate on held-out trajectories, condition, write files.
+
+    Methods: "unconstrained" (the ensemble's Gaussian) and "probconserv" (exact on
+    `physics_constraint`). metrics.json holds the flat "metrics" of the unconstrained
+    prediction and one summary per method (`ensemble2d_scores`), as on 1-D ensemble runs.
+    """
+    from probcons.backbones.boon_ensemble2d import BoonEnsemble2d
+    from probcons.checkpoint import save_checkpoint
+
+    check_positive_int(draws, "draws")
+    kind = ENSEMBLE_BACKBONES_2D[backbone]
+    ensemble, seconds = BoonEnsemble2d.train(
+        problem, train, config, members, seed, kind, progress=progress
+    )
+    for index, model in enumerate(ensemble.models):
+        state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+        extra = {
+            "problem": problem.name,
+            "kind": kind,
+            "n": problem.n,
+            "n_steps": problem.n_steps,
+            "t_end": problem.t_end,
+            "config": config_dict(config),
+        }
+        save_checkpoint(out_dir / f"member_{index}.pt", state, model.hyperparameters, extra)
+    validation = problem.generate(max(len(test) // 2, 2), seed + VALIDATION_SEED_2D)
+    ensemble.calibrate(validation)
+    rollouts = ensemble.member_rollouts(test)
+    priors = ensemble.predict(test, rollouts)
+    posteriors = {"unconstrained": priors, "probconserv": ensemble.posteriors(test, priors)}
+    summaries = write_method_files2d(out_dir, problem, test, posteriors, backbone, draws, seed)
+    result = {
+        "problem": problem.name,
+        "backbone": backbone,
+        "seed": seed,
+        "map": "one autoregressive step per member, rolled out from the first state(s) to t_end",
+        "sizes": {
+            "n_train": len(train),
+            "n_test": len(test),
+            "n_validation": len(validation),
+            "n": problem.n,
+            "n_steps": problem.n_steps,
+            "members": members,
+            "draws": draws,
+        },
+        "config": config_dict(config),
+        "machine": {"platform": platform.platform(), "torch": torch.__version__},
+        "metrics": {
+            **summaries["unconstrained"],
+            "noise_variance": ensemble.noise_variance,
+            "train_s": seconds,
+            "members": members,
+        },
+        "methods": list(summaries),
+        **summaries,
+    }
+    write_json(out_dir / "metrics.json", result)
+    if report:
+        from probcons.report import write_report
+
+        write_report([out_dir])
+    return result
+
+
+def ensemble2d_scores(problem, posterior: Posterior, states: torch.Tensor) -> dict[str, float]:
+    """Scores of one trajectory's Gaussian on the predicted slices (float64): rel_l2 (mean over
+    slices of ||m - u|| / ||u||), crps (closed-form Gaussian, mean over points), ll, coverage_90,
+    boundary_error (max |wall rows of m|), circulation (cavity) / balance (wave2d) residual
+    max |row(m) - b|."""
+    from probcons.backbones.boon_ensemble2d import (
+        balance_residual,
+        circulation_residual,
+        physics_constraint,
+    )
+
+    truth = states[problem.history :].to(torch.float64).reshape(posterior.grid.shape)
+    mean, variance = posterior.mean, posterior.variance
+    per_slice = (mean - truth).norm(dim=1) / truth.norm(dim=1)
+    constraint = physics_constraint(problem, states)
+    walls = [k for k, name in enumerate(constraint.names) if name != "balance"]
+    if problem.name == "cavity":
+        physics = ("circulation", circulation_residual(problem, mean))
+    else:
+        physics = ("balance", balance_residual(problem, mean, states[0, 0]))
+    return {
+        "rel_l2": float(per_slice.mean()),
+        "crps": float(scores.crps_gaussian(mean, variance, truth).mean()),
+        "ll": float(scores.gaussian_log_likelihood(mean, variance, truth).mean()),
+        "coverage_90": float(
+            scores.gaussian_interval_coverage(mean, variance, truth, 0.9).double().mean()
+        ),
+        "boundary_error": float(constraint.residual(mean)[:, walls].abs().max()),
+        f"{physics[0]}_residual": float(physics[1].abs().max()),
+    }
+
+
+def write_method_files2d(
+    out_dir: Path,
+    problem,
+    test,
+    posteriors: dict[str, list[Posterior]],
+    backbone: str,
+    draws: int,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """`<method>.nc` per method on the flat grid (predicted times, C n^2 positions; the test
+    trajectories are the functions) and {method: summary of `ensemble2d_scores`}.
+
+    The report reads the flat positions as one axis: its "mass" is the sum over positions of
+    the truth (so its CE is a whole-field bias, not a 2-D conservation error) and no
+    boundary_condition attribute is set (its 1-D boundary column does not apply). The rows are
+    not stored (a cavity's wall rows would take n_test x n_t x 392 x 5000 floats)."""
+    from probcons.backbones.boon_ensemble2d import ensemble_grid, flat_truth
+
+    grid = ensemble_grid(problem)
+    truth = flat_truth(problem, test)
+    mass = truth @ grid.trapezoid_weights()  # the report's CE reads the flat positions
+    attrs = {
+        "problem": problem.name,
+        "backbone": backbone,
+        "sigma_G": 0.0,
+        "parameter_name": "test sample",
+        "time_of_interest": float(grid.t[grid.n_t // 2]),
+        "seed": seed,
+    }
+    summaries = {}
+    for number, (method, predictions) in enumerate(posteriors.items()):
+        samples, means, variances, per_sample = [], [], [], []
+        for i, posterior in enumerate(predictions):
+            field = posterior.sample(draws, _draw_generator(seed, i, number))
+            samples.append(field.numpy().astype(np.float32))
+            means.append(posterior.mean.numpy())
+            variances.append(posterior.variance.numpy())
+            per_sample.append(ensemble2d_scores(problem, posterior, test.states[i]))
+        data = posterior_inference_data(
+            samples=np.stack(samples),
+            truth=truth.numpy(),
+            mean=np.stack(means),
+            variance=np.stack(variances),
+            parameter=np.arange(len(test), dtype=np.float64),
+            mass=mass.numpy(),
+            grid=grid,
+            attrs={**attrs, "method": method},
+        )
+        write_inference_data(out_dir / f"{method}.nc", data)
+        summaries[method] = summarize(per_sample)
+    return summaries

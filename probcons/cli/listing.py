@@ -17,6 +17,7 @@ def add_parser(subparsers) -> None:
 def handle(args: argparse.Namespace) -> int:
     from probcons.backbones import BACKBONES
     from probcons.operator_runner import BACKBONES as OPERATOR_BACKBONES
+    from probcons.operator_runner import BACKBONES_2D
     from probcons.problems import PROBLEMS
     from probcons.problems.operators import OPERATOR_PROBLEMS
     from probcons.problems.operators2d import OPERATOR_PROBLEMS_2D
@@ -31,6 +32,7 @@ def handle(args: argparse.Namespace) -> int:
     for name, text in BACKBONES.items():
         print(f"  {name}: {text}")
     print(f"  for BOON problems: {', '.join(OPERATOR_BACKBONES)}")
+    print(f"  for 2-D BOON problems: {', '.join(BACKBONES_2D)}")
     print("methods:")
     for name, text in METHODS.items():
         print(f"  {name}: {text}")
