@@ -45,8 +45,8 @@ def test_nonlinear_site_holds_in_every_probconserv_draw(flux_run):
     assert stored.shape == (2, 1) and stored.max() < 1e-6
     parameter = float(data.constant_data["parameter"].values[0])
     draws = data.posterior_predictive["u"].values[0].astype(np.float64)  # (draw, function, t, x)
-    t = torch.as_tensor(data.posterior_predictive["t"].values)
-    x = torch.as_tensor(data.posterior_predictive["x"].values)
+    t = torch.tensor(data.posterior_predictive["t"].values)
+    x = torch.tensor(data.posterior_predictive["x"].values)
     observed = (parameter * t[1:]) ** (1 / parameter)
     # float32 storage: the stored draws meet the site to their rounding, the run's to 1e-6
     assert (_inflow(draws, x, parameter) - observed).abs().max() < 1e-2
