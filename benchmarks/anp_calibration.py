@@ -52,13 +52,14 @@ from anp_selection import (  # noqa: E402
     summarize,
 )
 from gpme import machine, one_line_errors  # noqa: E402
+from results_pages import CALIBRATION_SUBSETS as SUBSETS  # noqa: E402
+from results_pages import calibration_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "anp_calibration.json"
 PROBLEMS = ("stefan", "diffusion", "pme")
 VARIANTS = ("anp", "softc-anp")
 MODELS = ("as trained", "scalar", "context")
-SUBSETS = ("all", "low third", "middle third", "high third")
 METHODS = ("unconstrained", "probconserv")
 
 
@@ -136,33 +137,15 @@ def score_models(models: VarianceModels, functions: ValidationFunctions) -> dict
 
 
 def table(problem_name: str, results: dict[str, dict]) -> str:
-    """Markdown table: one row per checkpoint and variance model; each cell gives the mean over
-    all functions, then over the low, middle and high third of the training range."""
-    columns = [
-        ("LL ANP", "ll_unconstrained", "{:.2f}"),
-        ("cov90 ANP", "coverage_90_unconstrained", "{:.2f}"),
-        ("CRPS ANP", "crps_unconstrained", "{:.2e}"),
-        ("LL ProbConserv", "ll_probconserv", "{:.2f}"),
-        ("cov90 ProbConserv", "coverage_90_probconserv", "{:.2f}"),
-        ("CRPS ProbConserv", "crps_probconserv", "{:.2e}"),
-    ]
+    """Markdown table (results_pages.calibration_rows, the table of docs/results/calibration.md):
+    one row per checkpoint and variance model; each cell gives the mean over all functions, then
+    over the low, middle and high third of the training range."""
     lines = [
         f"{problem_name}: validation functions (module docstring); each cell: all functions "
         "(± standard error) / low / middle / high third of the training range",
         "",
-        "| checkpoint | variance | " + " | ".join(name for name, _, _ in columns) + " |",
-        "|---|---|" + "---|" * len(columns),
     ]
-    for variant, models in results.items():
-        for model, subsets in models.items():
-            cells = []
-            for _, key, spec in columns:
-                every = subsets["all"]
-                parts = [f"{spec.format(every[key])} ± {spec.format(every[f'{key}_se'])}"]
-                parts += [spec.format(subsets[subset][key]) for subset in SUBSETS[1:]]
-                cells.append(" / ".join(parts))
-            lines.append(f"| {variant} | {model} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + calibration_rows(results))
 
 
 def parse_arguments(argv=None):

@@ -46,16 +46,17 @@ from probcons.checkpoint import load_checkpoint
 from probcons.io import write_json
 from probcons.problems import get_problem
 from probcons.training.data import keep_contexts
+from probcons.training.fit import train_anp
 from probcons.training.trainer import (
     TrainingOptions,
     ValidationSet,
     mixture_scores,
     predictive_draws,
-    train_anp,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpme import machine  # noqa: E402
+from results_pages import latent_rows  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "anp_latent.json"
 K_VALUES = (1, 3, 10, 100)
@@ -195,28 +196,10 @@ def checkpoint_row(problem, path: Path, oracle: bool = False) -> dict:
 
 
 def table(problem_name: str, blind: float, rows: dict[str, dict]) -> str:
-    """Markdown table; MSE ratios against the `elbo` row of the same run (else the first row)."""
-    base_name = "elbo" if "elbo" in rows else next(iter(rows))
-    base = rows[base_name]
-    ks = [entry["k"] for entry in next(iter(rows.values()))["by_contexts"]]
-    head = ["variant", "KL nats"]
-    head += [f"MSE k={k}" for k in ks] + [f"latent share k={k}" for k in ks]
-    head += [f"cov90 k={ks[-1]}", f"MSE k={ks[-1]} / {base_name}", "train s"]
-    lines = [
-        f"{problem_name}: blind (context-free) MSE {blind:.3g}",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
-    for name, row in rows.items():
-        scores = row["by_contexts"]
-        cells = [name, f"{row['kl']:.1e}"]
-        cells += [f"{entry['mse']:.2e}" for entry in scores]
-        cells += [f"{entry['latent_share']:.4f}" for entry in scores]
-        ratio = scores[-1]["mse"] / base["by_contexts"][-1]["mse"]
-        cells += [f"{scores[-1]['coverage_90']:.3f}", f"{ratio:.2f}", f"{row['train_s']:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """Markdown table (results_pages.latent_rows, the table of docs/results/anp-training.md);
+    MSE ratios against the `elbo` row of the same run (else the first row)."""
+    lines = [f"{problem_name}: blind (context-free) MSE {blind:.3g}", ""]
+    return "\n".join(lines + latent_rows(rows))
 
 
 def main(argv=None) -> int:

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +41,9 @@ from probcons.machine import cpu_name
 from probcons.problems import get_problem
 from probcons.resources import load_model, model_file
 from probcons.runner import collect_sites, draw_and_score, predict_function
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_pages import beyond_linear_rows  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "beyond_linear.json"
 CASES = {
@@ -144,28 +148,8 @@ def run_case(name: str, parameter: float, args) -> dict:
 
 
 def table(name: str, parameter: float, summary: dict) -> str:
-    columns = [
-        ("outside", "outside (max)"),
-        ("ce_max", "max |Gu-b| (draws)"),
-        ("site_residual", "flux residual (max)"),
-        ("mse", "MSE"),
-        ("crps", "CRPS"),
-        ("coverage_90", "cov90"),
-        ("coverage_90_interior", "cov90 inside"),
-        ("shock_position_error", "front err"),
-        ("shock_interval", "front 90% width"),
-        ("seconds", "s / function"),
-    ]
-    present = [(k, label) for k, label in columns if any(k in row for row in summary.values())]
-    lines = [
-        f"{name}, parameter {parameter:g}",
-        "| method | " + " | ".join(label for _, label in present) + " |",
-        "|" + "---|" * (len(present) + 1),
-    ]
-    for method, row in summary.items():
-        cells = ["-" if key not in row else f"{row[key]:.3g}" for key, _ in present]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """results_pages.beyond_linear_rows, the table of docs/results/beyond-linear.md."""
+    return "\n".join([f"{name}, parameter {parameter:g}", *beyond_linear_rows(summary)])
 
 
 def main() -> None:

@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -48,9 +47,12 @@ from probcons.boon.training import (
     train_model,
 )
 from probcons.io import write_json
-from probcons.machine import cpu_name
 from probcons.metrics import gaussian_interval_coverage, gaussian_log_likelihood
 from probcons.problems.operators import OPERATOR_PROBLEMS, make_problem
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import boon_common  # noqa: E402
+from results_pages import boon_seed_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = 0.9  # nominal coverage of the probabilistic section
@@ -162,12 +164,7 @@ def main() -> None:
     member_config = replace(
         config, epochs=args.member_epochs, decay_every=max(1, args.member_epochs // 4)
     )
-    machine = {
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
+    machine = boon_common.machine()
     settings = {
         key: value
         for key, value in vars(args).items()
@@ -258,28 +255,11 @@ def main() -> None:
 
 
 def print_seed_summary(runs: list[dict], paths: list[Path]) -> None:
-    """Per problem and model: rel. L2 of each run (seed) and the geometric mean of the ratios."""
+    """Per problem and model: rel. L2 of each run (seed) and the geometric mean of the ratios
+    (results_pages.boon_seed_rows, the table of docs/results/boon.md)."""
     seeds = [run["_meta"]["sizes"]["seed"] for run in runs]
     print(f"seed summary of {[p.name for p in paths]} (seeds {seeds})\n")
-    print(
-        "| problem | model | rel. L2 per seed | / FNO per seed | / FNO geo. mean | / FNO-bc per seed |"
-    )
-    print("|" + "---|" * 6)
-    for name in OPERATOR_PROBLEMS:
-        present = [run[name] for run in runs if name in run]
-        for kind in (*MODEL_KINDS, ABLATION):
-            rows = [models for models in present if kind in models]
-            if not rows:
-                continue
-            errors = [m[kind]["rel_l2"] for m in rows]
-            to_fno = [m[kind]["rel_l2"] / m["fno"]["rel_l2"] for m in rows]
-            to_bc = [m[kind]["rel_l2"] / m["fno-bc"]["rel_l2"] for m in rows]
-            mean = math.exp(sum(math.log(r) for r in to_fno) / len(to_fno))
-            print(
-                f"| {name} | {kind} | {' '.join(f'{e:.2e}' for e in errors)}"
-                f" | {' '.join(f'{r:.2f}' for r in to_fno)} | {mean:.2f}"
-                f" | {' '.join(f'{r:.2f}' for r in to_bc)} |"
-            )
+    print("\n".join(boon_seed_rows(runs)))
 
 
 def print_probabilistic(p: dict) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -28,14 +28,16 @@ import torch
 
 from probcons.boon.training import MODEL_KINDS
 from probcons.boon.training2d import (
-    TrainingConfig2d,
     config_dict,
     evaluate2d,
     train_model2d,
 )
 from probcons.io import write_json
-from probcons.machine import cpu_name
 from probcons.problems.operators2d import OPERATOR_PROBLEMS_2D, make_problem2d
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import boon_common  # noqa: E402
+from results_pages import boon2d_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {"fno": "FNO", "fno-bc": "FNO + boundary channels", "boon": "BOON"}
@@ -64,19 +66,8 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = TrainingConfig2d(
-        modes=args.modes,
-        width=args.width,
-        padding=args.padding,
-        epochs=args.epochs,
-        decay_every=max(1, args.epochs // 3),
-    )
-    machine = {
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
+    config = boon_common.config2d(args)
+    machine = boon_common.machine()
     sizes = {
         "n_train": args.n_train,
         "n_test": args.n_test,
@@ -150,24 +141,12 @@ def main() -> None:
 
 
 def print_table(results: dict, machine: dict) -> None:
+    """The machine, then results_pages.boon2d_rows (the table of docs/results/boon-2d.md)."""
     print(
         f"\nBOON 2-D benchmark ({machine['platform']}, {machine['cpu']}, torch {machine['torch']},"
         f" {machine['threads']} thread)\n"
     )
-    print(
-        "| problem | model | rel. L2 (mean over steps) | / FNO | rel. L2 interior | rel. L2 last step"
-        " | BC error f64 | BC error f32 | train s |"
-    )
-    print("|" + "---|" * 9)
-    for name, models in results.items():
-        base = models.get("fno", {}).get("rel_l2")
-        for kind, m in models.items():
-            ratio = f"{m['rel_l2'] / base:.2f}" if base else ""
-            print(
-                f"| {name} | {kind} | {m['rel_l2']:.3e} | {ratio} | {m['rel_l2_interior']:.3e}"
-                f" | {m['rel_l2_final']:.3e} | {m['boundary_error']:.1e}"
-                f" | {m['boundary_error_f32']:.1e} | {m['train_s']:.0f} |"
-            )
+    print("\n".join(boon2d_rows(results)))
 
 
 def plot_error_vs_time(results: dict, path: Path) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,15 +39,17 @@ from probcons.backbones.boon_ensemble2d import (
     ensemble_grid2d,
     physics_constraint,
 )
-from probcons.boon.training2d import TrainingConfig2d, config_dict, load_model2d
+from probcons.boon.training2d import config_dict, load_model2d
 from probcons.constraints.circulation2d import circulation_constraint2d, lid_circulation
 from probcons.constraints.linear import LinearConstraint
 from probcons.covariance import DiagonalCovariance
 from probcons.io import write_json
-from probcons.machine import cpu_name
 from probcons.operator_runner import ensemble2d_scores, run_operator_problem2d
 from probcons.prediction import GaussianPrediction
 from probcons.solvers.cavity import LID_VELOCITY
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import boon_common  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = (
@@ -77,19 +79,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = TrainingConfig2d(
-        modes=args.modes,
-        width=args.width,
-        padding=args.padding,
-        epochs=args.epochs,
-        decay_every=max(1, args.epochs // 3),
-    )
-    machine = {
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
+    config = boon_common.config2d(args)
+    machine = boon_common.machine()
     settings = {
         "seeds": list(range(args.seeds)),
         "members": args.members,

@@ -362,38 +362,17 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
-def memory_ratio(row: dict) -> float | None:
-    """Dense peak over ours, ours floored at the size of the outputs (see the module docstring)."""
-    if row.get("dense_peak_mb") is None or row.get("peak_mb") is None:
-        return None
-    floor = row.get("output_mb") or 2 * row["n"] * 8 / MB
-    return row["dense_peak_mb"] / max(row["peak_mb"], floor)
-
-
 def _ratio(numerator, denominator) -> float | None:
     return numerator / denominator if numerator is not None and denominator else None
 
 
 def table(rows: list[dict]) -> str:
-    header = (
-        "| N | grid | cov | rows/slice | update s | 100 draws s | peak MB | dense update s | "
-        "dense peak MB | speed-up | memory ratio | bandwidth s | update / bandwidth | "
-        "update / alloc. bandwidth | load |"
-    )
-    lines = [header, "|" + "---|" * 15]
-    for row in rows:
-        speed = _ratio(row["dense_update_s"], row["update_s"])
-        bound = _ratio(row["update_s"], row["bandwidth_s"])
-        allocating = _ratio(row["update_s"], row.get("bandwidth_allocating_s"))
-        lines.append(
-            f"| {row['n']:,} | {row['n_t']}x{row['n_x']} | {row['cov']} | "
-            f"{row['rows_per_slice']} | {_fmt(row['update_s'])} | {_fmt(row['sample_s'])} | "
-            f"{_fmt(row['peak_mb'])} | {_fmt(row['dense_update_s'])} | "
-            f"{_fmt(row['dense_peak_mb'])} | {_fmt(speed)} | {_fmt(memory_ratio(row))} | "
-            f"{_fmt(row['bandwidth_s'])} | {_fmt(bound)} | {_fmt(allocating)} | "
-            f"{_fmt(row.get('load_average'), 2)} |"
-        )
-    return "\n".join(lines)
+    """results_pages.conditioning_rows, the table of docs/results/conditioning-at-scale.md
+    (imported here, not at the top: the --worker processes measure their peak memory)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results_pages import conditioning_rows
+
+    return "\n".join(conditioning_rows(rows))
 
 
 def _case(row: dict) -> tuple:

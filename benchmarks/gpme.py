@@ -56,6 +56,9 @@ from probcons.runner import (
     predict_function,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_pages import gpme_table, shock_table  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "gpme.json"
 TABLES = ROOT / "benchmarks" / "results" / "gpme.md"
@@ -343,93 +346,10 @@ def expand_methods(text: str) -> list[str]:
     return [m for m in METHODS if m in chosen]
 
 
-ROUNDING_SPREAD = 1e-9
-"""A standard error below this fraction of |value| is rounding of identical values: shown as 0."""
-
-
-def fmt(value, error=None) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "n/a"
-    if error is None:
-        return f"{value:.3g}"
-    if abs(error) <= ROUNDING_SPREAD * abs(value):
-        error = 0.0
-    return f"{value:.3g} ± {error:.1g}"
-
-
 def table(problem, parameter: str, records: dict[str, dict]) -> str:
-    """Markdown table of the stored records of one problem and parameter value."""
-    columns = [
-        ("mse", "MSE"),
-        ("mse_t", f"MSE@t={problem.time_of_interest:g}"),
-        ("ce", "CE"),
-        ("ll", "LL"),
-        ("crps", "CRPS"),
-        ("coverage_90", "cov90"),
-        ("shock_position_error", "front err"),
-        ("latent_variance_share", "latent share"),
-        ("member_spread_share", "spread share"),
-    ]
-    present = [
-        (key, label)
-        for key, label in columns
-        if any(r.get(key) is not None for r in records.values())
-    ]
-    protocols: dict[str, list[str]] = {}
-    for method in [m for m in METHODS if m in records]:
-        key = json.dumps(records[method]["protocol"], sort_keys=True)
-        protocols.setdefault(key, []).append(method)
-    lines = [f"### {problem.name}, {problem.parameter_name} = {parameter}", ""]
-    for protocol, members in sorted(protocols.items()):
-        p = json.loads(protocol)
-        if p.get("latent_samples") is not None:
-            per_function = f"{p['latent_samples']} latent samples per function (ANP)"
-            scales = {
-                METHODS[m][0]: (records[m]["variance_scale"], records[m].get("context_exponent", 0))
-                for m in members
-                if records[m].get("variance_scale") is not None
-            }
-            if scales:
-                per_function += (
-                    ", decoder variance times the held-out calibration s0 f^gamma, f the fit to "
-                    "the function's contexts ("
-                    + ", ".join(
-                        f"{name} s0 = {scale:.3g}, gamma = {exponent:.3g}"
-                        for name, (scale, exponent) in scales.items()
-                    )
-                    + ")"
-                )
-        elif all(METHODS[m][0] in ENSEMBLE_BACKBONES for m in members):
-            per_function = "one prediction per parameter value (contexts unused)"
-        else:
-            per_function = "one Gaussian per function, fitted to its contexts"
-        lines.append(
-            f"Protocol ({', '.join(members)}): {p['n_functions']} test functions, grid "
-            f"{p['grid'][0]}x{p['grid'][1]}, {per_function}, {p['draws']} posterior draws, "
-            f"sigma_G = {p['sigma_G']:g}."
-        )
-    lines += [
-        "",
-        "| method | fns | "
-        + " | ".join(label for _, label in present)
-        + " | train s wall (CPU) | eval s/fn |",
-        "|" + "---|" * (len(present) + 4),
-    ]
-    order = [m for m in METHODS if m in records]
-    for method in order:
-        values = records[method]
-        cells = [fmt(values.get(key), values.get(f"{key}_se")) for key, _ in present]
-        train = fmt(values.get("train_s"))
-        if values.get("train_cpu_s") is not None:
-            train += f" ({values['train_cpu_s']:.0f} CPU)"
-        cells += [train, fmt(values.get("eval_s_per_function"))]
-        functions = values["protocol"]["n_functions"]
-        lines.append(f"| {method} | {functions} | " + " | ".join(cells) + " |")
-    floor = next(iter(records.values())).get("ce_floor_exact_solution")
-    ce_column = [key for key, _ in present].index("ce")
-    empty = [""] * (len(present) + 2)
-    empty[ce_column] = fmt(floor)
-    lines.append("| exact solution (CE floor) | | " + " | ".join(empty) + " |")
+    """Markdown table of the stored records of one problem and parameter value (the formatter of
+    docs/results/gpme.md), with the published diffusion numbers under the diffusion tables."""
+    lines = [gpme_table(problem, parameter, records)]
     if problem.name == "diffusion":
         lines += [
             "",
@@ -446,20 +366,14 @@ def table(problem, parameter: str, records: dict[str, dict]) -> str:
 
 def shock_figure(shock_store: dict, path: Path, draw: bool = True) -> str:
     """Histogram of the posterior front position per method against the truth (saved to `path`
-    when `draw`), and its table."""
+    when `draw`), and its table (results_pages.shock_table, the table of docs/results/gpme.md)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     truth = shock_store["truth"]
-    truth_grid = shock_store.get("truth_grid", float("nan"))
     figure, axes = plt.subplots(len(SHOCK_METHODS), 1, figsize=(6, 7), sharex=True)
-    lines = [f"Shock position at t = 0.05, u* = 0.6 (function 0, {SHOCK_DRAWS} draws):", ""]
-    lines += [
-        "| method | mean | 90 % interval | truth inside | error vs truth | error vs grid front |",
-        "|---|---|---|---|---|---|",
-    ]
     for axis, method in zip(axes, SHOCK_METHODS, strict=True):
         positions = shock_store.get(method)
         if positions is not None:
@@ -475,22 +389,13 @@ def shock_figure(shock_store: dict, path: Path, draw: bool = True) -> str:
         axis.axvspan(lower, upper, color="tab:red", alpha=0.1, label="90 % interval")
         axis.set_title(method, fontsize=9)
         axis.legend(fontsize=7, loc="upper left")
-        inside = "yes" if lower <= truth <= upper else "no"
-        lines.append(
-            f"| {method} | {mean:.4f} | [{lower:.4f}, {upper:.4f}] | {inside} "
-            f"| {abs(mean - truth):.4f} | {abs(mean - truth_grid):.4f} |"
-        )
     axes[-1].set_xlabel("x of the front (first crossing of u*/2)")
     figure.tight_layout()
     if draw:
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=120)
     plt.close(figure)
-    lines.append(
-        f"\ntruth (analytic alpha sqrt(t)) {truth:.4f}, grid front (the same first crossing on "
-        f"the exact field on the grid) {truth_grid:.4f}; figure {path.relative_to(ROOT)}"
-    )
-    return "\n".join(lines)
+    return shock_table(shock_store)
 
 
 def parse_arguments(argv=None):

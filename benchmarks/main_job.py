@@ -465,55 +465,13 @@ def machine(threads: int) -> dict:
     }
 
 
-def _ratio(value) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
 def table(result: dict) -> str:
-    job, floors = result["job"], result["floors"]
-    lines = [
-        f"machine: {result['machine']['cpu']}, {result['machine']['cores_visible']} cores "
-        f"visible, torch threads {result['machine']['torch_threads']}, load "
-        f"{', '.join(f'{x:.2f}' for x in result['machine']['load_average'])}",
-        "",
-        f"default job ({job['settings']}): {job['wall_s']:.2f} s "
-        f"(target <= {TARGETS['job_s']:g} s)",
-        "| phase | seconds | share |",
-        "|---|---|---|",
-    ]
-    for phase, seconds in job["phases_s"].items():
-        lines.append(f"| {phase} | {seconds:.2f} | {seconds / job['wall_s']:.0%} |")
-    lines += [
-        "",
-        "| quantity | ours (s) | floor (s) | ratio | floor |",
-        "|---|---|---|---|---|",
-        f"| decode | {job['phases_s']['decode']:.2f} | {floors['decode_s']:.2f} | "
-        f"{_ratio(job['phases_s']['decode'] / floors['decode_s'])} | bare torch decoder loop |",
-        f"| job sampling | {job['phases_s']['sampling']:.2f} | {floors['sampling_s']:.2f} | "
-        f"{_ratio(job['phases_s']['sampling'] / floors['sampling_s'])} | randn of the draws |",
-    ]
-    for row in result["sampling"]:
-        lines.append(
-            f"| sampling N = {row['n']:.0e}, {row['draws']} draws | {row['ours_s']:.2f} | "
-            f"{row['randn_s']:.2f} | {_ratio(row['ratio'])} (target <= "
-            f"{TARGETS['sampling']:g}x) | randn |"
-        )
-    low = result["lowrank"]
-    lines += [
-        f"| low-rank update {low['grid'][0]}^2, rank {low['rank']} | {low['ours_s']:.3f} | "
-        f"{low['plain_s']:.3f} | {_ratio(low['time_ratio'])} (target <= "
-        f"{TARGETS['lowrank_time']:g}x) | plain Woodbury |",
-        f"| low-rank peak memory (MB) | {low['ours_peak_mb']} | {low['plain_peak_mb']} | "
-        f"{_ratio(low['memory_ratio'])} (target <= {TARGETS['lowrank_memory']:g}x) | "
-        "plain Woodbury |",
-        "",
-        f"startup: probcons --help {result['startup']['help_s']:.2f} s (target <= "
-        f"{HELP_TARGET_S:g} s), import probcons.runner {result['startup']['import_s']:.2f} s",
-        "",
-        "printed table:",
-        job["table"],
-    ]
-    return "\n".join(lines)
+    """results_pages.main_job_table, the table of docs/results/main-job.md (imported here, not
+    at the top: a --lowrank-worker process measures its peak memory and needs none of it)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results_pages import main_job_table
+
+    return main_job_table(result)
 
 
 def measure(arguments) -> dict:

@@ -9,6 +9,13 @@ A generated table sits in its page between `<!-- generated: NAME -->` and
 region says which JSON it comes from, the command that wrote that JSON, the machine recorded in
 it and the metric protocol of its numbers (`probcons.metrics.PROTOCOLS`); the differences of
 protocol from the papers are listed once, in docs/results/paper-comparison.md.
+
+A table's formatter lives here once, as a function of the JSON's dict (`gpme_table`,
+`shock_table`, `stefan_front_table`, `calibration_rows`, `main_job_table`, `latent_rows`,
+`boon_seed_rows`, `boon2d_rows`, `conditioning_rows`, `beyond_linear_rows`): the region
+generators call it on the loaded file, the benchmark scripts import it (their folder is on
+sys.path) and call it on their in-memory results. This module imports no benchmark script, so
+importing it costs numpy and probcons' metrics, not a benchmark's dependencies.
 """
 
 from __future__ import annotations
@@ -84,8 +91,7 @@ PAPER_FUNCTIONS = 50
 SHOCK_METHODS = ("anp", "softc-anp", "hardc-anp", "probconserv-anp")
 """The order of the shock-position rows (others in the JSON follow)."""
 ROUNDING_SPREAD = 1e-9
-"""A standard error below this fraction of |value| is rounding of identical values: shown as 0
-(as benchmarks/gpme.py prints it)."""
+"""A standard error below this fraction of |value| is rounding of identical values: shown as 0."""
 
 
 def backbone_of(method: str) -> str:
@@ -102,7 +108,7 @@ def ordered_methods(records: dict) -> list[str]:
 
 
 def fmt(value, error=None) -> str:
-    """A cell as benchmarks/gpme.py prints it: 3 significant digits, ± a 1-digit error."""
+    """A cell of the GPME tables: 3 significant digits, ± a 1-digit error."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "n/a"
     if error is None:
@@ -113,7 +119,8 @@ def fmt(value, error=None) -> str:
 
 
 def gpme_table(problem, parameter: str, records: dict[str, dict]) -> str:
-    """One problem and parameter value of gpme.json: the protocol lines and the table."""
+    """One problem and parameter value of gpme.json: the protocol lines and the table (also
+    printed by benchmarks/gpme.py from its in-memory records)."""
     columns = [
         ("mse", "MSE"),
         ("mse_t", f"MSE@t={problem.time_of_interest:g}"),
@@ -193,7 +200,8 @@ def gpme_table(problem, parameter: str, records: dict[str, dict]) -> str:
 
 
 def shock_table(shocks: dict) -> str:
-    """The front position on function 0 (stefan_shock_positions.json), as gpme.py prints it."""
+    """The front position on function 0 (stefan_shock_positions.json); benchmarks/gpme.py
+    prints it beside its figure."""
     truth = shocks["truth"]
     truth_grid = shocks.get("truth_grid", float("nan"))
     draws = len(next(v for v in shocks.values() if isinstance(v, list)))
@@ -434,6 +442,14 @@ def boon_seeds() -> str:
         "benchmarks/boon.py --summary benchmarks/results/boon.json benchmarks/results/"
         f"boon_seed*.json`; machine: {'; '.join(machines)}.",
         "",
+    ]
+    return "\n".join(lines + boon_seed_rows(runs))
+
+
+def boon_seed_rows(runs: list[dict]) -> list[str]:
+    """Per problem and model of boon.json-like runs (one per seed): rel. L2 per seed and the
+    ratios; `python benchmarks/boon.py --summary` prints it."""
+    lines = [
         "| problem | model | rel. L2 per seed | / FNO per seed | / FNO geo. mean "
         "| / FNO-bc per seed |",
         "|" + "---|" * 6,
@@ -453,7 +469,7 @@ def boon_seeds() -> str:
                 f" | {' '.join(f'{r:.2f}' for r in to_fno)} | {mean:.2f}"
                 f" | {' '.join(f'{r:.2f}' for r in to_bc)} |"
             )
-    return "\n".join(lines)
+    return lines
 
 
 def boon_warmup() -> str:
@@ -518,6 +534,14 @@ def boon2d() -> str:
     lines = [
         source("boon2d.json", "python benchmarks/boon2d.py", _boon_machine(meta["machine"])),
         "",
+    ]
+    return "\n".join(lines + boon2d_rows(results))
+
+
+def boon2d_rows(results: dict) -> list[str]:
+    """boon2d.json's table ({problem: {model: metrics}}, keys from "_" skipped); benchmarks/
+    boon2d.py prints it from its in-memory results."""
+    lines = [
         "| problem | model | rel. L2 | / FNO | interior | at t = 2 | BC error f64 | BC error f32 "
         "| train s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -533,7 +557,7 @@ def boon2d() -> str:
                 f"| {m['rel_l2_final']:.3f} | {_bc2(m['boundary_error'])} "
                 f"| {_bc2(m['boundary_error_f32'])} | {m['train_s']:.0f} |"
             )
-    return "\n".join(lines)
+    return lines
 
 
 def _bc2(value: float) -> str:
@@ -548,30 +572,27 @@ def _bc2(value: float) -> str:
 CALIBRATION_SUBSETS = ("all", "low third", "middle third", "high third")
 
 
-def calibration_table(problem_name: str) -> str:
-    """One problem of anp_calibration.json; each cell: all functions (± standard error) / the
-    low / middle / high third of the training range."""
-    stored = load("anp_calibration.json")[problem_name]
-    columns = [
-        ("LL ANP", "ll_unconstrained", "{:.2f}"),
-        ("cov90 ANP", "coverage_90_unconstrained", "{:.2f}"),
-        ("CRPS ANP", "crps_unconstrained", "{:.2e}"),
-        ("LL ProbConserv", "ll_probconserv", "{:.2f}"),
-        ("cov90 ProbConserv", "coverage_90_probconserv", "{:.2f}"),
-        ("CRPS ProbConserv", "crps_probconserv", "{:.2e}"),
-    ]
-    p = stored["protocol"]
+CALIBRATION_COLUMNS = (
+    ("LL ANP", "ll_unconstrained", "{:.2f}"),
+    ("cov90 ANP", "coverage_90_unconstrained", "{:.2f}"),
+    ("CRPS ANP", "crps_unconstrained", "{:.2e}"),
+    ("LL ProbConserv", "ll_probconserv", "{:.2f}"),
+    ("cov90 ProbConserv", "coverage_90_probconserv", "{:.2f}"),
+    ("CRPS ProbConserv", "crps_probconserv", "{:.2e}"),
+)
+
+
+def calibration_rows(results: dict) -> list[str]:
+    """The table of one problem of anp_calibration.json ({checkpoint: {variance model: {subset:
+    scores}}}, a "protocol" entry skipped): one row per checkpoint and variance model, each cell
+    all functions (± standard error) / the low / middle / high third of the training range;
+    benchmarks/anp_calibration.py prints it from its in-memory scores."""
+    columns = CALIBRATION_COLUMNS
     lines = [
-        source("anp_calibration.json", "python benchmarks/anp_calibration.py", p["machine"])
-        + f" {p['n_functions']} validation functions, grid {p['grid'][0]}x{p['grid'][1]}, "
-        f"{p['latent_samples']} latent samples; LL over the whole grid (probcons protocol).",
-        "",
-        f"{problem_name}:",
-        "",
         "| checkpoint | variance | " + " | ".join(name for name, _, _ in columns) + " |",
         "|---|---|" + "---|" * len(columns),
     ]
-    for variant, models in stored.items():
+    for variant, models in results.items():
         if variant == "protocol":
             continue
         for model, subsets in models.items():
@@ -582,7 +603,22 @@ def calibration_table(problem_name: str) -> str:
                 parts += [spec.format(subsets[subset][key]) for subset in CALIBRATION_SUBSETS[1:]]
                 cells.append(" / ".join(parts))
             lines.append(f"| {variant} | {model} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return lines
+
+
+def calibration_table(problem_name: str) -> str:
+    """One problem of anp_calibration.json, with its provenance and protocol."""
+    stored = load("anp_calibration.json")[problem_name]
+    p = stored["protocol"]
+    lines = [
+        source("anp_calibration.json", "python benchmarks/anp_calibration.py", p["machine"])
+        + f" {p['n_functions']} validation functions, grid {p['grid'][0]}x{p['grid'][1]}, "
+        f"{p['latent_samples']} latent samples; LL over the whole grid (probcons protocol).",
+        "",
+        f"{problem_name}:",
+        "",
+    ]
+    return "\n".join(lines + calibration_rows(stored))
 
 
 def calibration_context_factor() -> str:
@@ -625,25 +661,16 @@ def calibration_context_factor() -> str:
 # --------------------------------------------------------------- main job (main_job.py)
 
 
-def main_job() -> str:
-    result = load("main_job.json")
+def _ratio(value) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def main_job_table(result: dict) -> str:
+    """main_job.json's measurements against their floors and targets, and the job's own printed
+    table; benchmarks/main_job.py prints it from its in-memory result."""
     job, floors, targets = result["job"], result["floors"], result["targets"]
     m = result["machine"]
-
-    def ratio(value) -> str:
-        return "-" if value is None else f"{value:.2f}x"
-
     lines = [
-        source(
-            "main_job.json",
-            f"python benchmarks/{result['command']}",
-            f"{m['cpu']}, {m['platform']}, Python {m['python']}, torch {m['torch']}",
-        )
-        + " The printed table's metrics: probcons protocol (whole grid), see "
-        + DIFFERENCES
-        + ".",
-        "",
-        "```text",
         f"machine: {m['cpu']}, {m['cores_visible']} cores visible, torch threads "
         f"{m['torch_threads']}, load {', '.join(f'{x:.2f}' for x in m['load_average'])}",
         "",
@@ -659,23 +686,23 @@ def main_job() -> str:
         "| quantity | ours (s) | floor (s) | ratio | floor |",
         "|---|---|---|---|---|",
         f"| decode | {job['phases_s']['decode']:.2f} | {floors['decode_s']:.2f} | "
-        f"{ratio(job['phases_s']['decode'] / floors['decode_s'])} | bare torch decoder loop |",
+        f"{_ratio(job['phases_s']['decode'] / floors['decode_s'])} | bare torch decoder loop |",
         f"| job sampling | {job['phases_s']['sampling']:.2f} | {floors['sampling_s']:.2f} | "
-        f"{ratio(job['phases_s']['sampling'] / floors['sampling_s'])} | randn of the draws |",
+        f"{_ratio(job['phases_s']['sampling'] / floors['sampling_s'])} | randn of the draws |",
     ]
     for row in result["sampling"]:
         lines.append(
             f"| sampling N = {row['n']:.0e}, {row['draws']} draws | {row['ours_s']:.2f} | "
-            f"{row['randn_s']:.2f} | {ratio(row['ratio'])} (target <= "
+            f"{row['randn_s']:.2f} | {_ratio(row['ratio'])} (target <= "
             f"{targets['sampling']:g}x) | randn |"
         )
     low = result["lowrank"]
     lines += [
         f"| low-rank update {low['grid'][0]}^2, rank {low['rank']} | {low['ours_s']:.3f} | "
-        f"{low['plain_s']:.3f} | {ratio(low['time_ratio'])} (target <= "
+        f"{low['plain_s']:.3f} | {_ratio(low['time_ratio'])} (target <= "
         f"{targets['lowrank_time']:g}x) | plain Woodbury |",
         f"| low-rank peak memory (MB) | {low['ours_peak_mb']} | {low['plain_peak_mb']} | "
-        f"{ratio(low['memory_ratio'])} (target <= {targets['lowrank_memory']:g}x) | "
+        f"{_ratio(low['memory_ratio'])} (target <= {targets['lowrank_memory']:g}x) | "
         "plain Woodbury |",
         "",
         f"startup: probcons --help {result['startup']['help_s']:.2f} s (target <= "
@@ -683,6 +710,25 @@ def main_job() -> str:
         "",
         "printed table:",
         job["table"],
+    ]
+    return "\n".join(lines)
+
+
+def main_job() -> str:
+    result = load("main_job.json")
+    m = result["machine"]
+    lines = [
+        source(
+            "main_job.json",
+            f"python benchmarks/{result['command']}",
+            f"{m['cpu']}, {m['platform']}, Python {m['python']}, torch {m['torch']}",
+        )
+        + " The printed table's metrics: probcons protocol (whole grid), see "
+        + DIFFERENCES
+        + ".",
+        "",
+        "```text",
+        main_job_table(result),
         "```",
     ]
     return "\n".join(lines)
@@ -826,11 +872,9 @@ def anp_latent_oracle() -> str:
     return "\n".join(lines)
 
 
-def _latent_table(problem_name: str, key: str) -> list[str]:
-    """One block of anp_latent.json as benchmarks/anp_latent.py prints it (MSE ratio against
-    the `elbo` row, else the first)."""
-    entry = load("anp_latent.json")[problem_name]
-    rows = entry[key]
+def latent_rows(rows: dict[str, dict]) -> list[str]:
+    """One block of anp_latent.json ({variant or checkpoint: scores}; MSE ratio against the
+    `elbo` row, else the first); benchmarks/anp_latent.py prints it from its in-memory rows."""
     base_name = "elbo" if "elbo" in rows else next(iter(rows))
     base = rows[base_name]
     ks = [e["k"] for e in next(iter(rows.values()))["by_contexts"]]
@@ -847,6 +891,10 @@ def _latent_table(problem_name: str, key: str) -> list[str]:
         cells += [f"{scores[-1]['coverage_90']:.3f}", f"{ratio:.2f}", f"{row['train_s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _latent_table(problem_name: str, key: str) -> list[str]:
+    return latent_rows(load("anp_latent.json")[problem_name][key])
 
 
 def anp_latent_variants() -> str:
@@ -878,16 +926,11 @@ def anp_latent_checkpoints() -> str:
 STEFAN_FRONT_METHODS = ("anp", "hardc-anp", "probconserv-anp")
 
 
-def stefan_front(param: str = "0.6") -> str:
-    """stefan_front.json at u* = `param`, as benchmarks/stefan_front.py prints it."""
-    result = load("stefan_front.json")[param]
+def stefan_front_table(result: dict) -> str:
+    """One u* of stefan_front.json: the summary per method, then function 0 (the shock
+    figure's); benchmarks/stefan_front.py prints it from its in-memory result."""
     protocol, summary, first = result["protocol"], result["summary"], result["functions"][0]
-    command = "python benchmarks/stefan_front.py" + ("" if param == "0.6" else f" --param {param}")
     lines = [
-        source("stefan_front.json", command, protocol["machine"])
-        + " Front positions of the posterior mean and draws, not the MSE / LL / CE of a "
-        "protocol; the test functions of gpme.json's rows.",
-        "",
         f"Stefan u* = {protocol['param']}, t = 0.05: {protocol['n_functions']} test functions, "
         f"grid {protocol['grid'][0]}x{protocol['grid'][1]}, {protocol['latent_samples']} latent "
         f"samples, {protocol['draws']} draws; truth {protocol['truth']:.4f}",
@@ -916,6 +959,20 @@ def stefan_front(param: str = "0.6") -> str:
     return "\n".join(lines)
 
 
+def stefan_front(param: str = "0.6") -> str:
+    """stefan_front.json at u* = `param`, with its provenance."""
+    result = load("stefan_front.json")[param]
+    command = "python benchmarks/stefan_front.py" + ("" if param == "0.6" else f" --param {param}")
+    lines = [
+        source("stefan_front.json", command, result["protocol"]["machine"])
+        + " Front positions of the posterior mean and draws, not the MSE / LL / CE of a "
+        "protocol; the test functions of gpme.json's rows.",
+        "",
+        stefan_front_table(result),
+    ]
+    return "\n".join(lines)
+
+
 # ----------------------------------------------- conditioning at scale (conditioning.py)
 
 MEBIBYTE = 2**20
@@ -934,9 +991,7 @@ def _times(numerator, denominator) -> str:
 
 
 def conditioning() -> str:
-    """conditioning.json, with the runs that wrote its rows (conditioning_runs.json); the
-    memory ratio floors our peak at the size of the two outputs, as benchmarks/conditioning.py
-    does."""
+    """conditioning.json, with the runs that wrote its rows (conditioning_runs.json)."""
     rows, runs = load("conditioning.json"), load("conditioning_runs.json")
     commands = list(dict.fromkeys(run["command"] for run in runs))
     machines = [
@@ -944,7 +999,6 @@ def conditioning() -> str:
         f"{m['torch']}, NumPy {m['numpy']}"
         for m in (run["machine"] for run in runs if "machine" in run)
     ]
-    draws = sorted({row["draws"] for row in rows})
     lines = [
         "From [benchmarks/results/conditioning.json](../../benchmarks/results/conditioning.json) "
         "(its runs in [conditioning_runs.json](../../benchmarks/results/conditioning_runs.json)"
@@ -953,6 +1007,15 @@ def conditioning() -> str:
         "no metric protocol applies. A row without a measurement time is from the earlier full "
         "run (earlier code).",
         "",
+    ]
+    return "\n".join(lines + conditioning_rows(rows))
+
+
+def conditioning_rows(rows: list[dict]) -> list[str]:
+    """The table of conditioning.json's rows; the memory ratio floors our peak at the size of
+    the two outputs. benchmarks/conditioning.py prints it from its in-memory rows."""
+    draws = sorted({row["draws"] for row in rows})
+    lines = [
         f"| N | grid | covariance | rows | update s | {'/'.join(map(str, draws))} draws s | peak MB "
         "| dense per-slice s | dense peak MB | speed-up vs dense | memory ratio vs dense "
         "| bandwidth s | update / bandwidth | update / alloc. copy | load | measured |",
@@ -966,6 +1029,7 @@ def conditioning() -> str:
         )
         measured = row.get("measured_utc")
         when = "earlier code" if measured is None else measured[:16].replace("T", " ")
+        load = row.get("load_average")
         lines.append(
             f"| {row['n']:,} | {row['n_t']}x{row['n_x']} | {row['cov']} "
             f"| {CONDITIONING_ROWS.get(row['constraints'], row['constraints'])} "
@@ -975,9 +1039,9 @@ def conditioning() -> str:
             f"| {memory} | {_g3_or_dash(row['bandwidth_s'])} "
             f"| {_times(row['update_s'], row['bandwidth_s'])} "
             f"| {_times(row['update_s'], row.get('bandwidth_allocating_s'))} "
-            f"| {row['load_average']:.1f} | {when} |"
+            f"| {'—' if load is None else f'{load:.1f}'} | {when} |"
         )
-    return "\n".join(lines)
+    return lines
 
 
 # ------------------------------------------------------------------------ the regions
@@ -1001,6 +1065,24 @@ def _g3(value) -> str:
     return "-" if value is None else ("0" if value == 0 else f"{value:.3g}")
 
 
+def beyond_linear_rows(methods: dict[str, dict]) -> list[str]:
+    """The table of one problem and parameter of beyond_linear.json ({method: summary}), the
+    columns any method has; benchmarks/beyond_linear.py prints it from its in-memory summary."""
+    present = [
+        (key, label)
+        for key, label in BEYOND_LINEAR_COLUMNS
+        if any(key in row for row in methods.values())
+    ]
+    lines = [
+        "| method | " + " | ".join(label for _, label in present) + " |",
+        "|" + "---|" * (len(present) + 1),
+    ]
+    for method, row in methods.items():
+        cells = [_g3(row.get(key)) for key, _ in present]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def beyond_linear() -> str:
     results = load("beyond_linear.json")
     settings = results["settings"]
@@ -1019,21 +1101,12 @@ def beyond_linear() -> str:
     ]
     for problem, parameters in results["problems"].items():
         for parameter, methods in parameters.items():
-            present = [
-                (key, label)
-                for key, label in BEYOND_LINEAR_COLUMNS
-                if any(key in row for row in methods.values())
-            ]
             lines += [
                 "",
                 f"**{problem}, {get_problem(problem).parameter_name} = {parameter}**",
                 "",
-                "| method | " + " | ".join(label for _, label in present) + " |",
-                "|" + "---|" * (len(present) + 1),
+                *beyond_linear_rows(methods),
             ]
-            for method, row in methods.items():
-                cells = [_g3(row.get(key)) for key, _ in present]
-                lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -48,6 +48,7 @@ from probcons.runner import collect_sites, load_model
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anp_selection import check_protocol_arguments  # noqa: E402
 from gpme import SHOCK_CHUNK, SHOCK_DRAWS, SHOCK_SEED, machine, one_line_errors  # noqa: E402
+from results_pages import stefan_front_table as table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "stefan_front.json"
@@ -167,38 +168,6 @@ def summarize(functions: list[dict]) -> dict:
         float(np.corrcoef(unseen, probconserv)[0, 1]) if enough else float("nan")
     )
     return summary
-
-
-def table(result: dict) -> str:
-    """Markdown: the summary per method, then function 0 (the shock figure's)."""
-    protocol, summary, first = result["protocol"], result["summary"], result["functions"][0]
-    lines = [
-        f"Stefan u* = {protocol['param']}, t = 0.05: {protocol['n_functions']} test functions, "
-        f"grid {protocol['grid'][0]}x{protocol['grid'][1]}, {protocol['latent_samples']} latent "
-        f"samples, {protocol['draws']} draws; truth {protocol['truth']:.4f}",
-        "",
-        "| method | abs mean-front error | abs draw-front error | draw - mean | latent sd | "
-        "draw sd | truth in 90 % | removes of ANP's error | abs mass shift | "
-        "abs mean front - mass shift | function 0: mean front error | function 0: mass shift | "
-        "function 0: draw front error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name in METHODS:
-        s, f = summary[name], first[name]
-        lines.append(
-            f"| {name} | {s['abs_mean_front_error']:.4f} ± {s['abs_mean_front_error_se']:.4f} | "
-            f"{s['abs_draw_front_error']:.4f} ± {s['abs_draw_front_error_se']:.4f} | "
-            f"{s['draw_minus_mean']:+.4f} | {s['latent_sd']:.4f} | {s['draw_sd']:.4f} | "
-            f"{s['covered']:.0%} | {s['removed_share']:.0%} | {s['abs_mass_shift']:.4f} | "
-            f"{s['abs_unseen_by_mass']:.4f} | {f['mean_front_error']:+.4f} | "
-            f"{f['mass_shift']:+.4f} | {f['draw_front_error']:+.4f} |"
-        )
-    lines.append(
-        "\ncorrelation over functions of ProbConserv-ANP's signed mean-front error with the "
-        f"ANP's: {summary['correlation_anp_probconserv']:.2f}; with the ANP's mean front minus "
-        f"its mass shift: {summary['correlation_probconserv_unseen_by_mass']:.2f}"
-    )
-    return "\n".join(lines)
 
 
 def parse_arguments(argv=None):
