@@ -288,6 +288,19 @@ def _draw_generator(seed: int, index: int, method: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]))
 
 
+def _sample_posteriors(predictions, draws: int, seed: int, method: int, score):
+    """Each posterior's `draws` samples (its own `_draw_generator`), mean and variance, stacked,
+    and score(i, posterior, samples) per posterior: (samples, means, variances, per_sample)."""
+    samples, means, variances, per_sample = [], [], [], []
+    for i, posterior in enumerate(predictions):
+        field = posterior.sample(draws, _draw_generator(seed, i, method))
+        samples.append(field.numpy().astype(np.float32))
+        means.append(posterior.mean.numpy())
+        variances.append(posterior.variance.numpy())
+        per_sample.append(score(i, posterior, field))
+    return np.stack(samples), np.stack(means), np.stack(variances), per_sample
+
+
 def _parameters(problem: OperatorProblem, data: OperatorData) -> tuple[np.ndarray, str]:
     """(F,) one scalar per test sample and its name: the sampled physical parameter when
     there is one (heat: w), else the sample's index."""
@@ -339,24 +352,24 @@ def write_method_files(
         "constraint_flat": None if sites is None else int(sites[0].flat),
         "boundary_condition": condition.kind if condition.sides == ("left", "right") else None,
     }
+
+    def score(i, posterior, field):
+        row = _score(posterior, field, truth[i], time_index)
+        if sites is not None:  # CE as on GPME runs: mean |G m - b| over every row
+            row["ce"] = float(sites[i].residual(posterior.mean).abs().mean())
+        row["boundary_error"] = _condition_residual(problem, test, i, posterior.mean)
+        return row
+
     summaries = {}
     for number, (method, predictions) in enumerate(posteriors.items()):
-        samples, means, variances, per_sample = [], [], [], []
-        for i, posterior in enumerate(predictions):
-            field = posterior.sample(draws, _draw_generator(seed, i, number))
-            samples.append(field.numpy().astype(np.float32))
-            means.append(posterior.mean.numpy())
-            variances.append(posterior.variance.numpy())
-            row = _score(posterior, field, truth[i], time_index)
-            if sites is not None:  # CE as on GPME runs: mean |G m - b| over every row
-                row["ce"] = float(sites[i].residual(posterior.mean).abs().mean())
-            row["boundary_error"] = _condition_residual(problem, test, i, posterior.mean)
-            per_sample.append(row)
+        samples, means, variances, per_sample = _sample_posteriors(
+            predictions, draws, seed, number, score
+        )
         data = posterior_inference_data(
-            samples=np.stack(samples),
+            samples=samples,
             truth=truth.numpy(),
-            mean=np.stack(means),
-            variance=np.stack(variances),
+            mean=means,
+            variance=variances,
             parameter=parameter,
             mass=mass.numpy(),
             grid=grid,
@@ -630,18 +643,18 @@ def write_method_files2d(
     }
     summaries = {}
     for number, (method, predictions) in enumerate(posteriors.items()):
-        samples, means, variances, per_sample = [], [], [], []
-        for i, posterior in enumerate(predictions):
-            field = posterior.sample(draws, _draw_generator(seed, i, number))
-            samples.append(field.numpy().astype(np.float32))
-            means.append(posterior.mean.numpy())
-            variances.append(posterior.variance.numpy())
-            per_sample.append(ensemble2d_scores(problem, posterior, test.states[i]))
+        samples, means, variances, per_sample = _sample_posteriors(
+            predictions,
+            draws,
+            seed,
+            number,
+            lambda i, posterior, _: ensemble2d_scores(problem, posterior, test.states[i]),
+        )
         data = posterior_inference_data(
-            samples=np.stack(samples),
+            samples=samples,
             truth=truth.numpy(),
-            mean=np.stack(means),
-            variance=np.stack(variances),
+            mean=means,
+            variance=variances,
             parameter=np.arange(len(test), dtype=np.float64),
             mass=mass.numpy(),
             grid=grid,

@@ -417,6 +417,11 @@ class _Problem:
         index = max(range(len(excess)), key=excess.__getitem__)
         return excess[index], states[index]
 
+    def culprit(self, states: list[_SiteState]) -> _SiteState:
+        """The site an error names: the worst exact row's (`worst`), else the largest residual's."""
+        _, state = self.worst(states)
+        return state or max(states, key=lambda s: float(s.residual.abs().max()))
+
     def exact_linear(self) -> LinearConstraint | None:
         """The exact rows of `linear`; noisy ones become placeholders 0 u = 0 + eps."""
         linear = self.linear
@@ -655,15 +660,13 @@ def _globalised_mode(
         merits.append(merit)
         stalled = stalled + 1 if fraction < STALL_STEP else 0
         if fraction == 0.0 or stalled == STALL_ITERATIONS:
-            _, state = problem.worst(current.states)
-            state = state or max(current.states, key=lambda s: float(s.residual.abs().max()))
+            state = problem.culprit(current.states)
             raise ConvergenceError(
                 f"{where}: the line search stalls (steps alpha < {STALL_STEP:g} decrease the "
                 f"merit, exact penalty mu = {penalty:.3g}): {state.describe(problem.tolerance)}; last "
                 f"step {step:.3g}; the sites may admit no u with h(u) = b near here"
             )
-    _, state = problem.worst(current.states)
-    state = state or max(current.states, key=lambda s: float(s.residual.abs().max()))
+    state = problem.culprit(current.states)
     raise ConvergenceError(
         f"{label}no convergence in {problem.max_iterations} iterations "
         f"(max_iterations): {state.describe(problem.tolerance)}; last step {step:.3g} "
@@ -743,8 +746,7 @@ def _damped_mode(prior: GaussianPrediction, problem: _Problem, label: str) -> No
         if small and problem.worst(states)[0] <= 1:
             residuals = {state.site.name: state.residual for state in states}
             return NonlinearPosterior(prior, laplace, iteration, residuals, problem)
-    _, state = problem.worst(states)
-    state = state or max(states, key=lambda s: float(s.residual.abs().max()))
+    state = problem.culprit(states)
     raise ConvergenceError(
         f"{label}no convergence in {problem.max_iterations} iterations "
         f"(max_iterations): {state.describe(problem.tolerance)}; last step {step:.3g} "

@@ -52,6 +52,7 @@ from probcons.training.trainer import (
     VALIDATION_SEED_OFFSET,
     Z_90,
     ANPTask,
+    TrainingObjective,
     TrainingOptions,
 )
 from probcons.validation import check_choice, check_positive_int, describe
@@ -269,16 +270,10 @@ def constrained_loss(
     return ConstrainedTerms(loss, nll, crps, prior_nll, defect.abs().max(), draws)
 
 
-class ConstrainedObjective(nn.Module):
+class ConstrainedObjective(TrainingObjective):
     """`constrained_loss` (+ the SoftC penalty when softc_lambda > 0) as a module's forward, so
-    that DistributedDataParallel can wrap it; `network` is what is trained."""
-
-    def __init__(self, anp: AttentiveNeuralProcess, problem, options: TrainingOptions):
-        super().__init__()
-        self.network = anp.network
-        self.anp = anp
-        self.problem = problem
-        self.options = options
+    that DistributedDataParallel can wrap it; `network` is what is trained (the attributes are
+    `TrainingObjective`'s, the forward is this objective's)."""
 
     def forward(self, slices: SliceBatch, parameters: torch.Tensor, collocation: torch.Tensor):
         options = self.options

@@ -70,6 +70,17 @@ def _assert_matches(draws, reference):
         assert p_value > KS_LEVEL, f"point {point}: KS p-value {p_value:.3g}"
 
 
+def _assert_rows_and_box_match_rejection(prior, rows, bounds, drawn, rejected):
+    """truncated_draws (count, seed) = `drawn` stay inside the bounds, keep the exact rows and
+    match over 2000 accepted rejection draws out of (count, seed) = `rejected`."""
+    draws = truncated_draws(prior, rows, bounds, drawn[0], _generator(drawn[1]))
+    assert bounds.violations(draws) == 0
+    assert _exact_rows_hold(rows, draws)
+    reference = _rejection(prior, rows, bounds, *rejected)
+    assert reference.shape[0] > 2000
+    _assert_matches(draws, reference)
+
+
 def _dense_prior(n, seed, mean):
     generator = _generator(seed)
     factor = torch.randn(n, n, generator=generator, dtype=torch.float64)
@@ -99,12 +110,7 @@ def test_box_with_one_row_matches_rejection(noise):
     prior = _dense_prior(4, 2, [0.2, 0.5, -0.1, 0.4])
     row = LinearConstraint(torch.ones(1, 1, 4), torch.tensor([[1.2]]), torch.tensor([[noise]]))
     bounds = _box((1, 4), lower=0.0, upper=0.8)
-    draws = truncated_draws(prior, row, bounds, 3000, _generator(3))
-    assert bounds.violations(draws) == 0
-    assert _exact_rows_hold(row, draws)
-    reference = _rejection(prior, row, bounds, 200_000, 4)
-    assert reference.shape[0] > 2000
-    _assert_matches(draws, reference)
+    _assert_rows_and_box_match_rejection(prior, row, bounds, (3000, 3), (200_000, 4))
 
 
 def test_two_exact_rows_in_five_dimensions_match_rejection():
@@ -112,12 +118,7 @@ def test_two_exact_rows_in_five_dimensions_match_rejection():
     weights = torch.tensor([[[1.0, 1.0, 1.0, 1.0, 1.0], [1.0, -1.0, 0.5, 0.0, 2.0]]])
     rows = LinearConstraint(weights, torch.tensor([[2.0, 0.9]]), torch.zeros(1, 2))
     bounds = _box((1, 5), lower=0.0)
-    draws = truncated_draws(prior, rows, bounds, 2000, _generator(6))
-    assert bounds.violations(draws) == 0
-    assert _exact_rows_hold(rows, draws)
-    reference = _rejection(prior, rows, bounds, 100_000, 7)
-    assert reference.shape[0] > 2000
-    _assert_matches(draws, reference)
+    _assert_rows_and_box_match_rejection(prior, rows, bounds, (2000, 6), (100_000, 7))
 
 
 def test_block_prior_rows_per_slice_match_rejection():

@@ -131,14 +131,9 @@ def _gaussian_terms(prior):
     return mean, precision
 
 
-def test_quadratic_sites_match_constrained_optimum():
-    grid = Grid.uniform((0.0, 1.0), (0.0, 1.0), 2, 4)
-    prior = _dense_prior(grid, seed=4, shift=0.5)
-    sites, target, values, jacobian, _ = _quadratic_sites(grid)
-    result = condition_nonlinear(prior, sites)
-
-    mean, precision = _gaussian_terms(prior)
-    optimum = scipy.optimize.minimize(
+def _constrained_mode(mean, precision, values, jacobian, target):
+    """SLSQP's argmin of 0.5 (u - mean)^T precision (u - mean) subject to values(u) = target."""
+    return scipy.optimize.minimize(
         lambda u: 0.5 * (u - mean) @ precision @ (u - mean),
         mean,
         jac=lambda u: precision @ (u - mean),
@@ -146,6 +141,16 @@ def test_quadratic_sites_match_constrained_optimum():
         constraints=[{"type": "eq", "fun": lambda u: values(u) - target, "jac": jacobian}],
         options={"ftol": 1e-16, "maxiter": 1000},
     )
+
+
+def test_quadratic_sites_match_constrained_optimum():
+    grid = Grid.uniform((0.0, 1.0), (0.0, 1.0), 2, 4)
+    prior = _dense_prior(grid, seed=4, shift=0.5)
+    sites, target, values, jacobian, _ = _quadratic_sites(grid)
+    result = condition_nonlinear(prior, sites)
+
+    mean, precision = _gaussian_terms(prior)
+    optimum = _constrained_mode(mean, precision, values, jacobian, target)
     assert optimum.success
     mode = result.mode.reshape(-1).numpy()
     assert np.abs(mode - optimum.x).max() < OPTIMUM_TOLERANCE
@@ -435,15 +440,7 @@ def test_line_search_keeps_gauss_newton_from_running_away(target):
     site, values, jacobian = _steep_site(target)
     result = condition_nonlinear(prior, site)  # damped Gauss-Newton alone diverges here
 
-    start = mean.reshape(-1).numpy()
-    optimum = scipy.optimize.minimize(
-        lambda u: 0.5 * (u - start) @ (u - start),
-        start,
-        jac=lambda u: u - start,
-        method="SLSQP",
-        constraints=[{"type": "eq", "fun": lambda u: values(u) - target, "jac": jacobian}],
-        options={"ftol": 1e-16, "maxiter": 1000},
-    )
+    optimum = _constrained_mode(mean.reshape(-1).numpy(), np.eye(2), values, jacobian, target)
     assert optimum.success
     mode = result.mode.reshape(-1).numpy()
     assert np.abs(mode - optimum.x).max() < OPTIMUM_TOLERANCE

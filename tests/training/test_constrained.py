@@ -5,9 +5,10 @@ import math
 
 import pytest
 import torch
+from training_builders import tiny_anp_config, tiny_options
 
 from probcons import GaussianPrediction, Grid, conservation_constraint
-from probcons.backbones.anp import ANPBackbone, ANPConfig, AttentiveNeuralProcess
+from probcons.backbones.anp import ANPBackbone, AttentiveNeuralProcess
 from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.covariance import DiagonalCovariance
 from probcons.errors import UsageError
@@ -30,37 +31,21 @@ def stefan():
     return get_problem("stefan")
 
 
-def tiny(problem, hidden=16):
-    return ANPConfig(
-        t_range=problem.t_range,
-        x_range=problem.x_range,
-        hidden=hidden,
-        heads=2,
-        latent_dim=4,
-        latent_self_attention=1,
-        deterministic_self_attention=1,
-        decoder_layers=2,
-        decoder_width=16,
-    )
+tiny = tiny_anp_config
 
 
 def options(**overrides):
-    values = dict(
+    settings = dict(
         objective="constrained-nll",
-        epochs=2,
-        n_functions=8,
-        batch_size=4,
         slice_times=2,
         slice_points=11,
         marginal_samples=3,
         n_validation=4,
         validation_samples=3,
         validate_every=1,
-        checkpoint_every=1,
         seed=3,
     )
-    values.update(overrides)
-    return TrainingOptions(**values)
+    return tiny_options(settings, **overrides)
 
 
 def random_slices(generator, shape=(2, 3, 5)):
@@ -186,7 +171,7 @@ def test_fine_tuning_starts_from_the_init_checkpoint(stefan, tmp_path):
     tuned = load_checkpoint(result.last_path)["state"]["network"]
     for key, value in start.state_dict().items():
         torch.testing.assert_close(tuned[key], value, rtol=0, atol=1e-9)
-    other = AttentiveNeuralProcess(tiny(stefan, hidden=8)).network
+    other = AttentiveNeuralProcess(tiny(stefan, hidden=8)).network  # decoder width 16
     with pytest.raises(UsageError, match="init: .* other hyperparameters"):
         load_initial_weights(other, init)
     with pytest.raises(UsageError, match="init: expected an ANP checkpoint file"):

@@ -1,51 +1,27 @@
 """The constrained objective data-parallel: 2 gloo processes train like 1 on the global batch."""
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.multiprocessing as mp
+from training_builders import join_gloo, spawn_ranks, tiny_anp_config, tiny_options
 
 from probcons import distributed
-from probcons.backbones.anp import ANPConfig
 from probcons.checkpoint import load_checkpoint
 from probcons.problems import get_problem
-from probcons.training import TrainingOptions, train_anp
+from probcons.training import train_anp
 
-WORLD_SIZE = 2
 TOLERANCE = dict(rtol=1e-4, atol=1e-6)  # float32 sums of shards in another order
 SHIFT_INVARIANT_TOLERANCE = dict(rtol=0.0, atol=1e-4)
 """An attention key's bias has an exact gradient of 0 (softmax ignores it): Adam moves it on
 round-off alone, so it is compared on the learning rate's scale (as in test_distributed)."""
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def config(problem):
-    return ANPConfig(
-        t_range=problem.t_range,
-        x_range=problem.x_range,
-        hidden=8,
-        heads=2,
-        latent_dim=4,
-        latent_self_attention=1,
-        deterministic_self_attention=1,
-        decoder_layers=2,
-        decoder_width=8,
-    )
+    return tiny_anp_config(problem, width=8)
 
 
 def options():
-    return TrainingOptions(
+    settings = dict(
         objective="constrained-crps",
-        epochs=2,
-        n_functions=8,
-        batch_size=4,
         slice_times=2,
         slice_points=9,
         marginal_samples=3,
@@ -57,21 +33,13 @@ def options():
         n_validation=2,
         validation_samples=2,
         validate_every=2,
-        checkpoint_every=1,
         seed=5,
     )
+    return tiny_options(settings)
 
 
 def _worker(rank: int, port: int, directory: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(WORLD_SIZE),
-        LOCAL_RANK=str(rank),
-    )
-    distributed.initialize("gloo")
+    join_gloo(rank, port)
     try:
         stefan = get_problem("stefan")
         train_anp(stefan, f"{directory}/run", config(stefan), options(), progress=False)
@@ -82,7 +50,7 @@ def _worker(rank: int, port: int, directory: str) -> None:
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
     directory = tmp_path_factory.mktemp("constrained-distributed")
-    mp.spawn(_worker, args=(free_port(), str(directory)), nprocs=WORLD_SIZE, join=True)
+    spawn_ranks(_worker, directory)
     return directory
 
 

@@ -1,17 +1,13 @@
 """Data-parallel training with 2 gloo processes on loopback equals 1 process on the global batch."""
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.distributions import Normal, kl_divergence
+from training_builders import WORLD_SIZE, join_gloo, spawn_ranks, tiny_anp_config, tiny_options
 
 from probcons import distributed
 from probcons.backbones.anp import (
-    ANPConfig,
     AttentiveNeuralProcess,
     elbo_loss,
     marginal_likelihood_loss,
@@ -24,11 +20,10 @@ from probcons.checkpoint import load_checkpoint
 from probcons.problems import get_problem
 from probcons.problems.operators import make_problem
 from probcons.problems.operators2d import make_problem2d
-from probcons.training import TrainingOptions, train_anp
+from probcons.training import train_anp
 from probcons.training.data import sample_batch
 from probcons.training.trainer import sharded_elbo_loss
 
-WORLD_SIZE = 2
 TOLERANCE = dict(rtol=1e-4, atol=1e-6)  # float32 sums of shards in another order
 MEMBERS = 3
 MEMBER_OPTIONS = MemberTrainingOptions(steps=3, batch_size=2, checkpoint_every=2)
@@ -37,45 +32,24 @@ BOON_CONFIG = TrainingConfig(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def anp_config(problem):
-    return ANPConfig(
-        t_range=problem.t_range,
-        x_range=problem.x_range,
-        hidden=8,
-        heads=2,
-        latent_dim=4,
-        latent_self_attention=1,
-        deterministic_self_attention=1,
-        decoder_layers=2,
-        decoder_width=8,
-    )
+    return tiny_anp_config(problem, width=8)
 
 
 def anp_options(**overrides):
-    values = dict(
-        epochs=2,
-        n_functions=8,
-        batch_size=4,
+    settings = dict(
         n_target=12,
         n_strata=2,
         per_stratum=3,
         n_validation=2,
         validation_samples=2,
         validate_every=2,
-        checkpoint_every=1,
         kl_warmup_steps=2,
         free_bits=0.5,
         softc_lambda=0.1,
         seed=5,
     )
-    values.update(overrides)
-    return TrainingOptions(**values)
+    return tiny_options(settings, **overrides)
 
 
 def boon_data():
@@ -157,15 +131,7 @@ def _sharded_gradients(directory: str, current) -> None:
 
 def _worker(rank: int, port: int, directory: str) -> None:
     """One rank: ANP runs (uninterrupted; interrupted, then resumed), BOON, ensemble members."""
-    torch.set_num_threads(1)
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(WORLD_SIZE),
-        LOCAL_RANK=str(rank),
-    )
-    current = distributed.initialize("gloo")
+    current = join_gloo(rank, port)
     assert current == distributed.World(rank, WORLD_SIZE, rank)
     try:
         _sharded_gradients(directory, current)
@@ -196,7 +162,7 @@ def _worker(rank: int, port: int, directory: str) -> None:
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory):
     directory = tmp_path_factory.mktemp("distributed")
-    mp.spawn(_worker, args=(free_port(), str(directory)), nprocs=WORLD_SIZE, join=True)
+    spawn_ranks(_worker, directory)
     return directory
 
 

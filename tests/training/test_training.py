@@ -5,8 +5,9 @@ import math
 
 import pytest
 import torch
+from training_builders import tiny_anp_config, tiny_options
 
-from probcons.backbones.anp import ANPBackbone, ANPConfig
+from probcons.backbones.anp import ANPBackbone
 from probcons.backbones.context_scale import context_scale_factor
 from probcons.checkpoint import load_checkpoint
 from probcons.cli import main
@@ -27,35 +28,19 @@ def stefan():
     return get_problem("stefan")
 
 
-def tiny(problem):
-    return ANPConfig(
-        t_range=problem.t_range,
-        x_range=problem.x_range,
-        hidden=16,
-        heads=2,
-        latent_dim=4,
-        latent_self_attention=1,
-        deterministic_self_attention=1,
-        decoder_layers=2,
-        decoder_width=16,
-    )
+tiny = tiny_anp_config
 
 
 def options(**overrides):
-    values = dict(
-        epochs=2,
-        n_functions=8,
-        batch_size=4,
+    settings = dict(
         n_target=20,
         n_validation=4,
         validation_samples=2,
         validate_every=1,
-        checkpoint_every=1,
         kl_warmup_steps=2,
         seed=3,
     )
-    values.update(overrides)
-    return TrainingOptions(**values)
+    return tiny_options(settings, **overrides)
 
 
 def weights(path):
