@@ -340,24 +340,20 @@ def score_function(
     return scores
 
 
-def site_scores(sites: ConstraintSites, samples: torch.Tensor) -> dict[str, float]:
+def site_scores(sites: ConstraintSites, samples: torch.Tensor) -> tuple[dict, np.ndarray | None]:
     """What the model asks beyond linear rows, per function: with bound sites the fraction of
     draw points outside them (`bound_violations`), with nonlinear sites the largest |h(u) - b|
-    over the draws, sites and rows (`site_residual`); samples (D, n_t, n_x)."""
-    scores = {}
+    over the draws, sites and rows (`site_residual`); and that largest residual per nonlinear
+    site (K,), or None without any; samples (D, n_t, n_x)."""
+    scores, per_site = {}, None
     if sites.bounds is not None:
         outside = (samples < sites.bounds.lower) | (samples > sites.bounds.upper)
         scores["bound_violations"] = float(outside.double().mean())
     if sites.nonlinear:
         residuals = sites.site_residuals(samples)
-        scores["site_residual"] = max(float(r.abs().max()) for r in residuals.values())
-    return scores
-
-
-def _site_residual_row(sites: ConstraintSites, samples: torch.Tensor) -> np.ndarray:
-    """Max over draws and rows of |h(u) - b| per nonlinear site, (K,)."""
-    residuals = sites.site_residuals(samples)
-    return np.array([float(residuals[site.name].abs().max()) for site in sites.nonlinear])
+        per_site = np.array([float(residuals[site.name].abs().max()) for site in sites.nonlinear])
+        scores["site_residual"] = float(per_site.max())
+    return scores, per_site
 
 
 def run(
@@ -408,9 +404,10 @@ def run(
                         posterior, sites, truth, problem, parameter, settings, function
                     )
                     store = collected[method]
-                    function_scores.update(site_scores(sites, samples))
-                    if sites.nonlinear:
-                        store["site_residual"].append(_site_residual_row(sites, samples))
+                    beyond_linear, per_site = site_scores(sites, samples)
+                    function_scores.update(beyond_linear)
+                    if per_site is not None:
+                        store["site_residual"].append(per_site)
                     store["samples"].append(samples.numpy().astype(np.float32))
                     store["mean"].append(posterior.mean.numpy())
                     store["variance"].append(posterior.variance.numpy())
