@@ -22,6 +22,11 @@ without the kernel correction of the layers (same inputs and initialisation as b
     python benchmarks/boon.py --resume --rerun burgers-periodic   # one problem again
     python benchmarks/boon.py --seed 1 --no-probabilistic --out benchmarks/results/boon_seed1.json
     python benchmarks/boon.py --summary benchmarks/results/boon.json benchmarks/results/boon_seed*.json
+    python benchmarks/boon.py --e2e    # heat ensemble, post-hoc vs end-to-end -> boon_e2e.json
+
+`--e2e` runs only the heat-Neumann ensemble of the probabilistic section (same data, seeds and
+members) and compares the post-hoc ProbConserv update with the ensemble fine-tuned jointly
+through it (`probcons.backbones.boon_ensemble_e2e`); it writes `--e2e-out` and leaves boon.json.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from pathlib import Path
 import torch
 
 from probcons.backbones.boon_ensemble import BoonEnsemble
+from probcons.backbones.boon_ensemble_e2e import ensemble_marginals, fine_tune, marginal_scores
 from probcons.boon.figures import plot_boundary_profiles, plot_insulator
 from probcons.boon.training import (
     MODEL_KINDS,
@@ -124,6 +130,109 @@ def probabilistic_heat(problem, train, validation, test, first, config, members,
     }
 
 
+E2E_OPTIONS = (
+    "e2e",
+    "e2e_epochs",
+    "e2e_learning_rate",
+    "e2e_batch_size",
+    "e2e_objectives",
+    "e2e_out",
+)
+"""Options of the `--e2e` run only (not part of the main run's recorded sizes)."""
+
+
+def e2e_heat(args, config, member_config, machine) -> dict:
+    """The probabilistic section's heat ensemble (same data, seeds and members), calibrated on
+    the validation set, scored on the first n_conserve test samples before and after the exact
+    update: post-hoc, and fine-tuned jointly through the update on the training set with each of
+    `--e2e-objectives` (the best epoch on the validation set's conditioned score)."""
+    problem = make_problem("heat-neumann", n_x=args.n_x)
+    generator = torch.Generator().manual_seed(args.seed)
+    train = problem.generate(args.n_train, generator)
+    test = problem.generate(args.n_test, generator)
+    validation = problem.generate(args.n_validation, generator)
+    test = test.subset(slice(0, args.n_conserve))
+    start = time.perf_counter()
+    models = [train_model("boon", problem, train, config, args.seed)[0]]
+    models += [
+        train_model("boon", problem, train, member_config, args.seed + e)[0]
+        for e in range(1, args.members)
+    ]
+    members_s = time.perf_counter() - start
+    ensemble = BoonEnsemble(models, "boon", problem)
+    ensemble.calibrate(validation)
+
+    def members_boundary_error(ensemble) -> float:
+        members = ensemble.member_predictions(test)
+        return max(float(problem.condition.residual(u, test.boundary).abs().max()) for u in members)
+
+    rows = {
+        "post-hoc": {
+            **marginal_scores(ensemble_marginals(ensemble, test), test.targets),
+            "noise_variance": ensemble.noise_variance,
+            "members_boundary_error": members_boundary_error(ensemble),
+        }
+    }
+    print(f"  members trained in {members_s:.0f} s; post-hoc {rows['post-hoc']}", flush=True)
+    tune = replace(
+        member_config,
+        epochs=args.e2e_epochs,
+        learning_rate=args.e2e_learning_rate,
+        batch_size=args.e2e_batch_size,
+        decay_every=max(1, args.e2e_epochs // 2),
+        weight_decay=0.0,  # as `EnsembleTask` trains (recorded as run)
+        correction_warmup=0.0,  # `fine_tune`: BOON's exact correction from the first step
+    )
+    for objective in args.e2e_objectives:
+        tuned, log = fine_tune(ensemble, train, tune, objective, args.seed, validation)
+        marginals = ensemble_marginals(tuned, test)
+        rows[f"end-to-end ({objective})"] = {
+            **marginal_scores(marginals, test.targets),
+            **log,
+            "members_boundary_error": members_boundary_error(tuned),
+            "boundary_error": float(
+                problem.condition.residual(
+                    marginals.mean.reshape(test.targets.shape), test.boundary
+                )
+                .abs()
+                .max()
+            ),
+        }
+        print(f"  end-to-end ({objective}): {rows[f'end-to-end ({objective})']}", flush=True)
+    return {
+        "heat-neumann": rows,
+        "_meta": {
+            "machine": machine,
+            "config": config_dict(config),
+            "member_config": config_dict(member_config),
+            "fine_tune_config": config_dict(tune),
+            "sizes": {
+                key: value
+                for key, value in vars(args).items()
+                if key
+                not in (
+                    *("out", "figures", "summary", "e2e_out", "resume", "rerun", "problems"),
+                    *("ablation", "probabilistic"),
+                )
+            },
+            "members_s": members_s,
+            "n_test_scored": len(test),
+        },
+    }
+
+
+def print_e2e(result: dict) -> None:
+    print("\n| ensemble | conditioning | rel. L2 | NLL | CRPS | 90 % cov. |")
+    print("|---|---|---|---|---|---|")
+    for name, row in result["heat-neumann"].items():
+        for key in ("prior", "conditioned"):
+            r = row[key]
+            print(
+                f"| {name} | {'after' if key == 'conditioned' else 'before'} | {r['rel_l2']:.3e}"
+                f" | {r['nll']:.3f} | {r['crps']:.3e} | {r['coverage90']:.3f} |"
+            )
+
+
 OPTIONS_BEFORE_RECORDED = {"ablation": True, "probabilistic": True}
 """Settings of runs whose JSON predates these options (what those runs did)."""
 
@@ -155,6 +264,12 @@ def main() -> None:
     parser.add_argument(
         "--summary", type=Path, nargs="+", help="print the seed summary of these result files only"
     )
+    parser.add_argument("--e2e", action="store_true", help="only the heat post-hoc vs end-to-end")
+    parser.add_argument("--e2e-epochs", type=int, default=40)
+    parser.add_argument("--e2e-learning-rate", type=float, default=1e-4)
+    parser.add_argument("--e2e-batch-size", type=int, default=20)
+    parser.add_argument("--e2e-objectives", nargs="+", default=["nll", "crps"])
+    parser.add_argument("--e2e-out", type=Path, default=ROOT / "benchmarks/results/boon_e2e.json")
     args = parser.parse_args()
     if args.summary:
         print_seed_summary([json.loads(path.read_text()) for path in args.summary], args.summary)
@@ -165,10 +280,16 @@ def main() -> None:
         config, epochs=args.member_epochs, decay_every=max(1, args.member_epochs // 4)
     )
     machine = boon_common.machine()
+    if args.e2e:
+        print(f"machine: {machine}")
+        result = e2e_heat(args, config, member_config, machine)
+        write_json(args.e2e_out, result)
+        print_e2e(result)
+        return
     settings = {
         key: value
         for key, value in vars(args).items()
-        if key not in ("problems", "resume", "rerun", "out", "figures", "summary")
+        if key not in ("problems", "resume", "rerun", "out", "figures", "summary", *E2E_OPTIONS)
     }
     meta = {
         "machine": machine,
