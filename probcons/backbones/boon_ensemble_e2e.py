@@ -6,10 +6,11 @@ inside every member). The ensemble's Gaussian is `BoonEnsemble`'s,
     mu = (1/E) sum_e u_e,   Sigma = s I + F F^T,   F = [u_e - mu]_e / sqrt(E - 1)   (N, E),
 
 and the heat problem's rows G u = b (`heat_constraints`: one mass row and two Neumann rows per
-output time, k = 3 m rows, exact) condition it (float64, differentiable):
+output time, k = 3 m rows, exact) condition it by the library's exact update
+(`probcons.conditioning.conditioned_moments` on the LowRankCovariance, float64, differentiable):
 
-    S = s G G^T + (G F)(G F)^T   (k, k),   C = Sigma G^T = s G^T + F (G F)^T   (N, k),
-    mu~ = mu + C S^-1 (b - G mu),   v~ = s + sum_e F_e^2 - rowsum(C * (C S^-1)).
+    mu~ = mu + Sigma G^T S^-1 (b - G mu),   v~ = diag(Sigma - Sigma G^T S^-1 G Sigma),
+    S = G Sigma G^T = s G G^T + (G F)(G F)^T   (k, k).
 
 The objective scores the truth y under the conditioned marginals N(mu~, v~), pointwise, averaged
 over the N points and the samples: "nll" 0.5 (log 2 pi v~ + (y - mu~)^2 / v~), or "crps" the
@@ -40,7 +41,12 @@ from probcons.boon.training import (
     input_channels,
     model_inputs,
 )
+from probcons.conditioning import conditioned_moments
+from probcons.constraints import LinearConstraint
+from probcons.covariance import LowRankCovariance
 from probcons.errors import UsageError
+from probcons.grid import Grid
+from probcons.prediction import GaussianPrediction
 from probcons.problems.operators import OperatorData, OperatorProblem
 from probcons.training.constrained import VARIANCE_FLOOR, mixture_crps
 from probcons.validation import check_choice
@@ -101,20 +107,24 @@ def conditioned_marginals(
     if not bool(s > 0):
         raise UsageError(f"noise_variance: expected a variance > 0, got {float(s)!r}")
     mean = members.mean(0)
-    factor = ((members - mean) / math.sqrt(n_members - 1)).permute(1, 2, 0)  # (n, N, E)
-    g = rows.matrix.to(torch.float64)
-    gf = g @ factor  # (n, k, E)
-    system = s * (g @ g.transpose(1, 2)) + gf @ gf.transpose(1, 2)  # (n, k, k)
-    cross = s * g.transpose(1, 2) + factor @ gf.transpose(1, 2)  # (n, N, k)
-    root = torch.linalg.cholesky(system)
-    residual = rows.values.to(torch.float64) - (g @ mean[..., None])[..., 0]
-    solved = torch.cholesky_solve(residual[..., None], root)[..., 0]
-    conditioned_mean = mean + (cross @ solved[..., None])[..., 0]
-    whitened = torch.linalg.solve_triangular(root, cross.transpose(1, 2), upper=False)
-    prior_variance = s + factor.square().sum(-1)
-    conditioned_variance = prior_variance - whitened.square().sum(1)
+    factor = (members - mean) / math.sqrt(n_members - 1)  # (E, n, N)
+    grid = Grid.index(1, size)
+    exact = torch.zeros(rows.values.shape[1], dtype=torch.float64)[None]
+    means, variances = [], []
+    for sample in range(n):  # the library's exact update, one sample's Gaussian at a time
+        covariance = LowRankCovariance(s.expand(size), factor[:, sample].T)
+        prior = GaussianPrediction(mean[sample][None], covariance, grid)
+        rows_of_sample = LinearConstraint(
+            rows.matrix[sample][None].to(torch.float64),
+            rows.values[sample][None].to(torch.float64),
+            exact,
+        )
+        conditioned_mean, conditioned_covariance = conditioned_moments(prior, rows_of_sample)
+        means.append(conditioned_mean.reshape(-1))
+        variances.append(conditioned_covariance.diagonal())
+    prior_variance = s + factor.square().sum(0)
     return ConditionedMarginals(
-        mean, prior_variance, conditioned_mean, conditioned_variance.clamp(min=VARIANCE_FLOOR)
+        mean, prior_variance, torch.stack(means), torch.stack(variances).clamp(min=VARIANCE_FLOOR)
     )
 
 
