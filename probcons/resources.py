@@ -48,6 +48,13 @@ def _check_name(name, argument: str) -> str:
     return name
 
 
+def is_bare_name(path: str | os.PathLike) -> bool:
+    """A name without folder or suffix that is no file here (`stefan-bounded`, `stefan-anp-e2e`):
+    the command line reads it as the name of a shipped model or checkpoint."""
+    path = Path(path)
+    return path.parent == Path(".") and not path.suffix and not path.exists()
+
+
 def model_path(problem: str) -> Path:
     """models/<problem>.py in the working directory if it is a file, else the shipped one
     (which may not exist)."""
@@ -126,6 +133,7 @@ __all__ = [
     "available_models",
     "checkpoint_file",
     "checkpoint_path",
+    "is_bare_name",
     "load_model",
     "model_file",
     "model_path",

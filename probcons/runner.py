@@ -43,7 +43,13 @@ from probcons.problems import FAMILIES, Contexts, Problem, get_problem, sample_c
 from probcons.report import write_report
 from probcons.report.data import constraint_residual, plain_attributes
 from probcons.report.summary import MethodSummarizer
-from probcons.resources import available_models, load_model, model_file, model_path
+from probcons.resources import (
+    available_models,
+    is_bare_name,
+    load_model,
+    model_file,
+    model_path,
+)
 from probcons.validation import check_nonnegative, check_positive_int
 
 METHODS = {
@@ -118,7 +124,7 @@ class RunSettings:
             raise UsageError(f"seed: expected an integer in [0, {MAX_SEED}], got {self.seed!r}")
         self.out = Path(self.out or Path("posteriors") / f"{self.problem}-{self.backbone}")
         self.model = Path(self.model or default_model_path(self.problem))
-        if _is_model_name(self.model):  # a shipped model's name, e.g. stefan-bounded
+        if is_bare_name(self.model):  # a shipped model's name, e.g. stefan-bounded
             if not model_path(str(self.model)).is_file():
                 raise UsageError(
                     f"model: expected a Pyro model file or a shipped model's name "
@@ -151,11 +157,6 @@ class RunSettings:
                 f"{n_t}x{n_x} x {self.draws} x {len(self.methods)} x {functions} x 4 = "
                 f"{size / 2**30:.3g} GiB; lower --grid, --draws or --chunk-functions"
             )
-
-
-def _is_model_name(path: Path) -> bool:
-    """A bare name (no folder, no suffix) that is not a file here: read as a shipped model."""
-    return path.parent == Path(".") and not path.suffix and not path.exists()
 
 
 def default_model_path(problem: str) -> Path:

@@ -161,12 +161,10 @@ def _options(args: argparse.Namespace) -> dict:
 
 def _checkpoint(args: argparse.Namespace) -> Path:
     """--checkpoint as given, or the shipped checkpoint of that name (e.g. stefan-anp-e2e)."""
-    path = args.checkpoint
-    if path.parent == Path(".") and not path.suffix and not path.exists():
-        from probcons.resources import checkpoint_file
+    from probcons.resources import checkpoint_file, is_bare_name
 
-        return checkpoint_file(str(path))
-    return path
+    path = args.checkpoint
+    return checkpoint_file(str(path)) if is_bare_name(path) else path
 
 
 def _print_operator(problem: str, run) -> None:

@@ -1,6 +1,7 @@
 """`probcons run --model` with the shipped models that go beyond linear rows: the nonlinear
 inflow flux of the PME (pme-flux) and the bound sites (stefan-bounded, pme-bounded). The run
-files, metrics.json and the report show the new sites beside the linear ones."""
+files, metrics.json and the report show the new sites beside the linear ones. Shipped
+checkpoints, like models, are reachable by name."""
 
 import json
 
@@ -72,3 +73,12 @@ def test_unknown_model_name_is_a_usage_error(tmp_path, capsys):
     assert main(["run", "stefan", "--model", "stefan-nope", *SMALL, "--out", str(out)]) == 2
     error = capsys.readouterr().err
     assert "model:" in error and "stefan-nope" in error and not out.exists()
+
+
+def test_shipped_checkpoint_by_name(tmp_path, capsys):
+    out = tmp_path / "e2e"
+    args = ["run", "stefan", "--backbone", "anp", *SMALL, "--out", str(out)]
+    assert main([*args, "--checkpoint", "stefan-anp-e2e"]) == 0
+    assert (out / "metrics.json").is_file()
+    assert main([*args, "--checkpoint", "stefan-anp-nope", "--overwrite"]) == 2
+    assert "checkpoint: no checkpoint 'stefan-anp-nope'" in capsys.readouterr().err
