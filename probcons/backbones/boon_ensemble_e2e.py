@@ -49,11 +49,11 @@ from probcons.grid import Grid
 from probcons.prediction import GaussianPrediction
 from probcons.problems.operators import OperatorData, OperatorProblem
 from probcons.training.constrained import VARIANCE_FLOOR, mixture_crps
+from probcons.training.trainer import Z_90
 from probcons.validation import check_choice
 
 E2E_OBJECTIVES = ("nll", "crps")
 """Scores of the conditioned marginals the fine-tuning minimises."""
-Z_90 = 1.6448536269514722  # the 0.95 quantile of N(0, 1): the central 90 % interval
 
 
 class HeatRows(NamedTuple):
