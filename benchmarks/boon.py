@@ -22,11 +22,14 @@ without the kernel correction of the layers (same inputs and initialisation as b
     python benchmarks/boon.py --resume --rerun burgers-periodic   # one problem again
     python benchmarks/boon.py --seed 1 --no-probabilistic --out benchmarks/results/boon_seed1.json
     python benchmarks/boon.py --summary benchmarks/results/boon.json benchmarks/results/boon_seed*.json
-    python benchmarks/boon.py --e2e    # heat ensemble, post-hoc vs end-to-end -> boon_e2e.json
+    python benchmarks/boon.py --e2e --seeds 0 1 2   # heat ensemble, post-hoc vs end-to-end
 
-`--e2e` runs only the heat-Neumann ensemble of the probabilistic section (same data, seeds and
-members) and compares the post-hoc ProbConserv update with the ensemble fine-tuned jointly
-through it (`probcons.backbones.boon_ensemble_e2e`); it writes `--e2e-out` and leaves boon.json.
+`--e2e` runs only the heat-Neumann ensemble of the probabilistic section (the library's
+`HeatRecipe`: same data, seeds and members, per seed of `--seeds`) and compares the post-hoc
+ProbConserv update with the ensemble fine-tuned jointly through it
+(`probcons.backbones.boon_ensemble_e2e`), each before and after the exact update and after it
+with the covariance scale c fitted on the validation set; mean ± standard error over the seeds
+and every seed's rows go to `--e2e-out` (boon.json is left as it is).
 """
 
 from __future__ import annotations
@@ -35,17 +38,24 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from probcons import metrics
 from probcons.backbones.boon_ensemble import BoonEnsemble
-from probcons.backbones.boon_ensemble_e2e import ensemble_marginals, fine_tune, marginal_scores
+from probcons.backbones.boon_ensemble_e2e import (
+    HeatRecipe,
+    boon_config,
+    ensemble_marginals,
+    fine_tune,
+    fit_covariance_scale,
+    marginal_scores,
+    train_heat_members,
+)
 from probcons.boon.figures import plot_boundary_profiles, plot_insulator
 from probcons.boon.training import (
     MODEL_KINDS,
-    TrainingConfig,
     config_dict,
     evaluate,
     predict,
@@ -58,7 +68,7 @@ from probcons.problems.operators import OPERATOR_PROBLEMS, make_problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import boon_common  # noqa: E402
-from results_pages import boon_seed_rows  # noqa: E402
+from results_pages import boon_seed_rows, fmt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = 0.9  # nominal coverage of the probabilistic section
@@ -137,100 +147,161 @@ E2E_OPTIONS = (
     "e2e_batch_size",
     "e2e_objectives",
     "e2e_out",
+    "seeds",
 )
 """Options of the `--e2e` run only (not part of the main run's recorded sizes)."""
+E2E_STAGES = ("prior", "conditioned", "calibrated")
+"""Scores of each e2e row: before the update, after it (c = 1), after it with the fitted c."""
+E2E_METRICS = ("rel_l2", "nll", "crps", "coverage90")
 
 
-def e2e_heat(args, config, member_config, machine) -> dict:
-    """The probabilistic section's heat ensemble (same data, seeds and members), calibrated on
-    the validation set, scored on the first n_conserve test samples before and after the exact
-    update: post-hoc, and fine-tuned jointly through the update on the training set with each of
-    `--e2e-objectives` (the best epoch on the validation set's conditioned score)."""
-    problem = make_problem("heat-neumann", n_x=args.n_x)
-    generator = torch.Generator().manual_seed(args.seed)
-    train = problem.generate(args.n_train, generator)
-    test = problem.generate(args.n_test, generator)
-    validation = problem.generate(args.n_validation, generator)
-    test = test.subset(slice(0, args.n_conserve))
-    start = time.perf_counter()
-    models = [train_model("boon", problem, train, config, args.seed)[0]]
-    models += [
-        train_model("boon", problem, train, member_config, args.seed + e)[0]
-        for e in range(1, args.members)
-    ]
-    members_s = time.perf_counter() - start
-    ensemble = BoonEnsemble(models, "boon", problem)
-    ensemble.calibrate(validation)
-
-    def members_boundary_error(ensemble) -> float:
-        members = ensemble.member_predictions(test)
-        return max(float(problem.condition.residual(u, test.boundary).abs().max()) for u in members)
-
-    rows = {
-        "post-hoc": {
-            **marginal_scores(ensemble_marginals(ensemble, test), test.targets),
-            "noise_variance": ensemble.noise_variance,
-            "members_boundary_error": members_boundary_error(ensemble),
-        }
-    }
-    print(f"  members trained in {members_s:.0f} s; post-hoc {rows['post-hoc']}", flush=True)
-    tune = replace(
-        member_config,
-        epochs=args.e2e_epochs,
-        learning_rate=args.e2e_learning_rate,
-        batch_size=args.e2e_batch_size,
-        decay_every=max(1, args.e2e_epochs // 2),
-        weight_decay=0.0,  # as `EnsembleTask` trains (recorded as run)
-        correction_warmup=0.0,  # `fine_tune`: BOON's exact correction from the first step
+def e2e_recipe(args, seed: int) -> HeatRecipe:
+    """The library's heat recipe with this run's sizes and `seed`."""
+    return HeatRecipe(
+        members=args.members,
+        seed=seed,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        n_validation=args.n_validation,
+        n_x=args.n_x,
+        epochs=args.epochs,
+        member_epochs=args.member_epochs,
+        fine_tune_epochs=args.e2e_epochs,
+        fine_tune_learning_rate=args.e2e_learning_rate,
+        fine_tune_batch_size=args.e2e_batch_size,
     )
-    for objective in args.e2e_objectives:
-        tuned, log = fine_tune(ensemble, train, tune, objective, args.seed, validation)
-        marginals = ensemble_marginals(tuned, test)
-        rows[f"end-to-end ({objective})"] = {
-            **marginal_scores(marginals, test.targets),
-            **log,
-            "members_boundary_error": members_boundary_error(tuned),
-            "boundary_error": float(
-                problem.condition.residual(
-                    marginals.mean.reshape(test.targets.shape), test.boundary
-                )
-                .abs()
-                .max()
-            ),
-        }
-        print(f"  end-to-end ({objective}): {rows[f'end-to-end ({objective})']}", flush=True)
+
+
+def e2e_row(ensemble, problem, validation, test) -> dict:
+    """Scores of `ensemble` on `test` before and after the exact update (`marginal_scores`),
+    and after it with the covariance scale c fitted on `validation` ("calibrated")."""
+    scale = fit_covariance_scale(ensemble_marginals(ensemble, validation, 1.0), validation.targets)
+    marginals = ensemble_marginals(ensemble, test, 1.0)
+    calibrated = marginal_scores(ensemble_marginals(ensemble, test, scale), test.targets)
+    members = ensemble.member_predictions(test)
     return {
-        "heat-neumann": rows,
+        **marginal_scores(marginals, test.targets),
+        "calibrated": calibrated["conditioned"],
+        "covariance_scale": scale,
+        "noise_variance": ensemble.noise_variance,
+        "members_boundary_error": max(
+            float(problem.condition.residual(u, test.boundary).abs().max()) for u in members
+        ),
+        "boundary_error": float(
+            problem.condition.residual(marginals.mean.reshape(test.targets.shape), test.boundary)
+            .abs()
+            .max()
+        ),
+    }
+
+
+def e2e_seed(args, seed: int) -> dict:
+    """One seed of the heat ensemble (`HeatRecipe`: data, members and fine-tuning seeded by
+    `seed`), calibrated (s) on the validation set, scored on the first n_conserve test samples:
+    post-hoc, and fine-tuned jointly through the update on the training set with each of
+    `--e2e-objectives` (the best epoch on the validation set's conditioned score)."""
+    recipe = e2e_recipe(args, seed)
+    problem, train, test, validation = recipe.data()
+    test = test.subset(slice(0, args.n_conserve))
+    ensemble, members_s = train_heat_members(recipe, problem, train)
+    ensemble.calibrate(validation)
+    rows = {"post-hoc": {**e2e_row(ensemble, problem, validation, test), "seconds": members_s}}
+    print(f"  seed {seed}: members trained in {members_s:.0f} s", flush=True)
+    for objective in args.e2e_objectives:
+        tuned, log = fine_tune(
+            ensemble, train, recipe.fine_tune_config, objective, seed, validation
+        )
+        rows[f"end-to-end ({objective})"] = {
+            **e2e_row(tuned, problem, validation, test),
+            **log,
+            "members_s": members_s,
+        }
+        print(f"  seed {seed}: end-to-end ({objective}) in {log['seconds']:.0f} s", flush=True)
+    print_e2e_rows(rows)
+    return rows
+
+
+def e2e_summary(per_seed: dict[str, dict]) -> dict:
+    """{row: {stage: {metric: {"mean", "se", "values"}}}} over the seeds (standard error of the
+    mean, ddof = 1), plus the covariance scale c."""
+    first = next(iter(per_seed.values()))
+    summary: dict = {}
+    for name in first:
+        rows = [per_seed[seed][name] for seed in per_seed]
+        entry = {}
+        for stage in E2E_STAGES:
+            entry[stage] = {}
+            for key in E2E_METRICS:
+                values = [row[stage][key] for row in rows]
+                mean, error = metrics.mean_and_standard_error(values)
+                entry[stage][key] = {"mean": mean, "se": error, "values": values}
+        values = [row["covariance_scale"] for row in rows]
+        mean, error = metrics.mean_and_standard_error(values)
+        entry["covariance_scale"] = {"mean": mean, "se": error, "values": values}
+        summary[name] = entry
+    return summary
+
+
+def e2e_heat(args, machine) -> dict:
+    """`e2e_seed` for every seed of --seeds, their summary and the run's settings."""
+    started = time.perf_counter()
+    per_seed = {str(seed): e2e_seed(args, seed) for seed in args.seeds}
+    recipe = e2e_recipe(args, args.seeds[0])
+    return {
+        "summary": e2e_summary(per_seed),
+        "seeds": per_seed,
         "_meta": {
             "machine": machine,
-            "config": config_dict(config),
-            "member_config": config_dict(member_config),
-            "fine_tune_config": config_dict(tune),
+            "config": config_dict(recipe.config),
+            "member_config": config_dict(recipe.member_config),
+            "fine_tune_config": config_dict(recipe.fine_tune_config),
             "sizes": {
                 key: value
                 for key, value in vars(args).items()
                 if key
                 not in (
                     *("out", "figures", "summary", "e2e_out", "resume", "rerun", "problems"),
-                    *("ablation", "probabilistic"),
+                    *("ablation", "probabilistic", "seed"),
                 )
             },
-            "members_s": members_s,
-            "n_test_scored": len(test),
+            "n_test_scored": args.n_conserve,
+            "stages": "prior: before the exact update; conditioned: after it; calibrated: after "
+            "it with the covariance scale c fitted on the validation set",
+            "seconds": time.perf_counter() - started,
         },
     }
 
 
-def print_e2e(result: dict) -> None:
-    print("\n| ensemble | conditioning | rel. L2 | NLL | CRPS | 90 % cov. |")
-    print("|---|---|---|---|---|---|")
-    for name, row in result["heat-neumann"].items():
-        for key in ("prior", "conditioned"):
-            r = row[key]
+def print_e2e_rows(rows: dict) -> None:
+    """One seed's rows: rel. L2, NLL, CRPS, coverage per stage."""
+    print("  | ensemble | update | rel. L2 | NLL | CRPS | 90 % cov. |")
+    print("  |---|---|---|---|---|---|")
+    for name, row in rows.items():
+        for stage in E2E_STAGES:
+            r = row[stage]
             print(
-                f"| {name} | {'after' if key == 'conditioned' else 'before'} | {r['rel_l2']:.3e}"
-                f" | {r['nll']:.3f} | {r['crps']:.3e} | {r['coverage90']:.3f} |"
+                f"  | {name} | {stage} | {r['rel_l2']:.3e} | {r['nll']:.3f} | {r['crps']:.3e}"
+                f" | {r['coverage90']:.3f} |"
             )
+
+
+def print_e2e(result: dict) -> None:
+    """The summary table: mean ± standard error over the seeds (results_pages.fmt)."""
+    meta = result["_meta"]
+    machine = meta["machine"]
+    print(
+        f"\nBOON heat ensemble, post-hoc vs end-to-end: seeds {meta['sizes']['seeds']},"
+        f" {meta['n_test_scored']} test samples per seed ({machine['platform']},"
+        f" {machine['cpu']}, torch {machine['torch']}, {machine['threads']} thread)\n"
+    )
+    print("| ensemble | update | rel. L2 | NLL | CRPS | 90 % cov. | c |")
+    print("|---|---|---|---|---|---|---|")
+    for name, entry in result["summary"].items():
+        for stage in E2E_STAGES:
+            cells = [fmt(entry[stage][k]["mean"], entry[stage][k]["se"]) for k in E2E_METRICS]
+            scale = entry["covariance_scale"]
+            c = fmt(scale["mean"], scale["se"]) if stage == "calibrated" else "1"
+            print(f"| {name} | {stage} | {' | '.join(cells)} | {c} |")
 
 
 OPTIONS_BEFORE_RECORDED = {"ablation": True, "probabilistic": True}
@@ -270,19 +341,19 @@ def main() -> None:
     parser.add_argument("--e2e-batch-size", type=int, default=20)
     parser.add_argument("--e2e-objectives", nargs="+", default=["nll", "crps"])
     parser.add_argument("--e2e-out", type=Path, default=ROOT / "benchmarks/results/boon_e2e.json")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="--e2e: seeds of data, members, tuning"
+    )
     args = parser.parse_args()
     if args.summary:
         print_seed_summary([json.loads(path.read_text()) for path in args.summary], args.summary)
         return
     torch.set_num_threads(1)
-    config = replace(TrainingConfig(), epochs=args.epochs, decay_every=max(1, args.epochs // 4))
-    member_config = replace(
-        config, epochs=args.member_epochs, decay_every=max(1, args.member_epochs // 4)
-    )
+    config, member_config = boon_config(args.epochs), boon_config(args.member_epochs)
     machine = boon_common.machine()
     if args.e2e:
         print(f"machine: {machine}")
-        result = e2e_heat(args, config, member_config, machine)
+        result = e2e_heat(args, machine)
         write_json(args.e2e_out, result)
         print_e2e(result)
         return

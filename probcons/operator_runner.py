@@ -5,7 +5,10 @@
 Backbones: "fno", "fno-bc" (FNO with the boundary data as input channels), "boon-fno" (the
 kernel-corrected FNO), "boon-ensemble" (members x boon-fno as a Gaussian backbone; on a problem
 with a Pyro model file, heat-neumann, also ProbConserv on the model's sites [conservation;
-Neumann rows] through `ExactConditioning`).
+Neumann rows] through `ExactConditioning`). A boon-ensemble run with `checkpoint` (a file
+`BoonEnsemble.save` wrote, e.g. the shipped heat-neumann-boon-ensemble-e2e.pt) trains nothing:
+it draws the same data as a training run (train, then test, from the seed) and evaluates the
+stored ensemble, with its stored s and covariance scale c, on the test set.
 
 Files in out_dir:
 - metrics.json: the run's settings (problem, backbone, seed, sizes, config, machine) and
@@ -120,6 +123,7 @@ def run_operator_problem(
     figure: bool = True,
     draws: int | None = None,
     report: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> dict:
     """Train `backbone` on `problem` (seeded), evaluate on a test set, write files; return metrics.
 
@@ -130,9 +134,16 @@ def run_operator_problem(
     (defaults), epochs overrides config.epochs; members: ensemble size (boon-ensemble only);
     threads: torch.set_num_threads (None leaves it); figure: write boundary.png; draws: draws
     per test sample and method in `<method>.nc` (default DRAWS; 2-D: DRAWS_2D) and report:
-    write report.html (boon-ensemble).
+    write report.html (boon-ensemble); checkpoint: a stored boon-ensemble of `problem`
+    (`BoonEnsemble.load`) evaluated instead of a trained one (its grid; config, epochs and members
+    do not apply).
     Returns the contents of metrics.json (see the module docstring).
     """
+    if checkpoint is not None and (backbone != "boon-ensemble" or problem in OPERATOR_PROBLEMS_2D):
+        raise UsageError(
+            f"checkpoint: applies to the 1-D boon-ensemble only, got backbone {backbone!r} on "
+            f"{problem!r}"
+        )
     if problem in OPERATOR_PROBLEMS_2D:
         return run_operator_problem2d(
             problem,
@@ -158,10 +169,11 @@ def run_operator_problem(
     check_positive_int(members, "members")
     n_train = 200 if n_train is None else n_train
     n_test = 100 if n_test is None else n_test
+    stored = None if checkpoint is None else _stored_ensemble(checkpoint, problem, n_x, n_times)
     config, out_dir = _prepare(
         n_train, n_test, threads, config or TrainingConfig(), epochs, out_dir
     )
-    spec = make_problem(problem, n_x=n_x, n_times=n_times)
+    spec = make_problem(problem, n_x=n_x, n_times=n_times) if stored is None else stored.problem
     generator = torch.Generator().manual_seed(seed)
     train, test = spec.generate(n_train, generator), spec.generate(n_test, generator)
     kind = BACKBONES[backbone]
@@ -180,17 +192,29 @@ def run_operator_problem(
         _save(model, out_dir / "model.pt", problem, kind)
         prediction = predict(model, kind, test).to(torch.float64)
     else:
-        ensemble = BoonEnsemble.train(spec, train, config, members, seed)
+        if stored is None:
+            ensemble = BoonEnsemble.train(spec, train, config, members, seed)
+        else:
+            ensemble = stored
+            result["checkpoint"] = str(checkpoint)
+            result["config"] = ensemble.training.get("config", result["config"])
+            result["training"] = {
+                key: ensemble.training[key]
+                for key in ("objective", "recipe", "covariance_scale", "seconds")
+                if key in ensemble.training
+            }
         for index, model in enumerate(ensemble.models):
             _save(model, out_dir / f"member_{index}.pt", problem, kind)
-        # the diagonal variance from held-out samples (neither training nor test data)
-        validation = spec.generate(max(n_test // 2, 2), generator)
-        ensemble.calibrate(validation)
+        if stored is None:
+            # the diagonal variance from held-out samples (neither training nor test data)
+            validation = spec.generate(max(n_test // 2, 2), generator)
+            ensemble.calibrate(validation)
         sites = ensemble.sites(test) if problem in MODEL_PROBLEMS else None
         posteriors = ensemble_posteriors(ensemble, test, sites)
         result["metrics"] = {
             **ensemble_metrics(ensemble, spec, test, sites, posteriors),
             "noise_variance": ensemble.noise_variance,
+            "covariance_scale": ensemble.covariance_scale,
             "coverage_90": ensemble.coverage(test),
         }
         summaries = write_method_files(out_dir, spec, test, posteriors, sites, draws, seed)
@@ -207,6 +231,25 @@ def run_operator_problem(
 
         write_report([out_dir])
     return result
+
+
+def _stored_ensemble(
+    checkpoint: str | Path, problem: str, n_x: int, n_times: int | None
+) -> BoonEnsemble:
+    """The boon-ensemble stored at `checkpoint`, checked against the run's problem and grid."""
+    ensemble = BoonEnsemble.load(checkpoint)
+    stored = ensemble.problem
+    if stored.name != problem:
+        raise UsageError(
+            f"checkpoint: {str(checkpoint)!r} holds an ensemble for {stored.name!r}, not for "
+            f"{problem!r}"
+        )
+    if n_x != stored.n_x or n_times not in (None, stored.n_times):
+        raise UsageError(
+            f"checkpoint: {str(checkpoint)!r} was trained on n_x={stored.n_x}, "
+            f"n_times={stored.n_times}; got n_x={n_x}, n_times={n_times}"
+        )
+    return ensemble
 
 
 def ensemble_posteriors(

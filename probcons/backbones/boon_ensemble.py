@@ -11,6 +11,14 @@ a floor that leaves the ensemble over-confident; `calibrate` sets s to the maxim
 held-out pointwise Gaussian log-likelihood sum log N(y | mean, s + spread^2), spread^2 the
 members' variance (1 / (E - 1) normalisation), over log s in [log floor, log max_variance].
 
+A scalar covariance scale c (default 1) multiplies the whole covariance, Sigma = c (s I + F F^T),
+so that the prediction conditioned on exact rows can be calibrated (`boon_ensemble_e2e.
+calibrate_covariance_scale`): with sigma_G = 0 the conditioned mean does not depend on c and the
+conditioned covariance is c times the c = 1 one.
+
+`save` writes the whole ensemble (every member's weights and hyperparameters, s, c, the problem
+and how it was trained) to one checkpoint file; `BoonEnsemble.load` rebuilds it.
+
 Constraints go through a Pyro model, as on the GPME side: `sites(data)` traces the problem's
 model file (models/<problem>.py, found by `probcons.resources.model_file`; heat-neumann ships
 one: u ~ the prediction, observed sites "mass" and "neumann") once per sample under
@@ -22,13 +30,17 @@ Neumann], whose mean and every draw satisfy both, and the rows themselves.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from typing import Any
 
 import pyro
 import torch
 from scipy.optimize import minimize_scalar
 
+from probcons.boon.correction import BoonFNO1d
 from probcons.boon.training import TrainingConfig, predict, train_model
+from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.constraints import conservation_constraint, neumann_constraint
 from probcons.covariance import LowRankCovariance
 from probcons.errors import UsageError
@@ -40,14 +52,17 @@ from probcons.inference import (
     observe_constraint,
 )
 from probcons.metrics import gaussian_interval_coverage
+from probcons.operators.fno import FNO1d, build_operator
 from probcons.posterior import Posterior
 from probcons.prediction import GaussianPrediction
-from probcons.problems.operators import OperatorData, OperatorProblem, heat_mass
+from probcons.problems.operators import OperatorData, OperatorProblem, heat_mass, make_problem
 from probcons.resources import load_model, model_file
 from probcons.validation import check_nonnegative, check_positive_int
 
 NOISE_VARIANCE = 1e-8  # diagonal floor of the ensemble covariance (keeps G Sigma G^T invertible)
 COVERAGE_LEVEL = 0.9  # central interval whose pointwise coverage `coverage` reports
+CHECKPOINT_KIND = "boon-ensemble"
+"""hyperparameters["backbone"] of an ensemble checkpoint written by `BoonEnsemble.save`."""
 MODEL_PROBLEMS = ("heat-neumann",)
 """Operator problems with a shipped Pyro model file (models/<problem>.py) of constraint sites."""
 
@@ -89,7 +104,10 @@ def calibrated_noise_variance(
 
 
 class BoonEnsemble:
-    """E trained BOON-FNOs (or FNOs) of one kind for one problem; `predict` gives Gaussians."""
+    """E trained BOON-FNOs (or FNOs) of one kind for one problem; `predict` gives Gaussians.
+
+    noise_variance s and covariance_scale c: Sigma = c (s I + F F^T) (module docstring).
+    """
 
     name = "boon-ensemble"
 
@@ -99,6 +117,7 @@ class BoonEnsemble:
         kind: str,
         problem: OperatorProblem,
         noise_variance: float = NOISE_VARIANCE,
+        covariance_scale: float = 1.0,
     ) -> None:
         if len(models) < 2:
             raise UsageError(f"models: expected at least 2 ensemble members, got {len(models)}")
@@ -106,7 +125,11 @@ class BoonEnsemble:
         self.kind = kind
         self.problem = problem
         self.noise_variance = check_nonnegative(noise_variance, "noise_variance")
+        self.covariance_scale = check_nonnegative(covariance_scale, "covariance_scale")
+        if not self.covariance_scale > 0:
+            raise UsageError(f"covariance_scale: expected a number > 0, got {covariance_scale!r}")
         self.grid = Grid(problem.times, problem.x)
+        self.training: dict[str, Any] = {}  # how it was trained (`save`; set by `load`)
 
     @classmethod
     def train(
@@ -138,7 +161,7 @@ class BoonEnsemble:
     def coverage(self, data: OperatorData, level: float = COVERAGE_LEVEL) -> float:
         """Share of grid values of `data` inside the central `level` interval of the marginals."""
         members = self.member_predictions(data)
-        variance = members.var(0, unbiased=True) + self.noise_variance
+        variance = self.covariance_scale * (members.var(0, unbiased=True) + self.noise_variance)
         inside = gaussian_interval_coverage(members.mean(0), variance, data.targets, level)
         return float(inside.double().mean())
 
@@ -147,12 +170,13 @@ class BoonEnsemble:
         sample of `data`, in order."""
         members = self.member_predictions(data)
         mean = members.mean(0)
-        deviations = (members - mean) / math.sqrt(len(self.models) - 1)
+        scale = self.covariance_scale
+        deviations = (members - mean) * math.sqrt(scale / (len(self.models) - 1))
         size = self.grid.size
         out = []
         for i in range(len(data)):
             factor = deviations[:, i].reshape(len(self.models), size).T
-            diagonal = torch.full((size,), self.noise_variance, dtype=torch.float64)
+            diagonal = torch.full((size,), scale * self.noise_variance, dtype=torch.float64)
             out.append(GaussianPrediction(mean[i], LowRankCovariance(diagonal, factor), self.grid))
         return out
 
@@ -181,6 +205,72 @@ class BoonEnsemble:
         """One Posterior per sample of `data` after `method` ("unconstrained", "hardc" or
         "probconserv") on the sites of `model` (`sites`)."""
         return [sites.posterior(method) for sites in self.sites(data, model, noise_std)]
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> None:
+        """One checkpoint file (atomic, `probcons.checkpoint.save_checkpoint`): every member's
+        weights (state["members"][e], the FNO's) and hyperparameters (its FNO's and, for BOON,
+        the boundary correction's), s, c, the problem (name, n_x, n_times) and `training`, plain
+        data on how it was trained (objective, configs, validation history, seconds; default
+        the ensemble's own `training`)."""
+        states, members = [], []
+        for model in self.models:
+            operator = model.operator if isinstance(model, BoonFNO1d) else model
+            states.append({k: v.detach().cpu() for k, v in operator.state_dict().items()})
+            members.append(model.hyperparameters)
+        hyperparameters = {
+            "backbone": CHECKPOINT_KIND,
+            "kind": self.kind,
+            "members": members,
+            "problem": {
+                "name": self.problem.name,
+                "n_x": self.problem.n_x,
+                "n_times": self.problem.n_times,
+            },
+        }
+        extra = {
+            "noise_variance": float(self.noise_variance),
+            "covariance_scale": float(self.covariance_scale),
+            "training": dict(self.training if training is None else training),
+        }
+        save_checkpoint(path, {"members": states}, hyperparameters, extra)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> BoonEnsemble:
+        """The ensemble `save` wrote to `path` (weights_only=True; float32 members, eval mode)."""
+        payload = load_checkpoint(path)
+        hyperparameters, extra = payload["hyperparameters"], payload["extra"]
+        if hyperparameters.get("backbone") != CHECKPOINT_KIND:
+            raise UsageError(
+                f"checkpoint: {str(path)!r} holds no {CHECKPOINT_KIND} (backbone "
+                f"{hyperparameters.get('backbone')!r})"
+            )
+        settings = hyperparameters["problem"]
+        problem = make_problem(settings["name"], n_x=settings["n_x"], n_times=settings["n_times"])
+        models = []
+        for member, state in zip(
+            hyperparameters["members"], payload["state"]["members"], strict=True
+        ):
+            options = {key: value for key, value in member.items() if key != "boundary"}
+            operator = build_operator(options)
+            operator.to(next(iter(state.values())).dtype)  # members saved in float64 stay so
+            operator.load_state_dict(state)
+            if "boundary" in member:
+                if not isinstance(operator, FNO1d):
+                    raise UsageError(f"checkpoint: {str(path)!r} holds a BOON member not 1-D")
+                model = BoonFNO1d.from_hyperparameters(operator, member["boundary"])
+            else:
+                model = operator
+            models.append(model.eval())
+        ensemble = cls(
+            models,
+            hyperparameters["kind"],
+            problem,
+            extra["noise_variance"],
+            extra.get("covariance_scale", 1.0),
+        )
+        ensemble.training = dict(extra.get("training", {}))
+        return ensemble
 
 
 def problem_model(problem: str) -> Callable:

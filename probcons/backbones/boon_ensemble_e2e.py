@@ -18,15 +18,28 @@ Gaussian CRPS in closed form. All E members get one gradient through the couplin
 noise variance s = exp(log_s) is trained too (initialised at its held-out calibration) unless
 frozen. `EnsembleTask` runs it on the training engine (mini-batches, step decay, gradient clip,
 checkpoints and resume from `OperatorTask`); `fine_tune` starts from trained members.
+
+Calibration of the conditioned predictive: with Sigma = c (s I + F F^T) and exact rows
+(sigma_G = 0), S = c S_1, so mu~ = mu + Sigma G^T S^-1 (b - G mu) does not depend on c and
+Sigma~ = c (Sigma_1 - Sigma_1 G^T S_1^-1 G Sigma_1) is c times the c = 1 one;
+`calibrate_covariance_scale` sets c to the maximiser of the held-out log-likelihood of the
+conditioned marginals, sum log N(y | mu~, c v~_1) (`fit_variance_scale`).
+
+The recipe of the shipped heat ensembles and of `benchmarks/boon.py --e2e` (`HeatRecipe`: data,
+member and fine-tuning configurations) and `train_heat_ensemble`, which `probcons train
+heat-neumann --backbone boon-ensemble` runs: members (the first with the main configuration, the
+others with the member one), s calibrated on the validation set, for constrained-* the joint
+fine-tuning through the update, then c; every stage checkpointed in a run folder and resumed.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import replace
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -36,6 +49,7 @@ from probcons import distributed
 from probcons.backbones.boon_ensemble import BoonEnsemble, heat_constraints
 from probcons.boon.training import (
     OperatorTask,
+    OperatorTask1d,
     TrainingConfig,
     config_dict,
     input_channels,
@@ -47,10 +61,11 @@ from probcons.covariance import LowRankCovariance
 from probcons.errors import UsageError
 from probcons.grid import Grid
 from probcons.prediction import GaussianPrediction
-from probcons.problems.operators import OperatorData, OperatorProblem
+from probcons.problems.operators import OperatorData, OperatorProblem, make_problem
+from probcons.training.calibration import fit_variance_scale
 from probcons.training.constrained import VARIANCE_FLOOR, mixture_crps
 from probcons.training.trainer import Z_90
-from probcons.validation import check_choice
+from probcons.validation import check_choice, check_positive_int
 
 E2E_OBJECTIVES = ("nll", "crps")
 """Scores of the conditioned marginals the fine-tuning minimises."""
@@ -88,12 +103,16 @@ class ConditionedMarginals(NamedTuple):
 
 
 def conditioned_marginals(
-    members: torch.Tensor, noise_variance: torch.Tensor | float, rows: HeatRows
+    members: torch.Tensor,
+    noise_variance: torch.Tensor | float,
+    rows: HeatRows,
+    covariance_scale: float = 1.0,
 ) -> ConditionedMarginals:
     """Exact conditioning of the ensemble Gaussian on G u = b (module docstring), differentiable.
 
     members (E, n, N) or (E, n, m, n_x) float64 (E >= 2), noise_variance s > 0 (scalar),
-    rows: G (n, k, N), b (n, k). Returns marginals on the flattened grid (n, N).
+    rows: G (n, k, N), b (n, k); covariance_scale c > 0 multiplies both variances (the
+    conditioned mean does not depend on it). Returns marginals on the flattened grid (n, N).
     """
     if members.dim() < 3 or members.shape[0] < 2:
         raise UsageError(f"members: expected (E >= 2, n, ...), got {tuple(members.shape)}")
@@ -122,10 +141,9 @@ def conditioned_marginals(
         conditioned_mean, conditioned_covariance = conditioned_moments(prior, rows_of_sample)
         means.append(conditioned_mean.reshape(-1))
         variances.append(conditioned_covariance.diagonal())
-    prior_variance = s + factor.square().sum(0)
-    return ConditionedMarginals(
-        mean, prior_variance, torch.stack(means), torch.stack(variances).clamp(min=VARIANCE_FLOOR)
-    )
+    prior_variance = covariance_scale * (s + factor.square().sum(0))
+    variance = (covariance_scale * torch.stack(variances)).clamp(min=VARIANCE_FLOOR)
+    return ConditionedMarginals(mean, prior_variance, torch.stack(means), variance)
 
 
 def gaussian_nll(mean: torch.Tensor, variance: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -284,6 +302,18 @@ class EnsembleTask(OperatorTask):
         model.train(was_training)
         return float(loss.mean())
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "best_state": self.best_state}
+
+    def extra(self, model, step) -> dict:
+        return {"validation": list(self.history), "best_epoch": self.best_epoch}
+
+    def load(self, state: dict, extra: dict) -> None:
+        super().load(state, extra)
+        self.best_state = state.get("best_state")
+        self.history = list(extra.get("validation", []))
+        self.best_epoch = int(extra.get("best_epoch", -1))
+
     def end_epoch(self, model, epoch, logs):
         if self.validation is None:
             return None
@@ -304,12 +334,14 @@ def fine_tune(
     validation: OperatorData | None = None,
     train_noise: bool = True,
     checkpoint: str | Path | None = None,
+    progress: bool = False,
 ) -> tuple[BoonEnsemble, dict]:
     """A new BoonEnsemble: `ensemble`'s members fine-tuned jointly on the conditioned score
     (`EnsembleTask`, `config`'s epochs, batch size and learning rate), starting from its members
-    and its noise variance (calibrate it first). With `validation`, the best epoch's weights
-    (possibly the start, epoch -1). Returns (ensemble, log: validation history, best epoch, s,
-    seconds)."""
+    and its noise variance (calibrate it first), with c = 1 (fit c afterwards). With
+    `validation`, the best epoch's weights (possibly the start, epoch -1). checkpoint: the
+    engine's file, written every epoch and continued from when it exists; progress: tqdm bar.
+    Returns (ensemble, log: validation history, best epoch, s, seconds)."""
     if ensemble.kind != "boon":
         raise UsageError(f"ensemble: expected an ensemble of BOON members, got {ensemble.kind!r}")
     config = replace(config, correction_warmup=0.0)
@@ -325,7 +357,13 @@ def fine_tune(
         train_noise,
     )
     model, _, clock = engine.train(
-        task, seed, checkpoint, resume=True, checkpoint_every=task.steps_per_epoch
+        task,
+        seed,
+        checkpoint,
+        resume=True,
+        checkpoint_every=task.steps_per_epoch,
+        progress=progress,
+        desc=f"fine-tuning ({objective})",
     )
     if task.best_state is not None:
         model.load_state_dict(task.best_state)
@@ -342,26 +380,257 @@ def fine_tune(
     return tuned, log
 
 
-def ensemble_marginals(ensemble: BoonEnsemble, data: OperatorData) -> ConditionedMarginals:
-    """`conditioned_marginals` of `ensemble` on `data` (no gradients)."""
+def ensemble_marginals(
+    ensemble: BoonEnsemble, data: OperatorData, covariance_scale: float | None = None
+) -> ConditionedMarginals:
+    """`conditioned_marginals` of `ensemble` on `data` (no gradients), with the ensemble's
+    covariance scale c unless `covariance_scale` is given."""
+    scale = ensemble.covariance_scale if covariance_scale is None else covariance_scale
     with torch.no_grad():
         members = ensemble.member_predictions(data)
         return conditioned_marginals(
-            members, ensemble.noise_variance, heat_rows(ensemble.problem, data)
+            members, ensemble.noise_variance, heat_rows(ensemble.problem, data), scale
         )
+
+
+def fit_covariance_scale(marginals: ConditionedMarginals, truth: torch.Tensor) -> float:
+    """argmax_c sum log N(truth | mu~, c v~) over every point of every sample, where mu~, v~ are
+    `marginals` computed with c = 1 (`fit_variance_scale` with one latent sample)."""
+    truth = truth.flatten(1).to(torch.float64)
+    return fit_variance_scale(marginals.mean[None], marginals.variance.sqrt()[None], truth)
+
+
+def calibrate_covariance_scale(ensemble: BoonEnsemble, data: OperatorData) -> float:
+    """Set ensemble.covariance_scale to the maximiser of the held-out log-likelihood of the
+    conditioned marginals on `data` (`fit_covariance_scale`); returns it."""
+    ensemble.covariance_scale = fit_covariance_scale(
+        ensemble_marginals(ensemble, data, covariance_scale=1.0), data.targets
+    )
+    return ensemble.covariance_scale
+
+
+# -- the recipe of the shipped heat ensembles ---------------------------------------------------
+
+HEAT_OBJECTIVES = ("posthoc", "constrained-nll", "constrained-crps")
+"""How `train_heat_ensemble` trains: members alone (the update applied post hoc), or fine-tuned
+through the exact update on the conditioned NLL or CRPS (E2E_OBJECTIVES)."""
+HEAT_PROBLEM = "heat-neumann"
+"""The one problem with rows the joint fine-tuning knows (`heat_rows`)."""
+
+
+def boon_config(epochs: int) -> TrainingConfig:
+    """TrainingConfig's defaults with `epochs` epochs and four learning-rate decays."""
+    return replace(TrainingConfig(), epochs=epochs, decay_every=max(1, epochs // 4))
+
+
+def fine_tune_config(
+    member_config: TrainingConfig, epochs: int, learning_rate: float, batch_size: int
+) -> TrainingConfig:
+    """The members' configuration for the joint fine-tuning: `epochs` epochs (one decay half
+    way), no weight decay and BOON's exact correction from the first step (as `EnsembleTask`
+    and `fine_tune` train; recorded as run)."""
+    return replace(
+        member_config,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        decay_every=max(1, epochs // 2),
+        weight_decay=0.0,
+        correction_warmup=0.0,
+    )
+
+
+@dataclass(frozen=True)
+class HeatRecipe:
+    """Data and training sizes of the heat ensemble (defaults: the shipped checkpoints and
+    `benchmarks/boon.py --e2e`).
+
+    Data: seed s draws train (n_train), test (n_test) and validation (n_validation) samples in
+    that order from one generator seeded with s, on n_x nodes. Members: member 0 trained for
+    `epochs` epochs with seed s, member e > 0 for `member_epochs` with seed s + e. Fine-tuning:
+    `fine_tune_epochs` epochs, learning rate and batch size as given, seed s.
+    """
+
+    members: int = 3
+    seed: int = 0
+    n_train: int = 200
+    n_test: int = 100
+    n_validation: int = 50
+    n_x: int = 65
+    epochs: int = 120
+    member_epochs: int = 50
+    fine_tune_epochs: int = 40
+    fine_tune_learning_rate: float = 1e-4
+    fine_tune_batch_size: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_test", "epochs", "member_epochs", "fine_tune_epochs"):
+            check_positive_int(getattr(self, name), name)
+        check_positive_int(self.fine_tune_batch_size, "fine_tune_batch_size")
+        if check_positive_int(self.members, "members") < 2:
+            raise UsageError(f"members: expected at least 2 ensemble members, got {self.members}")
+        if check_positive_int(self.n_validation, "n_validation") < 2:
+            raise UsageError(f"n_validation: expected at least 2, got {self.n_validation}")
+        if check_positive_int(self.n_x, "n_x") < 5:
+            raise UsageError(f"n_x: expected at least 5 nodes, got {self.n_x}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UsageError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        rate = self.fine_tune_learning_rate
+        if not isinstance(rate, int | float) or not math.isfinite(rate) or not rate > 0:
+            raise UsageError(f"fine_tune_learning_rate: expected a number > 0, got {rate!r}")
+
+    @property
+    def config(self) -> TrainingConfig:
+        """Member 0's configuration."""
+        return boon_config(self.epochs)
+
+    @property
+    def member_config(self) -> TrainingConfig:
+        """Members 1 .. E - 1's configuration."""
+        return boon_config(self.member_epochs)
+
+    @property
+    def fine_tune_config(self) -> TrainingConfig:
+        return fine_tune_config(
+            self.member_config,
+            self.fine_tune_epochs,
+            self.fine_tune_learning_rate,
+            self.fine_tune_batch_size,
+        )
+
+    def data(self) -> tuple[OperatorProblem, OperatorData, OperatorData, OperatorData]:
+        """(problem, train, test, validation), drawn in the order of the class docstring."""
+        problem = make_problem(HEAT_PROBLEM, n_x=self.n_x)
+        generator = torch.Generator().manual_seed(self.seed)
+        train = problem.generate(self.n_train, generator)
+        test = problem.generate(self.n_test, generator)
+        validation = problem.generate(self.n_validation, generator)
+        return problem, train, test, validation
+
+
+def train_member(
+    problem: OperatorProblem,
+    train: OperatorData,
+    config: TrainingConfig,
+    seed: int,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+    desc: str | None = None,
+) -> tuple[nn.Module, float]:
+    """One BOON member, as `probcons.boon.training.train_model` trains it (the same weights),
+    with a tqdm bar; checkpoint: written every epoch, continued from when it exists. Returns
+    (model in eval mode with the exact correction, training seconds)."""
+    task = OperatorTask1d("boon", problem, train, config, seed)
+    model, _, clock = engine.train(
+        task,
+        seed,
+        checkpoint,
+        resume=True,
+        checkpoint_every=task.steps_per_epoch,
+        progress=progress,
+        desc=desc,
+    )
+    model.correction_strength = 1.0
+    return model.eval(), clock.seconds
+
+
+def train_heat_members(
+    recipe: HeatRecipe,
+    problem: OperatorProblem,
+    train: OperatorData,
+    directory: str | Path | None = None,
+    progress: bool = False,
+) -> tuple[BoonEnsemble, float]:
+    """The recipe's members (c = 1, s the floor: calibrate next) and their summed training
+    seconds; with `directory`, member e's engine checkpoint is directory/member-e.pt."""
+    models, seconds = [], 0.0
+    for e in range(recipe.members):
+        config = recipe.config if e == 0 else recipe.member_config
+        checkpoint = None if directory is None else Path(directory) / f"member-{e}.pt"
+        model, spent = train_member(
+            problem, train, config, recipe.seed + e, checkpoint, progress, f"member {e}"
+        )
+        models.append(model)
+        seconds += spent
+    return BoonEnsemble(models, "boon", problem), seconds
+
+
+def validation_scores(ensemble: BoonEnsemble, data: OperatorData) -> dict[str, dict]:
+    """`marginal_scores` of the ensemble (its own c) on held-out `data`."""
+    return marginal_scores(ensemble_marginals(ensemble, data), data.targets)
+
+
+def train_heat_ensemble(
+    recipe: HeatRecipe,
+    objective: str = "posthoc",
+    directory: str | Path | None = None,
+    fit_scale: bool = True,
+    progress: bool = False,
+) -> BoonEnsemble:
+    """Train the heat ensemble of `recipe` with `objective` (HEAT_OBJECTIVES): members
+    (`train_heat_members`), s calibrated on the validation set, for constrained-nll / -crps the
+    joint fine-tuning (`fine_tune`, best validation epoch), then (fit_scale) c
+    (`calibrate_covariance_scale`). directory: engine checkpoints of every stage (member-e.pt,
+    fine-tune.pt), continued from where they stopped. The ensemble's `training` records the
+    recipe, configurations, objective, validation history and scores, and seconds."""
+    check_choice(objective, "objective", HEAT_OBJECTIVES)
+    started = time.perf_counter()
+    problem, train, _, validation = recipe.data()
+    ensemble, members_s = train_heat_members(recipe, problem, train, directory, progress)
+    ensemble.calibrate(validation)
+    record: dict[str, Any] = {
+        "objective": objective,
+        "recipe": asdict(recipe),
+        "config": config_dict(recipe.config),
+        "member_config": config_dict(recipe.member_config),
+        "members_s": members_s,
+        "noise_variance_posthoc": ensemble.noise_variance,
+    }
+    if objective != "posthoc":
+        checkpoint = None if directory is None else Path(directory) / "fine-tune.pt"
+        score = objective.removeprefix("constrained-")
+        ensemble, log = fine_tune(
+            ensemble,
+            train,
+            recipe.fine_tune_config,
+            score,
+            recipe.seed,
+            validation,
+            checkpoint=checkpoint,
+            progress=progress,
+        )
+        record["fine_tune_config"] = config_dict(recipe.fine_tune_config)
+        record["fine_tune"] = log
+    record["validation_scores"] = validation_scores(ensemble, validation)
+    if fit_scale:
+        calibrate_covariance_scale(ensemble, validation)
+        record["validation_scores_calibrated"] = validation_scores(ensemble, validation)
+    record["covariance_scale"] = ensemble.covariance_scale
+    record["seconds"] = time.perf_counter() - started
+    ensemble.training = record
+    return ensemble
 
 
 __all__ = [
     "E2E_OBJECTIVES",
+    "HEAT_OBJECTIVES",
     "EnsembleTask",
+    "HeatRecipe",
     "HeatRows",
     "JointEnsemble",
+    "boon_config",
+    "calibrate_covariance_scale",
     "conditioned_marginals",
     "ensemble_loss",
     "ensemble_marginals",
     "fine_tune",
+    "fine_tune_config",
+    "fit_covariance_scale",
     "gaussian_crps",
     "gaussian_nll",
     "heat_rows",
     "marginal_scores",
+    "train_heat_ensemble",
+    "train_heat_members",
+    "train_member",
 ]

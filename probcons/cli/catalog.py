@@ -24,13 +24,21 @@ ANP_BACKBONES = ("anp",)
 ENSEMBLE_BACKBONES = ("ensemble", "fno-ensemble")
 """probcons.backbones.member_training.BACKBONE_KINDS: `probcons train` with the members' flags."""
 TRAINABLE_BACKBONES = ANP_BACKBONES + ENSEMBLE_BACKBONES
+"""The --backbone choices of `probcons train`'s ANP flags (the ensembles routed to theirs)."""
+OPERATOR_TRAINABLE_BACKBONES = ("boon-ensemble",)
+"""Operator backbones `probcons train` also trains, with their own flags (probcons.cli.train)."""
+BOON_TRAIN_PROBLEMS = ("heat-neumann",)
+"""probcons.backbones.boon_ensemble_e2e.HEAT_PROBLEM: what `probcons train --backbone
+boon-ensemble` trains on."""
 
 __all__ = [
     "ANP_BACKBONES",
+    "BOON_TRAIN_PROBLEMS",
     "ENSEMBLE_BACKBONES",
     "GPME_PROBLEMS",
     "METHODS",
     "OPERATOR_BACKBONES",
     "OPERATOR_PROBLEMS",
+    "OPERATOR_TRAINABLE_BACKBONES",
     "TRAINABLE_BACKBONES",
 ]

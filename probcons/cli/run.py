@@ -12,7 +12,7 @@ import argparse
 import re
 from pathlib import Path
 
-from probcons.cli.catalog import GPME_PROBLEMS, METHODS, OPERATOR_PROBLEMS
+from probcons.cli.catalog import BOON_TRAIN_PROBLEMS, GPME_PROBLEMS, METHODS, OPERATOR_PROBLEMS
 from probcons.errors import UsageError
 
 GPME_DEFAULTS = {
@@ -83,7 +83,8 @@ def add_parser(subparsers) -> None:
         type=Path,
         default=None,
         help="trained backbone file, or a shipped checkpoint's name such as stefan-anp-e2e "
-        "(default: the shipped one)",
+        "(default: the shipped one); also heat-neumann --backbone boon-ensemble (e.g. "
+        "heat-neumann-boon-ensemble-e2e), evaluated without training",
     )
     gpme.add_argument(
         "--chunk-functions",
@@ -123,11 +124,13 @@ def _resolve(args: argparse.Namespace) -> None:
     problems.
     """
     if args.problem in OPERATOR_PROBLEMS:
-        _refuse(
-            [dest for dest in GPME_DEFAULTS if getattr(args, dest) is not None],
-            "GPME",
-            args.problem,
-        )
+        given = [dest for dest in GPME_DEFAULTS if getattr(args, dest) is not None]
+        _refuse([dest for dest in given if dest != "checkpoint"], "GPME", args.problem)
+        if "checkpoint" in given and args.problem not in BOON_TRAIN_PROBLEMS:
+            raise UsageError(
+                f"run: --checkpoint applies to GPME problems and to "
+                f"{', '.join(BOON_TRAIN_PROBLEMS)} only (got it for {args.problem})"
+            )
         return
     if args.problem in GPME_PROBLEMS:
         given = [dest for dest in BOON_FLAGS if getattr(args, dest) is not None]
@@ -145,6 +148,8 @@ def _options(args: argparse.Namespace) -> dict:
             for key, value in (("n_train", args.n_train), ("n_test", args.n_test))
             if value is not None
         }
+        if args.checkpoint is not None:
+            sizes["checkpoint"] = _checkpoint(args)
         return {"epochs": args.epochs, **sizes}
     return {
         "methods": args.methods,
