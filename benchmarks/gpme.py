@@ -500,6 +500,10 @@ def main(argv=None) -> int:
                 if hasattr(backbones[variant], "variance_scale"):
                     record["variance_scale"] = backbones[variant].variance_scale
                     record["context_exponent"] = backbones[variant].context_exponent
+                    if backbones[variant].count_scales is not None:  # conditioned calibration
+                        contexts = len(function_contexts(problem, parameter, args.seed, 0).u)
+                        record["count_scale"] = backbones[variant].count_scales(contexts)
+                        record["contexts"] = contexts
                 record["machine"] = machine()
                 entry[method] = record
             print(table(problem, key, entry) + "\n", flush=True)

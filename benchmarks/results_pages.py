@@ -155,6 +155,12 @@ def gpme_table(problem, parameter: str, records: dict[str, dict]) -> str:
                 )
                 for m in members
                 if records[m].get("variance_scale") is not None
+                and records[m].get("count_scale") is None
+            }
+            counted = {
+                backbone_of(m): (records[m]["count_scale"], records[m]["contexts"])
+                for m in members
+                if records[m].get("count_scale") is not None
             }
             if scales:
                 per_function += (
@@ -163,6 +169,16 @@ def gpme_table(problem, parameter: str, records: dict[str, dict]) -> str:
                     + ", ".join(
                         f"{name} s0 = {scale:.3g}, gamma = {exponent:.3g}"
                         for name, (scale, exponent) in scales.items()
+                    )
+                    + ")"
+                )
+            if counted:
+                per_function += (
+                    ", decoder variance times the conditioned predictive's held-out calibration "
+                    "c(k) by number of contexts k ("
+                    + ", ".join(
+                        f"{name} c({contexts}) = {scale:.3g}"
+                        for name, (scale, contexts) in counted.items()
                     )
                     + ")"
                 )

@@ -32,7 +32,7 @@ from pyro import poutine
 from torch import nn
 from torch.distributions import kl_divergence
 
-from probcons.backbones.context_scale import context_scale_factor
+from probcons.backbones.context_scale import ContextCountScales, context_scale_factor
 from probcons.checkpoint import load_checkpoint
 from probcons.errors import UsageError
 from probcons.grid import Grid
@@ -45,6 +45,8 @@ DECODE_CHUNK_POINTS = 40_804
 """Decoder rows (latent draws x grid points) per chunk: 4 draws on 101 x 101. Intermediates of
 (chunk, decoder width) float32 stay near 10 MB, which keeps the decode in cache and free of
 the page faults a 1e6-point chunk (256 MB per layer) costs, several seconds per run."""
+STORED = "stored"
+"""`ANPBackbone.from_checkpoint(count_scales=STORED)`: apply the checkpoint's own count scales."""
 
 
 @dataclass(frozen=True)
@@ -432,6 +434,12 @@ def marginal_likelihood_loss(anp: AttentiveNeuralProcess, batch: Batch, samples:
     )
 
 
+def stored_count_scales(extra: dict[str, Any]) -> ContextCountScales | None:
+    """The context-count scales a checkpoint's extra holds ("count_scales"), or None."""
+    stored = extra.get("count_scales")
+    return None if stored is None else ContextCountScales.from_dict(stored)
+
+
 def load_anp_network(path: str | os.PathLike) -> tuple[ANPNetwork, dict[str, Any]]:
     """The ANPNetwork of a checkpoint written by `probcons.training` (best.pt, last.pt or an
     export; weights_only load) and the checkpoint's payload."""
@@ -486,7 +494,10 @@ class ANPBackbone:
     grid, float64, each (n_t, n_x); f is the prediction's fit to its own contexts
     (`probcons.backbones.context_scale`). variance_scale = 1 and context_exponent = 0: the
     decoder as trained; the held-out fit that `probcons calibrate` stores in the checkpoint
-    otherwise (`probcons.training.calibration`).
+    otherwise (`probcons.training.calibration`). count_scales (`ContextCountScales`, None: 1)
+    multiplies the variance by c(k), k the function's number of contexts: the held-out fit of
+    the conditioned predictive that `probcons calibrate --conditioned` stores
+    (`probcons.training.conditioned_calibration`).
     """
 
     def __init__(
@@ -499,7 +510,14 @@ class ANPBackbone:
         metadata: dict[str, Any] | None = None,
         variance_scale: float = 1.0,
         context_exponent: float = 0.0,
+        count_scales: ContextCountScales | None = None,
     ):
+        if count_scales is not None and not isinstance(count_scales, ContextCountScales):
+            raise UsageError(
+                "count_scales: expected a ContextCountScales or None, got "
+                f"{type(count_scales).__name__}"
+            )
+        self.count_scales = count_scales
         self.variance_scale = check_in_interval(
             variance_scale, "variance_scale", 0, math.inf, include_low=False
         )
@@ -519,12 +537,15 @@ class ANPBackbone:
         name: str | None = None,
         variance_scale: float | None = None,
         context_exponent: float | None = None,
+        count_scales: ContextCountScales | None | str = STORED,
     ) -> ANPBackbone:
         """Rebuild from a checkpoint written by `probcons.training` (weights_only load).
 
         variance_scale, context_exponent: None applies the checkpoint's stored calibration
         (from `probcons calibrate`; 1 and 0 if it has none); a number overrides it
-        (1 and 0 = the decoder's variance as trained).
+        (1 and 0 = the decoder's variance as trained). count_scales: STORED applies the
+        checkpoint's context-count scales (none if it has none); None or a ContextCountScales
+        overrides them.
         """
         network, payload = load_anp_network(path)
         hyper = payload["hyperparameters"]
@@ -547,6 +568,7 @@ class ANPBackbone:
                 if context_exponent is None
                 else context_exponent
             ),
+            count_scales=(stored_count_scales(extra) if count_scales == STORED else count_scales),
         )
 
     @torch.no_grad()
@@ -555,15 +577,24 @@ class ANPBackbone:
         draws = self.decoder_draws(
             problem, parameter, contexts, grid, generator, with_factor=self.context_exponent > 0
         )
-        return draws.mixture(self.variance_multiplier(draws.context_factor))
+        multiplier = self.variance_multiplier(draws.context_factor, len(contexts.u))
+        return draws.mixture(multiplier)
 
-    def variance_multiplier(self, context_factor: float | None) -> float:
-        """variance_scale * f^context_exponent, the calibrated decoder variance over sigma^2."""
-        if self.context_exponent == 0:
-            return self.variance_scale
-        if context_factor is None:
-            raise UsageError("context_factor: expected a number when context_exponent > 0")
-        return self.variance_scale * float(context_factor) ** self.context_exponent
+    def variance_multiplier(
+        self, context_factor: float | None, n_contexts: int | None = None
+    ) -> float:
+        """variance_scale * f^context_exponent * c(k), the calibrated decoder variance over
+        sigma^2 (c(k) = count_scales(n_contexts), 1 without count scales)."""
+        multiplier = self.variance_scale
+        if self.context_exponent != 0:
+            if context_factor is None:
+                raise UsageError("context_factor: expected a number when context_exponent > 0")
+            multiplier *= float(context_factor) ** self.context_exponent
+        if self.count_scales is not None:
+            if n_contexts is None:
+                raise UsageError("n_contexts: expected a number when count_scales are set")
+            multiplier *= self.count_scales(int(n_contexts))
+        return multiplier
 
     @torch.no_grad()
     def decoder_draws(
@@ -618,7 +649,7 @@ class ANPBackbone:
         return (
             f"ANPBackbone(name={self.name!r}, problem={self.problem!r}, n_samples={self.n_samples}, "
             f"variance_scale={self.variance_scale:.4g}, "
-            f"context_exponent={self.context_exponent:.4g})"
+            f"context_exponent={self.context_exponent:.4g}, count_scales={self.count_scales})"
         )
 
 

@@ -235,7 +235,8 @@ def store_calibration(
 ) -> None:
     """Rewrite the checkpoint at `path` (atomically) with extra variance_scale,
     context_exponent and calibration; payload: the checkpoint as already loaded from `path`
-    (read again if None)."""
+    (read again if None). A stored conditioned calibration (count_scales) is removed: this one
+    was fitted to the decoder's variance as trained and replaces it."""
     payload = load_checkpoint(path) if payload is None else payload
     extra = {
         **payload["extra"],
@@ -243,6 +244,8 @@ def store_calibration(
         "context_exponent": calibration.context_exponent,
         "calibration": calibration.to_dict(),
     }
+    extra.pop("count_scales", None)
+    extra.pop("conditioned_calibration", None)
     save_checkpoint(path, payload["state"], payload["hyperparameters"], extra)
 
 

@@ -20,6 +20,12 @@ from probcons.checkpoint import load_checkpoint, save_checkpoint
 from probcons.errors import UsageError
 from probcons.runner import check_output_directory, check_writable_location
 from probcons.training.calibration import calibrate_checkpoint, store_calibration
+from probcons.training.conditioned_calibration import (
+    CALIBRATION_COUNTS,
+    FITS,
+    calibrate_conditioned,
+    store_conditioned_calibration,
+)
 from probcons.training.fit import train_anp
 from probcons.training.trainer import CONSTRAINED_OBJECTIVES, TrainingOptions
 from probcons.validation import check_positive_int
@@ -200,9 +206,11 @@ def train_command(args: argparse.Namespace) -> int:
     )
     print(f"best: {result.best_path}\nlast: {result.last_path}")
     if options.objective in CONSTRAINED_OBJECTIVES:
-        # the variance was trained for the conditioned posterior: a scale fitted to the
-        # unconditioned predictive would undo that, so none is stored (1 = as trained)
-        print("not calibrated: the variance is trained for the conditioned posterior")
+        # the variance was trained for the conditioned posterior: calibrate that predictive
+        # (a scale fitted to the unconditioned one would undo what was trained)
+        report_conditioned_calibration(
+            result.best_path, calibrate_conditioned(result.best_path, problem)
+        )
     else:
         report_calibration(result.best_path, calibrate_checkpoint(result.best_path, problem))
     if args.export:
@@ -215,7 +223,10 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
     """Add the `calibrate` arguments to `parser`."""
     parser.add_argument("checkpoints", nargs="+", help="ANP checkpoints (.pt) to calibrate")
     parser.add_argument(
-        "--functions", type=int, default=128, help="held-out functions (default 128)"
+        "--functions",
+        type=int,
+        default=128,
+        help="held-out functions (default 128; per count with --conditioned)",
     )
     parser.add_argument(
         "--samples", type=int, default=32, help="latent draws per function (default 32)"
@@ -224,6 +235,25 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
         "--no-context",
         action="store_true",
         help="fit one scalar for every function (gamma = 0), not the context factor",
+    )
+    parser.add_argument(
+        "--conditioned",
+        action="store_true",
+        help="calibrate the ProbConserv posterior on x-slices instead, one scale per number of "
+        "contexts (for checkpoints trained with --objective constrained-*)",
+    )
+    parser.add_argument(
+        "--fit",
+        choices=FITS,
+        default=FITS[0],
+        help="with --conditioned: maximise the held-out likelihood per count (default) or "
+        "match 90 %% coverage",
+    )
+    parser.add_argument(
+        "--counts",
+        default=",".join(str(k) for k in CALIBRATION_COUNTS),
+        help="with --conditioned: the comma-separated context counts to fit at "
+        f"(default {','.join(str(k) for k in CALIBRATION_COUNTS)})",
     )
     parser.add_argument("--dry-run", action="store_true", help="fit and print, write nothing")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -247,12 +277,57 @@ def report_calibration(path, calibration) -> None:
     )
 
 
+def report_conditioned_calibration(path, calibration) -> None:
+    """Print the stored scales c(k) and, per count, the held-out NLL and 90 % coverage of the
+    conditioned predictive as trained and calibrated."""
+    print(
+        f"calibrated the conditioned predictive of {path} ({calibration.fit} fit) on "
+        f"{calibration.n_functions} held-out functions per count: "
+        + "; ".join(
+            f"k = {k}: c {scale:.3g}, NLL {calibration.before[str(k)]['nll']:.3f} -> "
+            f"{calibration.after[str(k)]['nll']:.3f}, CRPS "
+            f"{calibration.before[str(k)]['crps']:.3e} -> {calibration.after[str(k)]['crps']:.3e}"
+            ", 90 % coverage "
+            f"{calibration.before[str(k)]['coverage_90']:.3f} -> "
+            f"{calibration.after[str(k)]['coverage_90']:.3f}"
+            for k, scale in zip(calibration.counts, calibration.scales, strict=True)
+        )
+    )
+
+
+def parse_counts(text: str) -> tuple[int, ...]:
+    """'1,3,10' -> (1, 3, 10): strictly increasing positive integers, else a UsageError."""
+    try:
+        counts = tuple(int(value) for value in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or any(k < 1 for k in counts) or list(counts) != sorted(set(counts)):
+        raise UsageError(
+            "counts: expected comma-separated, strictly increasing positive integers such as "
+            f"1,3,10,30,100, got {text!r}"
+        )
+    return counts
+
+
 def calibrate_command(args: argparse.Namespace) -> int:
     """Fit and store the variance scale of each checkpoint (all are checked before any is written)."""
     if args.threads < 1:
         raise UsageError(f"threads: expected a positive integer, got {args.threads!r}")
     check_positive_int(args.functions, "functions")  # named as on the command line
     torch.set_num_threads(args.threads)
+    if args.conditioned:
+        counts = parse_counts(args.counts)
+        fits = [
+            calibrate_conditioned(
+                path, None, counts, args.functions, args.samples, write=False, fit=args.fit
+            )
+            for path in args.checkpoints
+        ]
+        for path, calibration in zip(args.checkpoints, fits, strict=True):
+            if not args.dry_run:
+                store_conditioned_calibration(path, calibration)
+            report_conditioned_calibration(path, calibration)
+        return 0
     fits = [
         calibrate_checkpoint(
             path, None, args.functions, args.samples, write=False, context=not args.no_context
@@ -280,6 +355,8 @@ __all__ = [
     "calibrate_command",
     "export_checkpoint",
     "main",
+    "parse_counts",
+    "report_conditioned_calibration",
     "run_name",
     "train_command",
 ]

@@ -192,7 +192,7 @@ def test_options_and_names():
     assert run_name("pme", 0.0) == "pme-anp"
 
 
-def test_train_command_fine_tunes_and_skips_the_unconditioned_calibration(tmp_path, capsys):
+def test_train_command_fine_tunes_and_calibrates_the_conditioned_predictive(tmp_path, capsys):
     parser = add_train_arguments(argparse.ArgumentParser())
     common = ["stefan", "--epochs", "1", "--n-functions", "4", "--batch-size", "4"]
     sizes = ["--hidden", "8", "--heads", "2", "--latent-dim", "2", "--decoder-width", "8"]
@@ -222,11 +222,13 @@ def test_train_command_fine_tunes_and_skips_the_unconditioned_calibration(tmp_pa
     )
     assert train_command(tuned) == 0
     out = capsys.readouterr().out
-    assert "trained stefan-anp-e2e" in out and "not calibrated" in out
+    assert "trained stefan-anp-e2e" in out and "calibrated the conditioned predictive" in out
     shipped = load_checkpoint(tmp_path / "e2e.pt")
     assert shipped["hyperparameters"]["training"]["objective"] == "constrained-nll"
     assert shipped["hyperparameters"]["anp"]["hidden"] == 8
-    assert "variance_scale" not in shipped["extra"]
+    # the conditioned fit, not the unconditioned one (which would undo what was trained)
+    assert shipped["extra"]["variance_scale"] == 1.0 and "calibration" not in shipped["extra"]
+    assert shipped["extra"]["count_scales"]["counts"] == [1, 3, 10, 30, 100]
     assert math.isfinite(shipped["extra"]["val_nll"])
 
 
