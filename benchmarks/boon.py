@@ -68,7 +68,12 @@ from probcons.problems.operators import OPERATOR_PROBLEMS, make_problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import boon_common  # noqa: E402
-from results_pages import boon_seed_rows, fmt  # noqa: E402
+from results_pages import (  # noqa: E402
+    BOON_E2E_METRICS,
+    BOON_E2E_STAGES,
+    boon_e2e_rows,
+    boon_seed_rows,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = 0.9  # nominal coverage of the probabilistic section
@@ -150,9 +155,9 @@ E2E_OPTIONS = (
     "seeds",
 )
 """Options of the `--e2e` run only (not part of the main run's recorded sizes)."""
-E2E_STAGES = ("prior", "conditioned", "calibrated")
+E2E_STAGES = BOON_E2E_STAGES
 """Scores of each e2e row: before the update, after it (c = 1), after it with the fitted c."""
-E2E_METRICS = ("rel_l2", "nll", "crps", "coverage90")
+E2E_METRICS = BOON_E2E_METRICS
 
 
 def e2e_recipe(args, seed: int) -> HeatRecipe:
@@ -294,14 +299,7 @@ def print_e2e(result: dict) -> None:
         f" {meta['n_test_scored']} test samples per seed ({machine['platform']},"
         f" {machine['cpu']}, torch {machine['torch']}, {machine['threads']} thread)\n"
     )
-    print("| ensemble | update | rel. L2 | NLL | CRPS | 90 % cov. | c |")
-    print("|---|---|---|---|---|---|---|")
-    for name, entry in result["summary"].items():
-        for stage in E2E_STAGES:
-            cells = [fmt(entry[stage][k]["mean"], entry[stage][k]["se"]) for k in E2E_METRICS]
-            scale = entry["covariance_scale"]
-            c = fmt(scale["mean"], scale["se"]) if stage == "calibrated" else "1"
-            print(f"| {name} | {stage} | {' | '.join(cells)} | {c} |")
+    print("\n".join(boon_e2e_rows(result)))
 
 
 OPTIONS_BEFORE_RECORDED = {"ablation": True, "probabilistic": True}

@@ -50,6 +50,11 @@ from probcons.solvers.cavity import LID_VELOCITY
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import boon_common  # noqa: E402
+from results_pages import (  # noqa: E402
+    BOON2D_ENSEMBLE_PHYSICS,
+    boon2d_ensemble_diagnostic_rows,
+    boon2d_ensemble_rows,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = (
@@ -59,7 +64,7 @@ ROWS = (
     ("boon-ensemble", "probconserv", "BOON-ensemble + conditioning"),
 )
 METRICS = ("rel_l2", "crps", "coverage_90", "boundary_error")
-PHYSICS = {"cavity": "circulation_residual", "wave2d": "balance_residual"}
+PHYSICS = BOON2D_ENSEMBLE_PHYSICS
 
 
 def main() -> None:
@@ -201,44 +206,12 @@ def table_rows(problem: str, runs: dict) -> list[dict]:
 
 
 def print_table(results: dict) -> None:
-    print(
-        "| problem | model | rel. L2 | CRPS | cov. 90 % | boundary error f64 | circulation / "
-        "balance residual | train s |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for problem, rows in results["problems"].items():
-        for row in rows:
-            physics = row[PHYSICS[problem]]
-            print(
-                f"| {problem} | {row['label']} | {row['rel_l2']:.4f} | {row['crps']:.4g} | "
-                f"{row['coverage_90']:.3f} | {row['boundary_error']:.2g} | {physics:.2g} | "
-                f"{sum(row['train_s']) / len(row['train_s']):.0f} |"
-            )
+    print("\n".join(boon2d_ensemble_rows(results)))
 
 
 def print_diagnostics(results: dict) -> None:
     print()
-    print(
-        "| problem | ensemble | rows | RMS z of prior residual | rel. L2 | CRPS | cov. 90 % | "
-        "rel. L2 diag. | CRPS diag. | cov. 90 % diag. |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for problem, rows in results["problems"].items():
-        for row in rows:
-            if row["method"] != "unconstrained":
-                continue
-            seeds = row["diagnostics_per_seed"]
-            for group in seeds[0]:
-                mean = {
-                    key: sum(seed[group][key] for seed in seeds) / len(seeds)
-                    for key in seeds[0][group]
-                }
-                print(
-                    f"| {problem} | {row['label']} | {group} | {mean['z_rms']:.3g} | "
-                    f"{mean['rel_l2']:.4f} | {mean['crps']:.4g} | {mean['cov90']:.3f} | "
-                    f"{mean['rel_l2_diagonal']:.4f} | {mean['crps_diagonal']:.4g} | "
-                    f"{mean['cov90_diagonal']:.3f} |"
-                )
+    print("\n".join(boon2d_ensemble_diagnostic_rows(results)))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from probcons.io import write_text
-from probcons.metrics import PROTOCOLS
+from probcons.metrics import PROTOCOLS, mean_and_standard_error
 from probcons.problems import get_problem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -539,6 +539,46 @@ def boon_probabilistic() -> str:
             f"| {p[key]['log_likelihood']:.2f} |"
         )
     return "\n".join(lines)
+
+
+BOON_E2E_STAGES = ("prior", "conditioned", "calibrated")
+"""The stages of boon_e2e.json's rows: before the update, after it, after it with c fitted."""
+BOON_E2E_METRICS = ("rel_l2", "nll", "crps", "coverage90")
+"""The scores of each stage."""
+
+
+def boon_e2e() -> str:
+    result = load("boon_e2e.json")
+    meta = result["_meta"]
+    return "\n".join(
+        [
+            source(
+                "boon_e2e.json",
+                f"python benchmarks/boon.py --e2e --seeds {' '.join(map(str, meta['sizes']['seeds']))}",
+                _boon_machine(meta["machine"]),
+            )
+            + f" Mean ± standard error over the seeds, {meta['n_test_scored']} test samples each.",
+            "",
+            *boon_e2e_rows(result),
+        ]
+    )
+
+
+def boon_e2e_rows(result: dict) -> list[str]:
+    """boon_e2e.json's summary table (benchmarks/boon.py --e2e prints it from memory)."""
+    lines = [
+        "| ensemble | update | rel. L2 | NLL | CRPS | 90 % cov. | c |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in result["summary"].items():
+        for stage in BOON_E2E_STAGES:
+            cells = [
+                fmt(entry[stage][key]["mean"], entry[stage][key]["se"]) for key in BOON_E2E_METRICS
+            ]
+            scale = entry["covariance_scale"]
+            c = fmt(scale["mean"], scale["se"]) if stage == "calibrated" else "1"
+            lines.append(f"| {name} | {stage} | {' | '.join(cells)} | {c} |")
+    return lines
 
 
 BOON2D_NAMES = {"fno": "FNO", "fno-bc": "FNO + BC inputs", "boon": "BOON"}
@@ -1126,6 +1166,86 @@ def beyond_linear() -> str:
     return "\n".join(lines)
 
 
+BOON2D_ENSEMBLE_PHYSICS = {"cavity": "circulation_residual", "wave2d": "balance_residual"}
+"""The physics residual boon2d_ensemble.json reports per problem."""
+
+
+def boon2d_ensemble() -> str:
+    results = load("boon2d_ensemble.json")
+    return "\n".join([_boon2d_ensemble_source(results), "", *boon2d_ensemble_rows(results)])
+
+
+def _boon2d_ensemble_source(results: dict) -> str:
+    settings = results["settings"]
+    command = (
+        f"python benchmarks/boon2d_ensemble.py --seeds {len(settings['seeds'])} --members "
+        f"{settings['members']} --n-train {settings['n_train']} --epochs "
+        f"{settings['config']['epochs']} --n-test {settings['n_test']}"
+    )
+    return (
+        source("boon2d_ensemble.json", command, _boon_machine(results["machine"]))
+        + f" Mean ± standard error over seeds {', '.join(map(str, settings['seeds']))}."
+    )
+
+
+def boon2d_ensemble_rows(results: dict) -> list[str]:
+    """boon2d_ensemble.json's table: per problem and row, mean ± standard error over seeds
+    (benchmarks/boon2d_ensemble.py prints it from memory)."""
+    lines = [
+        "| problem | model | rel. L2 | CRPS | cov. 90 % | boundary error f64 | circulation / "
+        "balance residual |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for problem, rows in results["problems"].items():
+        for row in rows:
+            keys = ("rel_l2", "crps", "coverage_90", "boundary_error")
+            cells = [_seed_cell(row[f"{key}_per_seed"]) for key in keys]
+            cells.append(_seed_cell(row[f"{BOON2D_ENSEMBLE_PHYSICS[problem]}_per_seed"]))
+            lines.append(f"| {problem} | {row['label']} | {' | '.join(cells)} |")
+    return lines
+
+
+def boon2d_ensemble_diagnostics() -> str:
+    results = load("boon2d_ensemble.json")
+    return "\n".join(
+        [_boon2d_ensemble_source(results), "", *boon2d_ensemble_diagnostic_rows(results)]
+    )
+
+
+def boon2d_ensemble_diagnostic_rows(results: dict) -> list[str]:
+    """Per ensemble and row group: the RMS z of the prior's residual and the scores after
+    conditioning on that group alone, full Gaussian and marginals only (means over seeds)."""
+    lines = [
+        "| problem | ensemble | rows | RMS z | rel. L2 full | CRPS full | cov. 90 % full "
+        "| rel. L2 marg. | CRPS marg. | cov. 90 % marg. |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = (
+        "z_rms",
+        "rel_l2",
+        "crps",
+        "cov90",
+        "rel_l2_diagonal",
+        "crps_diagonal",
+        "cov90_diagonal",
+    )
+    for problem, rows in results["problems"].items():
+        for row in rows:
+            if row["method"] != "unconstrained":
+                continue
+            seeds = row["diagnostics_per_seed"]
+            for group in seeds[0]:
+                cells = [_seed_cell([seed[group][key] for seed in seeds]) for key in keys]
+                lines.append(f"| {problem} | {row['label']} | {group} | {' | '.join(cells)} |")
+    return lines
+
+
+def _seed_cell(values: list[float]) -> str:
+    """Mean ± standard error of per-seed values (no error for one seed)."""
+    mean, error = mean_and_standard_error(values)
+    return fmt(mean, error if len(values) > 1 else None)
+
+
 REGIONS: dict[str, tuple[str, Callable[[], str]]] = {
     # region name: (page in docs/results, its generator)
     "gpme-tables": ("gpme.md", gpme_tables),
@@ -1135,7 +1255,10 @@ REGIONS: dict[str, tuple[str, Callable[[], str]]] = {
     "boon-seeds": ("boon.md", boon_seeds),
     "boon-warmup": ("boon.md", boon_warmup),
     "boon-probabilistic": ("boon.md", boon_probabilistic),
+    "boon-e2e": ("boon.md", boon_e2e),
     "boon2d": ("boon-2d.md", boon2d),
+    "boon2d-ensemble": ("boon-2d-ensemble.md", boon2d_ensemble),
+    "boon2d-ensemble-diagnostics": ("boon-2d-ensemble.md", boon2d_ensemble_diagnostics),
     "calibration-context-factor": ("calibration.md", calibration_context_factor),
     "calibration-stefan": ("calibration.md", lambda: calibration_table("stefan")),
     "calibration-diffusion": ("calibration.md", lambda: calibration_table("diffusion")),
@@ -1153,9 +1276,6 @@ REGIONS: dict[str, tuple[str, Callable[[], str]]] = {
 
 
 NOT_GENERATED = {
-    "boon_e2e.json": "quoted in end-to-end.md",
-    "boon2d_ensemble.json": "the tables of docs/results/boon-2d-ensemble.md, a page this "
-    "generator does not cover yet (hand-maintained)",
     "evaluation_memory.json": "quoted in docs/scale-out.md, outside docs/results",
     "solvers2d.json": "quoted in the prose of docs/results/boon-2d.md (the solvers' checks), not "
     "in a table",

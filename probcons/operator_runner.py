@@ -667,18 +667,23 @@ def write_method_files2d(
     """`<method>.nc` per method on the flat grid (predicted times, C n^2 positions; the test
     trajectories are the functions) and {method: summary of `ensemble2d_scores`}.
 
-    The report reads the flat positions as one axis: its "mass" is the sum over positions of
-    the truth (so its CE is a whole-field bias, not a 2-D conservation error) and no
-    boundary_condition attribute is set (its 1-D boundary column does not apply). The rows are
-    not stored (a cavity's wall rows would take n_test x n_t x 392 x 5000 floats)."""
+    The files mark x as a flat 2-D field (field_layout FLAT_2D_LAYOUT, channels, n), so the
+    report shows no CE and no mass figure (a sum over the positions is no conservation law) and
+    takes the 2-D scores (`ensemble2d_scores`) from metrics.json into its "2-D physics" table.
+    No boundary_condition attribute is set (its 1-D boundary column does not apply). The rows
+    are not stored (a cavity's wall rows would take n_test x n_t x 392 x 5000 floats)."""
     from probcons.backbones.boon_ensemble2d import ensemble_grid, flat_truth
+    from probcons.report.data import FLAT_2D_LAYOUT
 
     grid = ensemble_grid(problem)
     truth = flat_truth(problem, test)
-    mass = truth @ grid.trapezoid_weights()  # the report's CE reads the flat positions
+    mass = truth @ grid.trapezoid_weights()  # the schema's mass: a whole-field sum, not shown
     attrs = {
         "problem": problem.name,
         "backbone": backbone,
+        "field_layout": FLAT_2D_LAYOUT,
+        "channels": problem.channels,
+        "n": problem.n,
         "sigma_G": 0.0,
         "parameter_name": "test sample",
         "time_of_interest": float(grid.t[grid.n_t // 2]),

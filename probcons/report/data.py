@@ -6,7 +6,8 @@ Schema of one `<method>.nc` (h5netcdf):
     constant_data           optional: parameter (function), mass (function, t) = U(t),
                             u_mean, u_variance (function, t, x) exact predictive moments
     coords t, x, function; attrs on every group: problem, backbone, method, sigma_G,
-    parameter_name, time_of_interest.
+    parameter_name, time_of_interest; a 2-D field stored flat also has field_layout =
+    FLAT_2D_LAYOUT, channels C and n: x then indexes the C n^2 positions, channel-major.
 Reading is lazy: one function's draws (chain * draw, n_t, n_x) are loaded at a time.
 """
 
@@ -41,6 +42,9 @@ READ_BLOCK_BYTES = 256 * 2**20
 METHOD_ORDER = ("unconstrained", "softc", "hardc", "probconserv")
 # Groups ArviZ may hold a user's field in, searched in this order.
 SAMPLE_GROUPS = ("posterior_predictive", "predictions", "posterior")
+FLAT_2D_LAYOUT = "flat-2d"
+"""attrs["field_layout"] of a 2-D field on C channels x n x n nodes stored along x, channel-major
+(position c n^2 + i n + k): sums over x are whole-field sums, not a 1-D mass."""
 
 
 def _plain(value: Any) -> Any:
@@ -243,6 +247,11 @@ def constraint_residual(
 def plain_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """A group's attributes as `MethodData.attrs` holds them (1-element arrays as scalars)."""
     return {key: _plain(value) for key, value in attrs.items()}
+
+
+def is_flat_2d(attrs: Mapping[str, Any]) -> bool:
+    """True when a method file's attributes mark its x axis as a flattened 2-D field."""
+    return attrs.get("field_layout") == FLAT_2D_LAYOUT
 
 
 def method_sort_key(method: str) -> tuple[int, str]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from probcons.errors import OutputError, UsageError
 from probcons.report.calibration import FLAG_STANDARD_ERRORS
-from probcons.report.data import MethodData, method_files, method_sort_key
+from probcons.report.data import MethodData, is_flat_2d, method_files, method_sort_key
 from probcons.report.figures import (
     error_time_figure,
     mass_figure,
@@ -26,6 +26,7 @@ from probcons.report.figures import (
     shock_figure,
     shock_statistics,
 )
+from probcons.report.physics2d import Physics2dScores, read_physics2d
 from probcons.report.render import Block, Bullets, Heading, Image, Paragraph, Table, write_documents
 from probcons.report.summary import (
     BAND_LEVEL,
@@ -212,9 +213,13 @@ REGION_TEXT = (
 def _run_metadata(summaries: list[MethodSummary]) -> Bullets:
     first = summaries[0]
     attrs = first.attrs
+    axes = "t x x"
+    if is_flat_2d(attrs):
+        n = attrs.get("n", "?")
+        axes = f"t x positions: {attrs.get('channels', '?')} channel(s) x {n} x {n} nodes, flat"
     items = [
         f"problem: {attrs.get('problem', '?')}; backbone: {attrs.get('backbone', '?')}",
-        f"{first.n_functions} functions, grid {first.t.size} x {first.x.size} (t x x), "
+        f"{first.n_functions} functions, grid {first.t.size} x {first.x.size} ({axes}), "
         f"time of interest t* = {_format(float(attrs.get('time_of_interest', float('nan'))))}",
     ]
     for summary in summaries:
@@ -277,6 +282,34 @@ def _shock_table(summaries: list[MethodSummary]) -> Table | None:
         )
     header = ("method", "quantity", "truth", "posterior mean", "90% interval", "draws")
     return Table(header, tuple(rows))
+
+
+def _physics2d_table(scores: Physics2dScores) -> Table:
+    """One row per method: the run's 2-D scores, mean (standard error) over trajectories."""
+    header = ("method",) + tuple(header for _, header in scores.columns)
+    rows = tuple(
+        (method, *(_format(mean, error) for mean, error in cells)) for method, cells in scores.rows
+    )
+    return Table(header, rows)
+
+
+def _physics2d_blocks(runs: list[tuple[Path, str, list[MethodSummary]]]) -> list[Block]:
+    """The "2-D physics" section: a table per run whose method files hold a flat 2-D field."""
+    blocks: list[Block] = []
+    several = len(runs) > 1
+    for directory, run, summaries in runs:
+        if not any(is_flat_2d(summary.attrs) for summary in summaries):
+            continue
+        notes: list[str] = []
+        methods = [summary.method for summary in summaries]
+        scores = read_physics2d(directory, methods, summaries[0].n_functions, notes)
+        if several:
+            blocks.append(Heading(3, f"Run {run}"))
+        if scores is not None:
+            blocks += [_physics2d_table(scores), Paragraph(scores.text)]
+        if notes:
+            blocks.append(Bullets(tuple(notes)))
+    return [Heading(2, "2-D physics"), *blocks] if blocks else []
 
 
 def _summarize_run(
@@ -350,24 +383,27 @@ def write_report(
         if not summaries or not all(isinstance(s, MethodSummary) for s in summaries):
             raise UsageError("summaries: expected a non-empty list of MethodSummary")
         given = sorted(summaries, key=lambda summary: method_sort_key(summary.method))
-        runs.append((labels[0], [replace(summary, run=labels[0]) for summary in given]))
+        runs.append(
+            (directories[0], labels[0], [replace(summary, run=labels[0]) for summary in given])
+        )
     for directory, run in zip(directories, labels, strict=True):
         if summaries is not None:
             continue
         method_summaries = _summarize_run(directory, run, several, notes, **options)
         if method_summaries:
-            runs.append((run, method_summaries))
+            runs.append((directory, run, method_summaries))
         else:
             notes.append(f"{run}: no readable method file")
     if not runs:
         raise UsageError(f"run_dirs: no readable <method>.nc file in {[str(d) for d in run_dirs]}")
-    everything = [summary for _, summaries in runs for summary in summaries]
+    everything = [summary for _, _, summaries in runs for summary in summaries]
 
     title = "probcons calibration report: " + "; ".join(
-        run_title(summaries, run) for run, summaries in runs
+        run_title(summaries, run) for _, run, summaries in runs
     )
     blocks: list[Block] = [Heading(1, title), Heading(2, "Metrics")]
     blocks += [_metrics_table(everything, several), Paragraph(DEFINITIONS)]
+    blocks += _physics2d_blocks(runs)
     blocks += [
         Heading(2, "Reliability"),
         Image(
@@ -377,8 +413,9 @@ def write_report(
             reliability_figure(everything),
         ),
     ]
-    for run, summaries in runs:
+    for _, run, summaries in runs:
         prefix = f"{run}_" if several else ""
+        flat_2d = is_flat_2d(summaries[0].attrs)
         named = run_title(summaries, run)
         heading = f"Run {run}" if named == run else f"Run {run}: {named}"
         blocks += [Heading(2, heading), _run_metadata(summaries)]
@@ -397,17 +434,19 @@ def write_report(
                 error_time_figure(summaries),
             )
         )
-        blocks.append(
-            Image(
-                f"{prefix}mass",
-                "Mass against time: truth, each method's mean and 90 % band",
-                mass_figure(summaries),
+        if not flat_2d:  # a sum over a flat 2-D field's positions is no mass
+            blocks.append(
+                Image(
+                    f"{prefix}mass",
+                    "Mass against time: truth, each method's mean and 90 % band",
+                    mass_figure(summaries),
+                )
             )
-        )
+        along = " along the flat positions (channel-major)" if flat_2d else ""
         blocks.append(
             Image(
                 f"{prefix}profiles",
-                "Solution profiles with 90 % bands at three times, truth dashed",
+                f"Solution profiles{along} with 90 % bands at three times, truth dashed",
                 profiles_figure(summaries),
             )
         )

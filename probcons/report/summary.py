@@ -7,7 +7,8 @@ Only one function's draws (n_draws, n_t, n_x) are in memory at a time. Per funct
     coverage_f(L) of the sample central interval, width_f = mean 90 % interval width,
     boundary residual = mean_{t, rows} |B (m - u)| for the boundary operator B named by
     attrs['boundary_condition'], else mean |G_b m - b_b| over the stored boundary rows G_b
-    (dirichlet_*, neumann_*, periodic) the posterior was conditioned on.
+    (dirichlet_*, neumann_*, periodic) the posterior was conditioned on. No CE for a 2-D field
+    stored flat (`is_flat_2d`): a sum over its positions is no conservation law.
 Reported values are means over functions with standard errors (`mean_and_standard_error`);
 with one function the standard error is NaN (shown as n/a), not 0.
 Calibration by region: PIT coverage pooled over the points of a region, the regions being the
@@ -51,7 +52,7 @@ from probcons.report.calibration import (
     pit_uniformity,
     randomized_pit,
 )
-from probcons.report.data import MethodData
+from probcons.report.data import MethodData, is_flat_2d
 from probcons.validation import check_positive_int
 
 PIT_BINS = 20
@@ -66,6 +67,10 @@ SAME_POSITION_RTOL = 1e-9  # true fronts closer than this (relative) count as on
 VARIANCE_DECILES = 10
 FRONT_BAND_CELLS = 3  # "near front": |x - front(t)| <= FRONT_BAND_CELLS grid steps
 BOUNDARY_ROW_PREFIXES = ("dirichlet_", "neumann_", "periodic")
+FLAT_2D_NOTE = (
+    "CE not computed: x holds a 2-D field's positions (channels x n x n, flattened), whose sum "
+    "is no conservation law; the 2-D physics table has the run's own physics residuals"
+)
 
 
 def is_boundary_row(name: str) -> bool:
@@ -324,7 +329,9 @@ class MethodSummarizer:
         self.profile_times = _profile_times(grid.n_t, self.time_index)
         self.per_point_pit = max(1, math.ceil(pit_values / n_functions))
         names = ["mse", "mse_t", "ll", "crps", "coverage_50", "coverage_90", "width_90"]
-        if has_ce:
+        if is_flat_2d(attrs):
+            self.notes.append(FLAT_2D_NOTE)
+        elif has_ce:
             names.append("ce")
         else:
             self.notes.append("CE not computed: constant_data has neither constraint rows nor mass")
@@ -394,11 +401,12 @@ class MethodSummarizer:
         per_function["width_90"][f] = float(
             interval_width(ordered, BAND_LEVEL, presorted=True).mean()
         )
-        if residual is not None:  # the rows the run conditioned on
-            per_function["ce"][f] = float(residual.abs().mean())
-        elif mass is not None:
-            constraint = conservation_constraint(grid, mass)
-            per_function["ce"][f] = conservation_error(mean, constraint)
+        if "ce" in per_function:
+            if residual is not None:  # the rows the run conditioned on
+                per_function["ce"][f] = float(residual.abs().mean())
+            elif mass is not None:
+                constraint = conservation_constraint(grid, mass)
+                per_function["ce"][f] = conservation_error(mean, constraint)
         if self.boundary is not None:
             per_function["boundary_residual"][f] = float(
                 self.boundary.apply(mean - truth).abs().mean()

@@ -22,6 +22,7 @@ PAGES = (
     "gpme.md",
     "boon.md",
     "boon-2d.md",
+    "boon-2d-ensemble.md",
     "calibration.md",
     "main-job.md",
     "paper-comparison.md",

@@ -13,6 +13,7 @@ from probcons.errors import UsageError
 from probcons.operator_runner import run_operator_problem
 from probcons.problems import operators2d
 from probcons.report.data import MethodData
+from probcons.report.document import _format
 
 torch.set_num_threads(1)
 
@@ -20,6 +21,23 @@ TINY = TrainingConfig2d(
     modes=3, width=4, layers=2, padding=2, projection_width=8, epochs=1, batch_size=4
 )
 EXACT = 1e-10
+
+
+def table(markdown: str, heading: str) -> list[list[str]]:
+    """The first table after `heading`: header, then rows, each a list of cells."""
+    lines = markdown.splitlines()
+    start = lines.index(heading)
+    rows = []
+    for line in lines[start + 1 :]:
+        if line.startswith("#"):
+            break
+        if line.startswith("|---"):
+            continue
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+        elif rows:
+            break
+    return rows
 
 
 @pytest.fixture
@@ -68,9 +86,23 @@ def test_cli_runs_a_boon_ensemble_on_the_cavity_and_the_report_reads_it(
     assert kind == "boon" and problem.name == "cavity"
     with MethodData(out / "probconserv.nc") as data:
         assert data.grid.shape == (3, 2 * 144) and data.n_functions == 2
+    written_by_run = (out / "report.md").read_text()
     (out / "report.md").unlink()
     assert main(["report", str(out)]) in (0, None)
-    assert "cavity" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "cavity" in markdown
+    physics = table(markdown, "## 2-D physics")
+    assert physics == table(written_by_run, "## 2-D physics")  # the run's report, the folder's
+    header = physics[0]
+    rows = {row[0]: dict(zip(header, row, strict=True)) for row in physics[1:]}
+    assert header[-1] == "Circulation residual" and list(rows) == result["methods"]
+    scores = result["probconserv"]
+    cell = rows["probconserv"]["Circulation residual"]
+    assert float(cell.split()[0]) <= EXACT
+    assert cell == _format(scores["circulation_residual"], scores["circulation_residual_se"])
+    assert rows["probconserv"]["rel. L2"] == _format(scores["rel_l2"], scores["rel_l2_se"])
+    assert "CE" not in table(markdown, "## Metrics")[0]  # no whole-field sum posing as a CE
+    assert "Circulation residual: max over predicted slices" in markdown
 
 
 def test_fno_ensemble_on_the_wave_is_conditioned_on_walls_and_balance(small_problems, tmp_path):
