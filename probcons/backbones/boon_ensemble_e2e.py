@@ -49,11 +49,11 @@ from probcons import distributed
 from probcons.backbones.boon_ensemble import BoonEnsemble, heat_constraints
 from probcons.boon.training import (
     OperatorTask,
-    OperatorTask1d,
     TrainingConfig,
     config_dict,
     input_channels,
     model_inputs,
+    train_model,
 )
 from probcons.conditioning import conditioned_moments
 from probcons.constraints import LinearConstraint
@@ -508,32 +508,6 @@ class HeatRecipe:
         return problem, train, test, validation
 
 
-def train_member(
-    problem: OperatorProblem,
-    train: OperatorData,
-    config: TrainingConfig,
-    seed: int,
-    checkpoint: str | Path | None = None,
-    progress: bool = False,
-    desc: str | None = None,
-) -> tuple[nn.Module, float]:
-    """One BOON member, as `probcons.boon.training.train_model` trains it (the same weights),
-    with a tqdm bar; checkpoint: written every epoch, continued from when it exists. Returns
-    (model in eval mode with the exact correction, training seconds)."""
-    task = OperatorTask1d("boon", problem, train, config, seed)
-    model, _, clock = engine.train(
-        task,
-        seed,
-        checkpoint,
-        resume=True,
-        checkpoint_every=task.steps_per_epoch,
-        progress=progress,
-        desc=desc,
-    )
-    model.correction_strength = 1.0
-    return model.eval(), clock.seconds
-
-
 def train_heat_members(
     recipe: HeatRecipe,
     problem: OperatorProblem,
@@ -547,8 +521,15 @@ def train_heat_members(
     for e in range(recipe.members):
         config = recipe.config if e == 0 else recipe.member_config
         checkpoint = None if directory is None else Path(directory) / f"member-{e}.pt"
-        model, spent = train_member(
-            problem, train, config, recipe.seed + e, checkpoint, progress, f"member {e}"
+        model, spent = train_model(
+            "boon",
+            problem,
+            train,
+            config,
+            recipe.seed + e,
+            checkpoint=checkpoint,
+            progress=progress,
+            desc=f"member {e}",
         )
         models.append(model)
         seconds += spent
@@ -632,5 +613,4 @@ __all__ = [
     "marginal_scores",
     "train_heat_ensemble",
     "train_heat_members",
-    "train_member",
 ]

@@ -305,10 +305,12 @@ def train_model(
     callback=None,
     correct_layers: bool = True,
     checkpoint: str | Path | None = None,
+    progress: bool = False,
+    desc: str | None = None,
 ) -> tuple[nn.Module, float]:
     """Train a new model of `kind`; returns (model, seconds). callback(epoch, model) after each epoch.
     correct_layers: as in `build_model`. checkpoint: a file written after every epoch and
-    resumed from when it exists (`probcons.training.engine`).
+    resumed from when it exists (`probcons.training.engine`). progress: a tqdm bar named `desc`.
 
     In a process group (torchrun) each mini-batch of config.batch_size samples is split over the
     ranks and the returned model (the same on every rank) is the unwrapped module; the callback
@@ -316,7 +318,13 @@ def train_model(
     """
     task = OperatorTask1d(kind, problem, train, config, seed, callback, correct_layers)
     model, _, clock = engine.train(
-        task, seed, checkpoint, resume=True, checkpoint_every=task.steps_per_epoch
+        task,
+        seed,
+        checkpoint,
+        resume=True,
+        checkpoint_every=task.steps_per_epoch,
+        progress=progress,
+        desc=desc,
     )
     if kind == "boon":
         model.correction_strength = 1.0
