@@ -273,6 +273,38 @@ def gpme_tables() -> str:
     return "\n".join(lines)
 
 
+def end_to_end_stored() -> str:
+    """Post-hoc against end-to-end ProbConserv-ANP on gpme.json's stored rows (end-to-end.md)."""
+    stored = load("gpme.json")
+    lines = []
+    machines = set()
+    for name, entries in stored.items():
+        problem = get_problem(name)
+        for key, records in entries.items():
+            if "probconserv-anp-e2e" not in records:
+                continue
+            post, e2e = records["probconserv-anp"], records["probconserv-anp-e2e"]
+            machines.add(e2e["machine"])
+            cells = [f"{name}, {problem.parameter_name} = {key}"]
+            for metric in ("mse", "crps"):
+                ratio = e2e[metric] / post[metric]
+                cells.append(f"{post[metric]:.3g} -> {e2e[metric]:.3g} ({ratio:.2f}x)")
+            cells.append(f"{post['coverage_90']:.3f} -> {e2e['coverage_90']:.3f}")
+            cells.append(f"{post['mse_t']:.3g} -> {e2e['mse_t']:.3g}")
+            cells.append(f"{records['anp']['mse']:.3g}" if "anp" in records else "n/a")
+            lines.append("| " + " | ".join(cells) + " |")
+    header = [
+        f"From [benchmarks/results/gpme.json](../../benchmarks/results/gpme.json), written by "
+        "`python benchmarks/gpme.py --problems stefan,pme,diffusion --methods e2e` (the "
+        "post-hoc and ANP rows by the commands in [gpme.md](gpme.md)); machine: "
+        f"{'; '.join(sorted(machines))} (the end-to-end rows). {PROBCONS_LABEL}",
+        "",
+        "| problem | MSE | CRPS | cov90 | MSE at t* | MSE of the ANP |",
+        "|---|---|---|---|---|---|",
+    ]
+    return "\n".join(header + lines)
+
+
 # ------------------------------------------- the paper protocol (benchmarks/paper_protocol.py)
 
 
@@ -1249,6 +1281,7 @@ def _seed_cell(values: list[float]) -> str:
 REGIONS: dict[str, tuple[str, Callable[[], str]]] = {
     # region name: (page in docs/results, its generator)
     "gpme-tables": ("gpme.md", gpme_tables),
+    "end-to-end-stored": ("end-to-end.md", end_to_end_stored),
     "probconserv-paper-protocol": ("paper-comparison.md", paper_protocol_tables),
     "boon-published": ("paper-comparison.md", boon_published),
     "boon-seed0": ("boon.md", boon_seed0),

@@ -20,6 +20,7 @@ PUBLISHED = ROOT / "benchmarks" / "published"
 MARKER = re.compile(r"<!-- generated: ([a-z0-9-]+) -->")
 PAGES = (
     "gpme.md",
+    "end-to-end.md",
     "boon.md",
     "boon-2d.md",
     "boon-2d-ensemble.md",
@@ -106,6 +107,7 @@ def test_every_generated_region_names_its_json_command_machine_and_protocol():
             assert "written by `" in body and "machine: " in body, (page, name)
             if page in (
                 "gpme.md",
+                "end-to-end.md",
                 "main-job.md",
                 "calibration.md",
                 "anp-training.md",
