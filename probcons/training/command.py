@@ -127,6 +127,13 @@ def add_train_arguments(
         default=None,
         help="also write the best weights (no optimizer state) to this .pt file",
     )
+    parser.add_argument(
+        "--calibration-functions",
+        type=int,
+        default=128,
+        help="held-out functions (per context count for constrained-*) of the variance "
+        "calibration fitted after training (default 128)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -172,6 +179,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise UsageError(f"threads: expected a positive integer, got {args.threads!r}")
+    calibration_functions = check_positive_int(args.calibration_functions, "calibration_functions")
     torch.set_num_threads(args.threads)
     current = distributed.initialize()  # a process group under torchrun, else nothing
     problem = get_problem(args.problem)
@@ -209,10 +217,14 @@ def train_command(args: argparse.Namespace) -> int:
         # the variance was trained for the conditioned posterior: calibrate that predictive
         # (a scale fitted to the unconditioned one would undo what was trained)
         report_conditioned_calibration(
-            result.best_path, calibrate_conditioned(result.best_path, problem)
+            result.best_path,
+            calibrate_conditioned(result.best_path, problem, n_functions=calibration_functions),
         )
     else:
-        report_calibration(result.best_path, calibrate_checkpoint(result.best_path, problem))
+        report_calibration(
+            result.best_path,
+            calibrate_checkpoint(result.best_path, problem, n_functions=calibration_functions),
+        )
     if args.export:
         export_checkpoint(result.best_path, Path(args.export), result.last_path)
         print(f"exported: {args.export}")

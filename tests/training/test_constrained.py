@@ -197,7 +197,10 @@ def test_train_command_fine_tunes_and_calibrates_the_conditioned_predictive(tmp_
     common = ["stefan", "--epochs", "1", "--n-functions", "4", "--batch-size", "4"]
     sizes = ["--hidden", "8", "--heads", "2", "--latent-dim", "2", "--decoder-width", "8"]
     first = parser.parse_args(
-        common + sizes + ["--n-target", "10", "--out", str(tmp_path / "a"), "--no-progress"]
+        common
+        + sizes
+        + ["--n-target", "10", "--out", str(tmp_path / "a"), "--no-progress"]
+        + ["--calibration-functions", "4"]
     )
     assert train_command(first) == 0
     tuned = parser.parse_args(
@@ -217,6 +220,8 @@ def test_train_command_fine_tunes_and_calibrates_the_conditioned_predictive(tmp_
             str(tmp_path / "b"),
             "--export",
             str(tmp_path / "e2e.pt"),
+            "--calibration-functions",
+            "4",
             "--no-progress",
         ]
     )
