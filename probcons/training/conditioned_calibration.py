@@ -100,10 +100,9 @@ def fit_coverage_scale(
 @dataclass(frozen=True)
 class ConditionedCalibration:
     """What `calibrate_conditioned` fitted and stores: the scales c_j at `counts` (by `fit`), and
-    per count
-    the held-out scores of the conditioned predictive as trained ("before") and calibrated
-    ("after"): nll, crps, mse, coverage_90, conservation; n_functions functions of `slices`
-    x-slices of `points` points, `samples` latent draws, `seed`."""
+    per count the held-out scores of the conditioned predictive as trained ("before") and
+    calibrated ("after"): nll, crps, mse, coverage_90, conservation; n_functions functions of
+    `slices` x-slices of `points` points, `samples` latent draws, `seed`."""
 
     counts: tuple[int, ...]
     scales: tuple[float, ...]
