@@ -42,10 +42,8 @@ from probcons.backbones.boon_ensemble2d import (
 from probcons.boon.training2d import config_dict, load_model2d
 from probcons.constraints.circulation2d import circulation_constraint2d, lid_circulation
 from probcons.constraints.linear import LinearConstraint
-from probcons.covariance import DiagonalCovariance
 from probcons.io import write_json
 from probcons.operator_runner import ensemble2d_scores, run_operator_problem2d
-from probcons.prediction import GaussianPrediction
 from probcons.solvers.cavity import LID_VELOCITY
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -158,23 +156,26 @@ def row_diagnostics(run_dir: Path, result: dict) -> dict:
     """Per row group, over the test trajectories: the RMS z-score of the prior's residual,
     (G m - b) / sqrt(diag(G Sigma G^T)), and rel. L2 / CRPS / coverage after conditioning on
     that group alone, from the ensemble's Gaussian and ("_diagonal") from its marginals alone
-    (the sample cross-covariances dropped). The members are read back from the run folder."""
+    (`BoonEnsemble2d(covariance="marginal")`: the sample cross-covariances dropped). The members
+    are read back from the run folder."""
     members = result["sizes"]["members"]
     loaded = [load_model2d(run_dir / f"member_{e}.pt") for e in range(members)]
     models, kind, problem = [m for m, _, _ in loaded], loaded[0][1], loaded[0][2]
-    ensemble = BoonEnsemble2d(models, kind, problem, result["metrics"]["noise_variance"])
+    noise_variance = result["metrics"]["noise_variance"]
+    ensemble = BoonEnsemble2d(models, kind, problem, noise_variance)
+    marginals = BoonEnsemble2d(models, kind, problem, noise_variance, covariance="marginal")
     test = problem.generate(result["sizes"]["n_test"], result["seed"] + 1000)
-    priors = ensemble.predict(test)
+    rollouts = ensemble.member_rollouts(test)
+    priors = ensemble.predict(test, rollouts)
+    diagonals = marginals.predict(test, rollouts)
     out: dict = {}
-    for i, prior in enumerate(priors):
+    for i, (prior, diagonal) in enumerate(zip(priors, diagonals, strict=True)):
         factor = prior.covariance.factor.T.reshape(members, *prior.grid.shape)  # F columns
         for group, rows in row_groups(problem, test.states[i]).items():
             weights = rows.weights
             spread = rows.apply(factor).square().sum(0)  # (m, r): |G F|^2
             variance = ensemble.noise_variance * weights.square().sum(-1) + spread
             z = rows.residual(prior.mean) / variance.sqrt()
-            marginal = DiagonalCovariance(prior.variance.reshape(-1))
-            diagonal = GaussianPrediction(prior.mean, marginal, prior.grid)
             entry = out.setdefault(group, {"z_rms": []})
             entry["z_rms"].append(float(z.square().mean().sqrt()))
             for suffix, start in (("", prior), ("_diagonal", diagonal)):

@@ -124,6 +124,7 @@ def run_operator_problem(
     draws: int | None = None,
     report: bool = True,
     checkpoint: str | Path | None = None,
+    ensemble_covariance: str = "sample",
 ) -> dict:
     """Train `backbone` on `problem` (seeded), evaluate on a test set, write files; return metrics.
 
@@ -136,7 +137,8 @@ def run_operator_problem(
     per test sample and method in `<method>.nc` (default DRAWS; 2-D: DRAWS_2D) and report:
     write report.html (boon-ensemble); checkpoint: a stored boon-ensemble of `problem`
     (`BoonEnsemble.load`) evaluated instead of a trained one (its grid; config, epochs and members
-    do not apply).
+    do not apply); ensemble_covariance: "sample" or "marginal" for the 2-D ensembles
+    (`run_operator_problem2d`).
     Returns the contents of metrics.json (see the module docstring).
     """
     if checkpoint is not None and (backbone != "boon-ensemble" or problem in OPERATOR_PROBLEMS_2D):
@@ -159,6 +161,12 @@ def run_operator_problem(
             members=members,
             draws=DRAWS_2D if draws is None else draws,
             report=report,
+            ensemble_covariance=ensemble_covariance,
+        )
+    if ensemble_covariance != "sample":
+        raise UsageError(
+            "ensemble_covariance: expected 'sample' on a 1-D problem (the marginal option is "
+            f"for the 2-D ensembles), got {ensemble_covariance!r}"
         )
     if problem not in OPERATOR_PROBLEMS:
         known = sorted(OPERATOR_PROBLEMS) + sorted(OPERATOR_PROBLEMS_2D)
@@ -455,6 +463,7 @@ def run_operator_problem2d(
     members: int = 4,
     draws: int = DRAWS_2D,
     report: bool = True,
+    ensemble_covariance: str = "sample",
 ) -> dict:
     """Train a one-step 2-D model (problems2d), roll out the test trajectories, write files.
 
@@ -464,7 +473,8 @@ def run_operator_problem2d(
     hyperparameters; `training2d.load_model2d`) and error_vs_time.png; returns the metrics.
     boon-ensemble / fno-ensemble: `members` one-step models (member_<e>.pt), calibrated on
     held-out trajectories (seed + VALIDATION_SEED_2D), and `<method>.nc` per method
-    (`run_ensemble2d`); draws per test trajectory and method; report: write report.html.
+    (`run_ensemble2d`); draws per test trajectory and method; report: write report.html;
+    ensemble_covariance: "sample" or "marginal" (`BoonEnsemble2d`'s covariance).
     """
     from probcons.boon.training2d import TrainingConfig2d, evaluate2d, train_model2d
     from probcons.checkpoint import save_checkpoint
@@ -490,7 +500,18 @@ def run_operator_problem2d(
     train, test = spec.generate(n_train, seed), spec.generate(n_test, seed + 1000)
     if backbone in ENSEMBLE_BACKBONES_2D:
         return run_ensemble2d(
-            spec, backbone, train, test, config, out_dir, seed, members, draws, report, progress
+            spec,
+            backbone,
+            train,
+            test,
+            config,
+            out_dir,
+            seed,
+            members,
+            draws,
+            report,
+            progress,
+            ensemble_covariance,
         )
     kind = BACKBONES[backbone]
     model, seconds = train_model2d(kind, spec, train, config, seed, progress=progress)
@@ -558,8 +579,10 @@ def run_ensemble2d(
     draws: int = DRAWS_2D,
     report: bool = True,
     progress: bool = False,
+    covariance: str = "sample",
 ) -> dict:
     """A 2-D ensemble run: train, calibrate on held-out trajectories, condition, write files.
+    covariance: the prediction's, "sample" or "marginal" (`BoonEnsemble2d`).
 
     Methods: "unconstrained" (the ensemble's Gaussian) and "probconserv" (exact on
     `physics_constraint`). metrics.json holds the flat "metrics" of the unconstrained
@@ -571,7 +594,7 @@ def run_ensemble2d(
     check_positive_int(draws, "draws")
     kind = ENSEMBLE_BACKBONES_2D[backbone]
     ensemble, seconds = BoonEnsemble2d.train(
-        problem, train, config, members, seed, kind, progress=progress
+        problem, train, config, members, seed, kind, progress=progress, covariance=covariance
     )
     for index, model in enumerate(ensemble.models):
         state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
@@ -604,6 +627,7 @@ def run_ensemble2d(
             "members": members,
             "draws": draws,
         },
+        "ensemble_covariance": covariance,
         "config": config_dict(config),
         "machine": {"platform": platform.platform(), "torch": torch.__version__},
         "metrics": {

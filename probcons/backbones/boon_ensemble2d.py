@@ -8,7 +8,12 @@ times, C n^2 positions per slice, channel-major p = c n^2 + i n + k, the layout 
 
     mean = (1/E) sum_e u_e,   Sigma = s I + F F^T,   F = [u_e - mean] / sqrt(E - 1),
 
-a LowRankCovariance. s is one scalar: `calibrate` sets it to the maximiser of the held-out
+a LowRankCovariance (covariance="sample"). With covariance="marginal" the prediction keeps only
+its marginal variances, diag(s I + F F^T) (a DiagonalCovariance): the extreme localisation of
+the sample covariance. With few members F's sample correlations are mostly noise, and an exact
+row then moves every value along them; on the marginals a row's correction lands on the points
+it reads, in proportion to their variance (measured: docs/results/boon-2d-ensemble.md, the
+"marg." columns). s is one scalar: `calibrate` sets it to the maximiser of the held-out
 pointwise Gaussian log-likelihood (`calibrated_noise_variance`, as in 1-D) on validation
 trajectories that are neither training nor test data.
 
@@ -39,7 +44,7 @@ from probcons.constraints.circulation2d import (
 )
 from probcons.constraints.linear import LinearConstraint
 from probcons.constraints.walls2d import boundary_condition2d_constraint
-from probcons.covariance import LowRankCovariance
+from probcons.covariance import DiagonalCovariance, LowRankCovariance
 from probcons.errors import UsageError
 from probcons.grid import Grid
 from probcons.grid2d import Grid2d
@@ -48,7 +53,7 @@ from probcons.posterior import Posterior
 from probcons.prediction import GaussianPrediction
 from probcons.problems.operators2d import OperatorProblem2d, Trajectories2d
 from probcons.solvers.cavity import LID_VELOCITY
-from probcons.validation import check_nonnegative, check_positive_int
+from probcons.validation import check_choice, check_nonnegative, check_positive_int
 
 COVERAGE_LEVEL = 0.9
 """Central interval whose pointwise coverage `coverage` reports."""
@@ -56,6 +61,8 @@ CAVITY_SIDE = 1.0
 """L: the cavity is the unit square."""
 ENSEMBLE_KINDS = ("boon", "fno")
 """Member kinds of `probcons.boon.training2d` an ensemble may hold."""
+COVARIANCES = ("sample", "marginal")
+"""The prediction's covariance: the members' sample covariance, or its marginal variances."""
 MEMBER_STREAM = 4099
 """Entropy word of the members' seeds (kept apart from the data's and the draws')."""
 
@@ -128,7 +135,9 @@ class BoonEnsemble2d:
         kind: str,
         problem: OperatorProblem2d,
         noise_variance: float = NOISE_VARIANCE,
+        covariance: str = "sample",
     ) -> None:
+        self.covariance = check_choice(covariance, "covariance", COVARIANCES)
         if len(models) < 2:
             raise UsageError(f"models: expected at least 2 ensemble members, got {len(models)}")
         if kind not in ENSEMBLE_KINDS:
@@ -154,6 +163,7 @@ class BoonEnsemble2d:
         kind: str = "boon",
         noise_variance: float = NOISE_VARIANCE,
         progress: bool = False,
+        covariance: str = "sample",
     ) -> tuple[BoonEnsemble2d, float]:
         """Train `members` one-step models with seeds `member_seed(seed, e)`; (ensemble, seconds)."""
         from probcons.boon.training2d import train_model2d
@@ -168,7 +178,7 @@ class BoonEnsemble2d:
             )
             models.append(model)
             seconds += spent
-        return cls(models, kind, problem, noise_variance), seconds
+        return cls(models, kind, problem, noise_variance, covariance), seconds
 
     def member_rollouts(self, data: Trajectories2d) -> torch.Tensor:
         """(E, n, m, C, n, n) float64: every member's rollout on the predicted slices."""
@@ -190,8 +200,9 @@ class BoonEnsemble2d:
         return self.noise_variance
 
     def predict(self, data: Trajectories2d, members=None) -> list[GaussianPrediction]:
-        """One GaussianPrediction (LowRankCovariance) on `self.grid` per trajectory of `data`;
-        members: `member_rollouts(data)` when already computed."""
+        """One GaussianPrediction on `self.grid` per trajectory of `data` (a LowRankCovariance,
+        or its marginals in a DiagonalCovariance with covariance="marginal"); members:
+        `member_rollouts(data)` when already computed."""
         members = self.member_rollouts(data) if members is None else members
         flat = _flatten(members)  # (E, n, m, P)
         mean = flat.mean(0)
@@ -201,8 +212,11 @@ class BoonEnsemble2d:
         for i in range(flat.shape[1]):
             factor = deviations[:, i].reshape(len(self.models), size).T.contiguous()
             diagonal = torch.full((size,), self.noise_variance, dtype=torch.float64)
-            covariance = LowRankCovariance(diagonal, factor)
-            out.append(GaussianPrediction(mean[i], covariance, self.grid))
+            prediction = GaussianPrediction(mean[i], LowRankCovariance(diagonal, factor), self.grid)
+            if self.covariance == "marginal":
+                marginal = DiagonalCovariance(prediction.variance.reshape(-1))
+                prediction = GaussianPrediction(mean[i], marginal, self.grid)
+            out.append(prediction)
         return out
 
     def coverage(self, data: Trajectories2d, level: float = COVERAGE_LEVEL) -> float:
@@ -236,6 +250,7 @@ def flat_truth(problem: OperatorProblem2d, data: Trajectories2d) -> torch.Tensor
 
 
 __all__ = [
+    "COVARIANCES",
     "COVERAGE_LEVEL",
     "ENSEMBLE_KINDS",
     "BoonEnsemble2d",

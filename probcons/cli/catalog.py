@@ -27,6 +27,9 @@ TRAINABLE_BACKBONES = ANP_BACKBONES + ENSEMBLE_BACKBONES
 """The --backbone choices of `probcons train`'s ANP flags (the ensembles routed to theirs)."""
 OPERATOR_TRAINABLE_BACKBONES = ("boon-ensemble",)
 """Operator backbones `probcons train` also trains, with their own flags (probcons.cli.train)."""
+ENSEMBLE_COVARIANCES = ("sample", "marginal")
+"""probcons.backbones.boon_ensemble2d.COVARIANCES: `probcons run cavity|wave2d
+--ensemble-covariance`."""
 BOON_TRAIN_PROBLEMS = ("heat-neumann",)
 """probcons.backbones.boon_ensemble_e2e.HEAT_PROBLEM: what `probcons train --backbone
 boon-ensemble` trains on."""
@@ -35,6 +38,7 @@ __all__ = [
     "ANP_BACKBONES",
     "BOON_TRAIN_PROBLEMS",
     "ENSEMBLE_BACKBONES",
+    "ENSEMBLE_COVARIANCES",
     "GPME_PROBLEMS",
     "METHODS",
     "OPERATOR_BACKBONES",

@@ -12,7 +12,13 @@ import argparse
 import re
 from pathlib import Path
 
-from probcons.cli.catalog import BOON_TRAIN_PROBLEMS, GPME_PROBLEMS, METHODS, OPERATOR_PROBLEMS
+from probcons.cli.catalog import (
+    BOON_TRAIN_PROBLEMS,
+    ENSEMBLE_COVARIANCES,
+    GPME_PROBLEMS,
+    METHODS,
+    OPERATOR_PROBLEMS,
+)
 from probcons.errors import UsageError
 
 GPME_DEFAULTS = {
@@ -27,7 +33,7 @@ GPME_DEFAULTS = {
     "chunk_functions": 10,
 }
 """Flags of GPME problems only (dest -> default)."""
-BOON_FLAGS = ("epochs", "n_train", "n_test")
+BOON_FLAGS = ("epochs", "n_train", "n_test", "ensemble_covariance")
 """Flags of BOON problems only (default None: the problem's own)."""
 
 
@@ -100,6 +106,13 @@ def add_parser(subparsers) -> None:
     boon.add_argument(
         "--n-test", type=int, default=None, help="test samples/trajectories (BOON problems)"
     )
+    boon.add_argument(
+        "--ensemble-covariance",
+        choices=ENSEMBLE_COVARIANCES,
+        default=None,
+        help="cavity / wave2d ensembles: condition the members' sample covariance (default) or "
+        "its marginal variances only",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -150,6 +163,8 @@ def _options(args: argparse.Namespace) -> dict:
         }
         if args.checkpoint is not None:
             sizes["checkpoint"] = _checkpoint(args)
+        if args.ensemble_covariance is not None:
+            sizes["ensemble_covariance"] = args.ensemble_covariance
         return {"epochs": args.epochs, **sizes}
     return {
         "methods": args.methods,

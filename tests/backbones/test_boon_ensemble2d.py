@@ -108,3 +108,34 @@ def test_member_seeds_differ_and_checks_name_the_argument():
     with pytest.raises(UsageError, match="states: expected"):
         physics_constraint(problem, torch.zeros(3, 1, 12, 12))
     assert math.isfinite(problem.t_end)
+
+
+def test_the_marginal_covariance_keeps_the_moments_and_conditions_on_the_points_it_reads(
+    trained,
+):
+    """covariance="marginal": the same mean and marginal variances in a DiagonalCovariance; its
+    posterior holds every row, and equals the dense update with diag(Sigma) in place of Sigma."""
+    from probcons.backbones.boon_ensemble import conserve
+    from probcons.covariance import DiagonalCovariance
+
+    problem, ensemble, test = trained
+    marginal = BoonEnsemble2d(
+        ensemble.models, ensemble.kind, problem, ensemble.noise_variance, covariance="marginal"
+    )
+    rollouts = ensemble.member_rollouts(test)
+    sample, diagonal = ensemble.predict(test, rollouts)[0], marginal.predict(test, rollouts)[0]
+    assert isinstance(diagonal.covariance, DiagonalCovariance)
+    assert torch.equal(diagonal.mean, sample.mean)
+    assert torch.equal(diagonal.variance, sample.variance)
+    constraint = physics_constraint(problem, test.states[0])
+    shifted = type(diagonal)(diagonal.mean + 0.01, diagonal.covariance, diagonal.grid)
+    posterior = conserve(shifted, [constraint])
+    assert constraint.residual(posterior.mean).abs().max() < EXACT
+    g = constraint.to_dense().double()
+    v = diagonal.variance.reshape(-1)
+    mean = shifted.mean.reshape(-1)
+    gain = (v[:, None] * g.T) @ torch.linalg.pinv(g @ (v[:, None] * g.T), hermitian=True)
+    expected = mean - gain @ (g @ mean - constraint.values.reshape(-1))
+    assert torch.allclose(posterior.mean.reshape(-1), expected, atol=1e-10)
+    with pytest.raises(UsageError, match="covariance"):
+        BoonEnsemble2d(ensemble.models, ensemble.kind, problem, covariance="localised")

@@ -337,6 +337,7 @@ def test_train_refuses_an_unknown_backbone_with_the_choices(capsys):
 
 def test_catalog_matches_the_registries():
     """The light tables the parser uses are the registries' keys, in order."""
+    from probcons.backbones.boon_ensemble2d import COVARIANCES
     from probcons.backbones.member_training import BACKBONE_KINDS
     from probcons.cli import catalog
     from probcons.operator_runner import BACKBONES as OPERATOR_BACKBONES
@@ -352,6 +353,7 @@ def test_catalog_matches_the_registries():
     assert catalog.OPERATOR_BACKBONES == tuple(OPERATOR_BACKBONES)
     assert catalog.ANP_BACKBONES == tuple(ANP_BACKBONES)
     assert catalog.ENSEMBLE_BACKBONES == tuple(BACKBONE_KINDS)
+    assert catalog.ENSEMBLE_COVARIANCES == COVARIANCES
 
 
 def test_every_gpme_backbone_class_satisfies_backbone():

@@ -128,6 +128,37 @@ def test_fno_ensemble_on_the_wave_is_conditioned_on_walls_and_balance(small_prob
     ]
 
 
+def test_the_marginal_covariance_runs_from_the_cli_and_is_refused_elsewhere(
+    small_problems, tmp_path, capsys
+):
+    result = run_operator_problem(
+        "cavity",
+        "fno-ensemble",
+        tmp_path / "m",
+        n_train=2,
+        n_test=2,
+        config=TINY,
+        members=2,
+        draws=2,
+        figure=False,
+        report=False,
+        ensemble_covariance="marginal",
+    )
+    assert result["ensemble_covariance"] == "marginal"
+    assert result["probconserv"]["boundary_error"] < EXACT
+    with pytest.raises(UsageError, match="ensemble_covariance"):
+        run_operator_problem(
+            "heat-neumann", "boon-ensemble", tmp_path / "h", ensemble_covariance="marginal"
+        )
+    for argv in (
+        ["run", "stefan", "--ensemble-covariance", "marginal", "--out", str(tmp_path / "s")],
+        ["run", "cavity", "--ensemble-covariance", "local", "--out", str(tmp_path / "c")],
+    ):
+        assert main(argv) == 2
+        assert not (tmp_path / "s").exists() and not (tmp_path / "c").exists()
+    assert "ensemble" in capsys.readouterr().err
+
+
 def test_2d_runs_refuse_a_1d_config_and_one_member(tmp_path):
     with pytest.raises(UsageError, match="config: expected a TrainingConfig2d for cavity"):
         run_operator_problem("cavity", "boon-ensemble", tmp_path / "a", config=TrainingConfig())
